@@ -1,0 +1,3 @@
+"""hdee: heterogeneous domain-expert ensembles of language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`hdee eval`, `hdee generate`, `hdee average`."""
+
+from __future__ import annotations
+
+from hdee.cli.app import app  # noqa: F401

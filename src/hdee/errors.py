@@ -1,0 +1,29 @@
+"""User-facing errors. The CLI prints `str(err)` as one line and exits non-zero."""
+
+
+class HdeeError(Exception):
+    """Bad input or a state the user must fix; the message says what and where."""
+
+
+class ConfigError(HdeeError):
+    pass
+
+
+class DataError(HdeeError):
+    pass
+
+
+class CheckpointError(HdeeError):
+    pass
+
+
+class TrainingError(HdeeError):
+    pass
+
+
+class PlanError(HdeeError):
+    pass
+
+
+class ExecutionError(HdeeError):
+    pass
