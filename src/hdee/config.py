@@ -201,10 +201,21 @@ class BudgetConfig(Strict):
 
 
 class AutoConfig(Strict):
-    objective: Literal["mean", "minimax"] = "mean"
-    pilot_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    pilot_points: int = Field(default=4, ge=3)
-    step_choices: list[float] = Field(default=[0.5, 0.75, 1.0, 1.25, 1.5])
+    """The `auto` strategy: pilots measure each domain's difficulty, a solver allocates (docs/auto.md)."""
+
+    objective: Literal["mean", "minimax"] = Field(default="mean", description="predicted mean loss, or the worst domain's")
+    pilot_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="share of the domain-phase budget spent on pilots")
+    pilot_points: int = Field(default=3, ge=3, description="fewest loss points (= steps) one pilot must give")
+    pilot_sizes: Literal["baseline", "all"] = Field(
+        default="baseline", description="pilot every domain at the baseline size only (other sizes via the seed gap), or at every size"
+    )
+    step_choices: list[float] = Field(default=[0.5, 0.75, 1.0, 1.25, 1.5], min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_choices(self) -> "AutoConfig":
+        if any(not f > 0 for f in self.step_choices):
+            raise ValueError("auto.step_choices must all be > 0")
+        return self
 
 
 class EvalConfig(Strict):

@@ -27,3 +27,7 @@ class PlanError(HdeeError):
 
 class ExecutionError(HdeeError):
     pass
+
+
+class EnsembleError(HdeeError):
+    pass

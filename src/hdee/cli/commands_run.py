@@ -2,4 +2,116 @@
 
 from __future__ import annotations
 
-from hdee.cli.app import app  # noqa: F401
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hdee.cli.app import app
+from hdee.config import ExperimentConfig, load_config
+from hdee.layout import RunLayout
+from hdee.plan import Plan
+
+DEFAULT_CONFIG = Path("configs/embedded.toml")
+
+
+def _layout(cfg: ExperimentConfig, run_dir: Path | None) -> RunLayout:
+    return RunLayout(run_dir or Path("runs") / cfg.name)
+
+
+def _fmt_int(x: int | None) -> str:
+    return f"{x:,}" if x is not None else "-"
+
+
+def _jobs_table(plan: Plan) -> Table:
+    t = Table(title=f"plan: {plan.config_name} (repeat {plan.repeat}, vocab {plan.vocab:,})", header_style="bold")
+    for col, just in (("job", "left"), ("kind", "left"), ("size", "center"), ("steps", "right"), ("tokens", "right"),
+                      ("FLOPs", "right"), ("parent", "left"), ("used by", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    scores = plan.jobs_of("score")
+    for j in plan.jobs:
+        if j.kind == "score":
+            continue
+        t.add_row(j.id, j.kind, j.size or "-", _fmt_int(j.steps), _fmt_int(j.tokens), f"{j.flops:.3g}" if j.flops else "-",
+                  j.parent or "-", ", ".join(j.used_by) or "all")
+    if scores:
+        experts = len({j.expert for j in scores})
+        t.add_row(f"score x {len(scores)}", "score", "-", "-", "-", "-", f"{experts} experts x {len(scores) // max(experts, 1)} domains", "")
+    return t
+
+
+def _totals_table(plan: Plan) -> Table:
+    iterations = sorted({k for e in plan.ensembles.values() for k in e.iteration_flops}, key=int)
+    t = Table(title=f"per-strategy compute (domain-phase budget {plan.budget_flops:.3e} FLOPs)", header_style="bold")
+    t.add_column("strategy")
+    t.add_column("ensemble")
+    t.add_column("seeds (one per size)")
+    t.add_column("seed FLOPs", justify="right")
+    for k in iterations:
+        t.add_column(f"iter {k} FLOPs", justify="right")
+    t.add_column("domain FLOPs", justify="right")
+    t.add_column("vs budget", justify="right")
+    for name, e in plan.ensembles.items():
+        if e.pending:
+            t.add_row(name, "pending (pilots first)", ", ".join(e.sizes_needed), f"{e.seed_flops:.3e}",
+                      *["-"] * len(iterations), f"{e.domain_flops:.3e}", "-")
+            continue
+        order = list(e.sizes_needed)
+        sizes = sorted({str(plan.job(x).size) for x in e.experts}, key=lambda s: order.index(s) if s in order else 99)
+        steps = sorted({plan.job(x).steps for x in e.experts})
+        desc = f"{len(e.experts)} x {'/'.join(sizes)} @ {'/'.join(map(str, steps))} steps"
+        iters = [f"{e.iteration_flops[k]:.3e}" if k in e.iteration_flops else "-" for k in iterations]
+        t.add_row(name, desc, ", ".join(e.sizes_needed), f"{e.seed_flops:.3e}", *iters, f"{e.domain_flops:.3e}",
+                  f"{e.domain_flops / plan.budget_flops - 1:+.2%}")
+    return t
+
+
+@app.command("plan")
+def plan_cmd(
+    config: Path = typer.Argument(DEFAULT_CONFIG, help="experiment config (.toml or .yaml)"),
+    vocab: int | None = typer.Option(None, "--vocab", help="vocab for embedding sizes when no tokenizer is prepared"),
+    repeat: int = typer.Option(0, "--repeat", min=0, help="which domain-phase repeat to plan"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here"),
+) -> None:
+    """Show the jobs of CONFIG's strategies and their compute, without running anything."""
+    from hdee.plan import build_plan, resolve_vocab
+
+    cfg = load_config(config)
+    layout = _layout(cfg, run_dir)
+    v, source = resolve_vocab(cfg, layout.tokenizer_path, vocab)
+    plan = build_plan(cfg, v, repeat=repeat)
+    console = Console()
+    console.print(_jobs_table(plan))
+    console.print(_totals_table(plan))
+    console.print(
+        f"vocab {v:,} from {source}. FLOPs = 6 x non-embedding params x tokens (the budget convention). "
+        "Seed compute is shown apart from the domain phase: a strategy with experts of several sizes needs one seed "
+        "model per size."
+    )
+    if json_out:
+        plan.write(json_out)
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(DEFAULT_CONFIG, help="experiment config (.toml or .yaml)"),
+    backend: str | None = typer.Option(None, "--backend", help="local or ray (default: execute.backend)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address, e.g. auto or host:port"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="worker processes (local) or CPUs (private Ray)"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="repeat the domain phase with N seeds"),
+    force: bool = typer.Option(False, "--force", help="reuse a run directory made by a different config"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
+    view: bool = typer.Option(True, "--view/--no-view", help="live view of the jobs"),
+) -> None:
+    """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
+    from hdee.pipeline import run_experiment
+
+    cfg = load_config(config)
+    layout = _layout(cfg, run_dir)
+    summary = run_experiment(cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view)
+    Console().print(
+        f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run): {', '.join(summary['results'])}; report {summary['report']}",
+        highlight=False,
+    )

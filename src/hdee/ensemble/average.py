@@ -1,0 +1,107 @@
+"""Parameter averaging (BTM merge): one HF model whose weights are a weighted mean of experts'.
+
+Only meaningful for experts of one architecture that branched from a common seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from hdee.ensemble.experts import META_FILE, WEIGHTS_FILE, check_compatible, load_model, read_expert
+from hdee.errors import EnsembleError
+from hdee.fsutil import atomic_dir, atomic_write_json, sha256_file
+
+# config.json keys that fix the parameter shapes or how they are used
+_ARCHITECTURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "tie_word_embeddings",
+    "hidden_act",
+)
+
+
+def _architecture(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config.get(k) for k in _ARCHITECTURE_KEYS}
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+
+
+def _normalised_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(list(weights), dtype=np.float64)
+    if w.shape != (n,):
+        raise EnsembleError(f"{w.size} averaging weights for {n} experts")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise EnsembleError(f"averaging weights must be non-negative with a positive sum, got {w.tolist()}")
+    return w / w.sum()
+
+
+def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None, out_dir: str | Path) -> Path:
+    """Write the weighted parameter mean of `dirs` to `out_dir` (HF dir + hdee.json), atomically.
+
+    Weights (e.g. a cached domain prior) are normalised to sum to one; default: equal.
+    """
+    infos = [read_expert(d) for d in dirs]
+    check_compatible(infos)
+    ref = _architecture(infos[0].config)
+    for info in infos[1:]:
+        arch = _architecture(info.config)
+        diff = sorted(k for k in ref.keys() | arch.keys() if ref.get(k) != arch.get(k))
+        if diff:
+            key = diff[0]
+            raise EnsembleError(
+                f"{info.path}: cannot average: {key} is {arch.get(key)!r}, {infos[0].path.name} has {ref.get(key)!r}"
+            )
+    ref_shapes = _tensor_shapes(infos[0].path)
+    for info in infos[1:]:
+        shapes = _tensor_shapes(info.path)
+        if shapes != ref_shapes:
+            name = sorted(n for n in ref_shapes.keys() | shapes.keys() if ref_shapes.get(n) != shapes.get(n))[0]
+            raise EnsembleError(
+                f"{info.path}: cannot average: tensor {name} is {shapes.get(name)}, {infos[0].path.name} has {ref_shapes.get(name)}"
+            )
+    out_dir = Path(out_dir)
+    if any(out_dir.resolve() == i.path.resolve() for i in infos):
+        raise EnsembleError(f"{out_dir}: the output would overwrite one of the averaged experts")
+    w = _normalised_weights(weights, len(infos))
+
+    merged = load_model(infos[0].path)
+    with torch.no_grad():
+        acc = {name: t.detach().double() * w[0] for name, t in merged.state_dict().items()}
+        for info, wi in zip(infos[1:], w[1:]):
+            for name, t in load_model(info.path).state_dict().items():
+                acc[name] += t.detach().double() * wi
+        merged.load_state_dict({name: t.float() for name, t in acc.items()})
+
+    meta = {
+        "kind": "average",
+        "parents": [str(i.path) for i in infos],
+        "parent_sha256": [i.weights_sha256() for i in infos],
+        "weights": w.tolist(),
+        "tokenizer_hash": infos[0].tokenizer_hash,
+    }
+    for key in ("size", "lineage"):
+        values = {i.meta.get(key) for i in infos}
+        if len(values) == 1:
+            meta[key] = values.pop()
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        meta["sha256"] = sha256_file(tmp / WEIGHTS_FILE)
+        atomic_write_json(tmp / META_FILE, meta)
+    return out_dir

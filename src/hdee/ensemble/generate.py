@@ -1,0 +1,168 @@
+"""Sampling from an ensemble's mixture, one token at a time.
+
+Each expert keeps its own KV cache (the HF model's `cache`, formerly `past_key_values`) and contributes only its next-token
+distribution at the last position; the expert weights are updated with the probability each
+expert gave every token of the prompt and of the text generated so far, exactly as the cached
+evaluation methods weight them (see docs/ensembling.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hdee.errors import EnsembleError
+
+GENERATION_METHODS = (
+    "uniform",
+    "prefix-posterior",
+    "prevtoken-posterior",
+    "cached-prior",
+    "cached-prior-prevtoken",
+    "top-k",
+    "product",
+)
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    new_ids: list[int]
+    weights: np.ndarray  # [steps, K]: expert weights used at each step (product: 1/K each)
+    step_logprobs: np.ndarray | None = None  # [steps, vocab] mixture log-probs, when kept
+    text: str | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.new_ids
+
+
+class _ExpertStream:
+    """One expert's next-token log-probs along a growing sequence, with or without a KV cache."""
+
+    def __init__(self, model: torch.nn.Module, use_cache: bool):
+        self.model = model
+        self.use_cache = use_cache
+        self.cache = None
+        self.ids: list[int] = []
+
+    def start(self, prompt: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs of prompt tokens 1.. [P-1], next-token log-probs [V])."""
+        self.ids = list(prompt)
+        x = torch.tensor([self.ids], dtype=torch.long)
+        out = self.model(input_ids=x, use_cache=self.use_cache)
+        self.cache = out.cache if self.use_cache else None
+        lsm = torch.log_softmax(out.logits[0].double(), dim=-1)
+        seen = lsm[:-1].gather(-1, x[0, 1:, None]).squeeze(-1)
+        return seen, lsm[-1]
+
+    def step(self, token: int) -> torch.Tensor:
+        self.ids.append(token)
+        if self.use_cache:
+            out = self.model(input_ids=torch.tensor([[token]]), cache=self.cache, use_cache=True)
+            self.cache = out.cache
+        else:
+            out = self.model(input_ids=torch.tensor([self.ids]), use_cache=False, logits_to_keep=1)
+        return torch.log_softmax(out.logits[0, -1].double(), dim=-1)
+
+
+def _sample(logp: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logp))
+    probs = torch.softmax(logp / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_p, 0) - sorted_p  # mass strictly above each token
+        sorted_p = torch.where(before < top_p, sorted_p, torch.zeros_like(sorted_p))
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs.float(), 1, generator=gen))
+
+
+def _log_weights(method: str, log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None, k: int) -> torch.Tensor:
+    if method == "uniform":
+        logw = torch.full((len(seen),), 0.0, dtype=torch.float64)
+    elif method in ("prefix-posterior", "cached-prior", "top-k"):
+        logw = log_prior + seen
+    else:  # previous-token posteriors
+        logw = log_prior + (last if last is not None else 0.0)
+    logw = logw - torch.logsumexp(logw, 0)
+    if method == "top-k" and k < len(logw):
+        order = np.argsort(-logw.numpy(), kind="stable")  # ties -> lower expert index, as in evaluation
+        keep = torch.zeros(len(logw), dtype=torch.bool)
+        keep[torch.from_numpy(order[:k].copy())] = True
+        logw = torch.where(keep, logw, torch.tensor(-torch.inf, dtype=logw.dtype))
+        logw = logw - torch.logsumexp(logw, 0)
+    return logw
+
+
+@torch.inference_mode()
+def generate_ids(
+    models: Sequence[torch.nn.Module],
+    prompt_ids: Sequence[int],
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    method: str = "prefix-posterior",
+    seed: int = 0,
+    *,
+    log_prior: np.ndarray | None = None,
+    top_k: int = 2,
+    use_cache: bool = True,
+    eos_id: int | None = None,
+    keep_distributions: bool = False,
+) -> Generation:
+    """Sample up to `max_new_tokens` from the mixture of `models` after `prompt_ids`."""
+    if method not in GENERATION_METHODS:
+        raise EnsembleError(f"cannot generate with method {method!r}; use one of: {', '.join(GENERATION_METHODS)}")
+    prompt = [int(t) for t in prompt_ids]
+    if not prompt:
+        raise EnsembleError("generation needs a prompt of at least one token")
+    if not 0 < top_p <= 1:
+        raise EnsembleError(f"top_p must be in (0, 1], got {top_p}")
+    k = len(models)
+    if method.startswith("cached-prior"):
+        if log_prior is None:
+            raise EnsembleError(f"{method} needs a prior (estimate one with hdee.ensemble.mixing.estimate_prior)")
+        prior = torch.as_tensor(np.asarray(log_prior, dtype=np.float64))
+        if prior.shape != (k,):
+            raise EnsembleError(f"prior has {prior.numel()} weights for {k} experts")
+        prior = prior - torch.logsumexp(prior, 0)
+    else:
+        prior = torch.full((k,), -float(np.log(k)), dtype=torch.float64)
+
+    streams = [_ExpertStream(m, use_cache) for m in models]
+    starts = [s.start(prompt) for s in streams]
+    seen = torch.stack([s[0].sum() for s in starts])  # log p_k(prompt tokens after the first)
+    last = torch.stack([s[0][-1] for s in starts]) if len(prompt) > 1 else None
+    dists = torch.stack([s[1] for s in starts])  # [K, V]
+
+    gen = torch.Generator().manual_seed(seed)
+    new_ids: list[int] = []
+    weights: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
+    for step in range(max_new_tokens):
+        if method == "product":
+            logw = torch.full((k,), -float(np.log(k)), dtype=torch.float64)
+            mixture = torch.log_softmax(dists.mean(0), dim=-1)
+        else:
+            logw = _log_weights(method, prior, seen, last, top_k)
+            mixture = torch.logsumexp(logw[:, None] + dists, dim=0)
+        weights.append(logw.exp().numpy())
+        if keep_distributions:
+            kept.append(mixture.float().numpy())
+        token = _sample(mixture, temperature, top_p, gen)
+        new_ids.append(token)
+        last = dists[:, token]
+        seen = seen + last
+        if token == eos_id or step == max_new_tokens - 1:
+            break
+        dists = torch.stack([s.step(token) for s in streams])
+    return Generation(
+        prompt_ids=prompt,
+        new_ids=new_ids,
+        weights=np.stack(weights) if weights else np.zeros((0, k)),
+        step_logprobs=np.stack(kept) if keep_distributions and kept else None,
+    )

@@ -1,0 +1,72 @@
+"""Local backend: a pool of long-lived worker processes on this machine.
+
+Workers are spawned once and reused, because importing torch and transformers costs seconds;
+each runs one job at a time with `threads_per_worker` torch threads (on a 2-core machine two
+1-thread workers gave 21% more total throughput than one 2-thread worker).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from hdee.execute.base import Event, Executor, OnEvent
+from hdee.execute.jobs import JobRunner, run_job
+from hdee.plan import Job
+
+_events = None  # the worker's queue to the parent (set by _init_worker)
+
+
+def _init_worker(threads: int, events) -> None:
+    global _events
+    _events = events
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _report(job_id: str, step: int, steps: int) -> None:
+    if _events is not None:
+        _events.put((job_id, step, steps))
+
+
+def _run_in_worker(runner, spec_json: str, run_dir: str) -> dict:
+    return runner(spec_json, run_dir, _report)
+
+
+def default_workers(threads_per_worker: int) -> int:
+    return max(1, (os.cpu_count() or 1) // threads_per_worker)
+
+
+class LocalExecutor(Executor):
+    def __init__(
+        self, run_dir: str | Path, workers: int | None = None, threads_per_worker: int = 1, runner: JobRunner = run_job
+    ):
+        super().__init__(run_dir)
+        self.runner = runner
+        self.workers = workers or default_workers(threads_per_worker)
+        self.capacity = self.workers
+        ctx = mp.get_context("spawn")
+        self._events = ctx.Queue()
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads_per_worker, self._events)
+        )
+
+    def _submit(self, job: Job) -> Future:
+        return self._pool.submit(_run_in_worker, self.runner, job.model_dump_json(), str(self.run_dir))
+
+    def _poll(self, on_event: OnEvent) -> None:
+        while True:
+            try:
+                job_id, step, steps = self._events.get_nowait()
+            except queue.Empty:
+                return
+            on_event(Event("progress", job_id, step, steps))
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -1,0 +1,144 @@
+"""Expert model sizes -> Llama configs and models, with exact parameter and FLOP accounting.
+
+Two FLOP conventions are used, and every record says which:
+
+* ``flops_per_token`` (budget convention, as in the HDEE paper): 6 x non-embedding parameters.
+  The LM head is excluded too, which is harmless for budget comparisons because every size of a
+  family shares the same head, and it reproduces the paper's 5.61e17 domain-phase budget.
+* ``flops_per_token_full`` (hardware convention, for MFU): every matmul of one training step.
+  Dense matmuls cost 2 FLOPs per weight per token forward and 4 backward, so 6 x (non-embedding +
+  head) parameters; the embedding lookup is a gather and costs no matmul FLOPs. Attention adds,
+  per token and layer, QK^T (2*T*d) and AV (2*T*d) forward with T = seq_len and d = hidden, i.e.
+  4*T*d, and twice that backward: 12*T*d in all. A causal mask makes half of those products
+  useless, so the *useful* count is 6*layers*T*d, which is what MFU counts by default
+  (``causal=True``). The CPU sdpa kernel computes the whole T x T score matrix, so the hardware
+  actually performs the ``causal=False`` figure; ``torch.utils.flop_counter`` counts that one.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hdee.config import ModelFamily
+from hdee.errors import ConfigError
+
+
+class SizeSpec(BaseModel):
+    """Everything that fixes an expert's architecture."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    vocab: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    layers: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SizeSpec":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @classmethod
+    def from_family(cls, family: ModelFamily, size: str, vocab: int, seq_len: int) -> "SizeSpec":
+        if size not in family.intermediate:
+            known = ", ".join(sorted(family.intermediate))
+            raise ConfigError(f"size {size!r} is not in model.intermediate ({known})")
+        return cls(
+            name=size,
+            vocab=vocab,
+            hidden=family.hidden,
+            layers=family.layers,
+            heads=family.heads,
+            kv_heads=family.kv_heads or family.heads,
+            intermediate=family.intermediate[size],
+            seq_len=seq_len,
+            rope_theta=family.rope_theta,
+            tie_embeddings=family.tie_embeddings,
+        )
+
+
+def attn_implementation() -> str:
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            return "sdpa"
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def llama_config(spec: SizeSpec) -> LlamaConfig:
+    """HF config for `spec`; sdpa attention (flash-attention 2 only when installed and on CUDA)."""
+    return LlamaConfig(
+        vocab_size=spec.vocab,
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        intermediate_size=spec.intermediate,
+        max_position_embeddings=spec.seq_len,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+        tie_word_embeddings=spec.tie_embeddings,
+        use_cache=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation=attn_implementation(),
+    )
+
+
+def build_model(spec: SizeSpec, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised fp32 model; the same seed gives the same weights on every rank."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama_config(spec))
+    return model.float()
+
+
+def param_counts(spec: SizeSpec) -> dict[str, int]:
+    """Exact counts: total, embedding (input table), head (0 if tied), non_embedding (the rest)."""
+    d, kv = spec.hidden, spec.kv_heads * spec.head_dim
+    attention = d * d + 2 * d * kv + d * d  # q, k, v, o projections (no biases)
+    mlp = 3 * d * spec.intermediate  # gate, up, down
+    norms = 2 * d
+    non_embedding = spec.layers * (attention + mlp + norms) + d  # + final norm
+    embedding = spec.vocab * d
+    head = 0 if spec.tie_embeddings else spec.vocab * d
+    return {
+        "total": embedding + head + non_embedding,
+        "embedding": embedding,
+        "head": head,
+        "non_embedding": non_embedding,
+    }
+
+
+def flops_per_token(spec: SizeSpec) -> float:
+    """Budget convention (HDEE paper): 6 x non-embedding parameters per trained token."""
+    return 6.0 * param_counts(spec)["non_embedding"]
+
+
+def attention_flops_per_token(spec: SizeSpec, causal: bool = True) -> float:
+    """Score and value matmuls of one training token: 12*L*T*d, halved when only the causal part counts."""
+    full = 12.0 * spec.layers * spec.seq_len * spec.hidden
+    return full / 2 if causal else full
+
+
+def flops_per_token_full(spec: SizeSpec, causal: bool = True) -> float:
+    """Hardware convention for MFU: 6 x (non-embedding + head) parameters + attention."""
+    # the output projection is a vocab x hidden matmul whether or not it shares the input table
+    dense = 6.0 * (param_counts(spec)["non_embedding"] + spec.vocab * spec.hidden)
+    return dense + attention_flops_per_token(spec, causal)

@@ -1,0 +1,51 @@
+"""Data-parallel training of one expert: `torchrun --nproc-per-node N -m hdee.train.distributed JOB.json`.
+
+gloo on CPU, nccl on GPU. The global batch in tokens is the job's whatever N is (each rank takes
+its slice and gradient accumulation shrinks accordingly); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from hdee.errors import HdeeError
+from hdee.train.job import TrainJob
+from hdee.train.loop import DistContext, run_train_job
+
+
+def load_job(path: str | Path) -> TrainJob:
+    return TrainJob.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: torchrun --nproc-per-node N -m hdee.train.distributed JOB.json", file=sys.stderr)
+        return 2
+    job = load_job(argv[0])
+    cuda = torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    try:
+        run_train_job(job, progress=rank == 0, dist=DistContext(rank=rank, world_size=world, device=device))
+    except HdeeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Generation: seeded, KV-cached path equals recomputation, weights follow the evaluation posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from experts import make_expert
+from hdee.cli.app import app
+from hdee.ensemble import Ensemble, estimate_prior, mixing
+from hdee.errors import EnsembleError
+
+torch.set_num_threads(1)
+
+PROMPT = [3, 17, 42, 7]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    return [
+        make_expert(root / "a", 1, intermediate=48, scale=20),
+        make_expert(root / "b", 2, intermediate=64, scale=20),
+        make_expert(root / "c", 3, intermediate=80, scale=20),
+    ]
+
+
+@pytest.fixture(scope="module")
+def ens(dirs):
+    return Ensemble(dirs)
+
+
+def test_seeded_generation_is_reproducible(ens):
+    a = ens.generate(PROMPT, 12, temperature=1.0, seed=123)
+    b = ens.generate(PROMPT, 12, temperature=1.0, seed=123)
+    assert a.new_ids == b.new_ids and len(a.new_ids) == 12
+    others = {tuple(ens.generate(PROMPT, 12, seed=s).new_ids) for s in range(4)}
+    assert len(others) > 1
+
+
+@pytest.mark.parametrize("method", ["uniform", "prefix-posterior", "prevtoken-posterior", "top-k", "product", "cached-prior"])
+def test_kv_cache_equals_recomputation(ens, method):
+    prior = np.log([0.6, 0.3, 0.1])
+    kw = dict(seed=9, keep_distributions=True, log_prior=prior, top_k=2)
+    cached = ens.generate(PROMPT, 10, method=method, use_cache=True, **kw)
+    fresh = ens.generate(PROMPT, 10, method=method, use_cache=False, **kw)
+    assert cached.new_ids == fresh.new_ids
+    np.testing.assert_allclose(cached.step_logprobs, fresh.step_logprobs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.exp(cached.step_logprobs).sum(-1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["prefix-posterior", "prevtoken-posterior", "top-k", "uniform"])
+def test_generation_mixture_matches_cached_evaluation(ens, method):
+    """The probability generation gave each sampled token equals the evaluation mixture on that text."""
+    out = ens.generate(PROMPT, 8, method=method, seed=4, keep_distributions=True)
+    seq = np.array([out.ids])
+    want = ens.log_probs(seq, method)[0, len(PROMPT) - 1 :]
+    got = out.step_logprobs[np.arange(8), out.new_ids]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_weights_and_greedy(ens):
+    out = ens.generate(PROMPT, 5, method="prefix-posterior", seed=0)
+    assert out.weights.shape == (5, 3)
+    np.testing.assert_allclose(out.weights.sum(1), 1.0)
+    greedy = ens.generate(PROMPT, 6, temperature=0, seed=1, keep_distributions=True)
+    assert greedy.new_ids == list(np.argmax(greedy.step_logprobs, axis=1))
+    tiny_p = ens.generate(PROMPT, 6, temperature=1.0, top_p=1e-9, seed=2)
+    assert tiny_p.new_ids == greedy.new_ids
+    topk = ens.generate(PROMPT, 6, method="top-k", top_k=1, seed=3)
+    assert ((topk.weights > 0).sum(1) == 1).all()
+
+
+def test_generation_errors(ens):
+    with pytest.raises(EnsembleError, match="cannot generate with method 'best-expert'"):
+        ens.generate(PROMPT, 2, method="best-expert")
+    with pytest.raises(EnsembleError, match="needs a prior"):
+        ens.generate(PROMPT, 2, method="cached-prior")
+    with pytest.raises(EnsembleError, match="needs a tokenizer"):
+        ens.generate("hello", 2)
+    with pytest.raises(EnsembleError, match="outside the experts' vocabulary"):
+        ens.generate([999], 2)
+    with pytest.raises(EnsembleError, match="at least one token"):
+        ens.generate([], 2)
+
+
+def test_prior_from_estimate_prior_is_accepted(ens):
+    val = ens.score(np.array([PROMPT + [5, 6, 7]]))
+    out = ens.generate(PROMPT, 3, method="cached-prior-prevtoken", log_prior=estimate_prior(val, 0.3))
+    assert len(out.new_ids) == 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[UNK]", "[EOS]"] + [f"w{i}" for i in range(254)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_text_prompt_and_cli(ens, dirs, tokenizer_file):
+    out = ens.generate("w1 w2 w3", 4, seed=0, tokenizer=tokenizer_file)
+    assert out.prompt_ids == [3, 4, 5] and isinstance(out.text, str)
+    res = CliRunner().invoke(app, ["generate", *map(str, dirs), "--prompt", "w1 w2 w3", "--tokenizer",
+                                   str(tokenizer_file), "--max-new-tokens", "4", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("w1 w2 w3 w") and len(res.stdout.split()) == 3 + 4
+
+
+def test_cli_error_exits_2(dirs, tmp_path, monkeypatch):
+    import sys
+
+    from hdee.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["hdee", "generate", str(dirs[0]), "--prompt", "x", "--tokenizer", str(tmp_path / "none.json")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2

@@ -1,0 +1,99 @@
+"""`run_experiment` / `hdee run` on configs/tiny.toml: the whole path, reruns, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hdee.config import load_config
+from hdee.errors import ConfigError
+from hdee.layout import RunLayout
+from hdee.pipeline import snapshot_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs/tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config(TINY)
+
+
+def test_snapshot_refuses_a_different_config(tmp_path, tiny):
+    layout = RunLayout(tmp_path)
+    snapshot_config(tiny, layout)
+    first = layout.config_snapshot.read_text()
+    snapshot_config(tiny, layout)  # same config: fine
+    other = tiny.model_copy(update={"budget": tiny.budget.model_copy(update={"steps": {"easy": 4, "hard": 12}})})
+    with pytest.raises(ConfigError, match="made by a different config \\(differs in budget\\); use --force") as exc:
+        snapshot_config(other, layout)
+    assert "\n" not in str(exc.value)
+    assert layout.config_snapshot.read_text() == first  # nothing was damaged
+    runtime_only = tiny.model_copy(update={"execute": tiny.execute.model_copy(update={"workers": 1})})
+    snapshot_config(runtime_only, layout)  # how it runs does not change what it computes
+    snapshot_config(other, layout, force=True)
+    assert json.loads(layout.config_snapshot.read_text())["budget"]["steps"] == {"easy": 4, "hard": 12}
+
+
+def _hdee(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from hdee.cli import main; main()", *args],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=900,
+    )
+
+
+def test_cli_refuses_a_run_dir_of_another_config(tmp_path, tiny):
+    other = tiny.model_copy(update={"seed": 7})
+    snapshot_config(other, RunLayout(tmp_path))
+    before = (tmp_path / "config.json").read_text()
+    res = _hdee("run", str(TINY), "--run-dir", str(tmp_path), "--no-view")
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "made by a different config (differs in seed)" in lines[0]
+    assert (tmp_path / "config.json").read_text() == before
+
+
+def test_cli_plan_prints_the_paper_budget():
+    res = _hdee("plan", "configs/paper-small-close.toml")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "train-moderate-i3-M-400-" in out and "275,251,200" in out
+    assert out.count("5.612e+17") >= 9  # iterations 1-3 of the three paper strategies
+    assert "128,002" in out
+
+
+def test_cli_plan_unknown_strategy_is_one_line(tmp_path):
+    text = TINY.read_text().replace('strategies = ["MHo-IHo",', 'strategies = ["bogus", "MHo-IHo",')
+    (tmp_path / "c.toml").write_text(text)
+    res = _hdee("plan", str(tmp_path / "c.toml"))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "unknown strategy 'bogus'" in res.stderr
+
+
+# ----------------------------------------------------------------- the real thing
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
+    from hdee.pipeline import run_experiment
+
+    layout = RunLayout(tmp_path / "run")
+    summary = run_experiment(tiny, layout, backend="local", workers=2, view=False)
+    results = json.loads(layout.results_json.read_text())
+    assert set(results["ensembles"]) == set(tiny.strategies)
+    plan = json.loads(layout.plan_json.read_text())
+    assert set(results["experts"]) == set(plan["experts"])
+    for name, ens in results["ensembles"].items():
+        assert ens["experts"] == plan["ensembles"][name]["experts"]
+        for d in tiny.eval_domains:
+            assert ens["ppl"]["uniform"][d] > 1.0
+    assert (layout.root / "report.md").is_file()
+    assert summary["jobs_run"] == len(plan["jobs"])
+    again = run_experiment(tiny, layout, backend="local", workers=2, view=False)
+    assert again["jobs_run"] == 0
+    assert json.loads(layout.results_json.read_text()) == results
