@@ -127,3 +127,14 @@ def test_view_counts_and_eta():
     assert eta is not None and eta > 0
     text = "".join(seg.text for seg in view.console.render(view.render()))
     assert "1 done" in text and "1 running" in text and "1/4" in text
+
+
+def test_unknown_backend_is_one_line(tmp_path):
+    from pathlib import Path as _P
+
+    from hdee.config import load_config
+    from hdee.execute import make_executor
+
+    cfg = load_config(_P(__file__).resolve().parents[1] / "configs/tiny.toml")
+    with pytest.raises(ExecutionError, match="unknown backend 'slurm' \\(use local or ray\\)"):
+        make_executor(cfg, tmp_path, backend="slurm")

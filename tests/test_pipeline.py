@@ -97,3 +97,20 @@ def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
     again = run_experiment(tiny, layout, backend="local", workers=2, view=False)
     assert again["jobs_run"] == 0
     assert json.loads(layout.results_json.read_text()) == results
+
+
+@pytest.mark.slow
+def test_seeds_repeat_the_domain_phase_only(tmp_path, tiny):
+    from hdee.pipeline import run_experiment
+
+    cfg = tiny.model_copy(update={"strategies": ["MHo-IHo"]})
+    layout = RunLayout(tmp_path / "run")
+    run_experiment(cfg, layout, backend="local", workers=2, seeds=2, view=False)
+    p0 = json.loads(layout.plan_json.read_text())
+    p1 = json.loads((layout.root / "plan-repeat1.json").read_text())
+    shared = {j["id"] for j in p0["jobs"]} & {j["id"] for j in p1["jobs"]}
+    assert {j["kind"] for j in p0["jobs"] if j["id"] in shared} == {"prepare", "seed"}
+    r0 = json.loads(layout.results_json.read_text())
+    r1 = json.loads((layout.results_dir / "results-repeat1.json").read_text())
+    assert r0["ensembles"]["MHo-IHo"]["experts"] != r1["ensembles"]["MHo-IHo"]["experts"]
+    assert r0["ensembles"]["MHo-IHo"]["ppl"] != r1["ensembles"]["MHo-IHo"]["ppl"]  # another seed, other numbers

@@ -144,17 +144,19 @@ def test_unknown_strategy_is_refused(tmp_path, tiny):
     _one_line(exc.value)
 
 
-@pytest.mark.parametrize(
-    "domain, message",
-    [("no_such_domain", "unknown domain 'no_such_domain'"), ("py_tests", "held-out domain 'py_tests'")],
-)
-def test_lineage_with_bad_domain_is_refused(tmp_path, tiny, domain, message):
-    text = (ROOT / "configs/tiny.toml").read_text().replace('"py_docstrings", "py_license"]', f'"py_docstrings", "{domain}"]')
-    (tmp_path / "c.toml").write_text(text)
+@pytest.mark.parametrize("which", ["unknown", "heldout"])
+def test_lineage_with_bad_domain_is_refused(tmp_path, tiny, which):
+    domain = "no_such_domain" if which == "unknown" else tiny.heldout_domains[0]
+    message = f"unknown domain '{domain}'" if which == "unknown" else f"held-out domain '{domain}'"
+    first, last = tiny.lineages[1].domains
+    old = f'domains = ["{first}", "{last}"]'
+    text = (ROOT / "configs/tiny.toml").read_text()
+    assert old in text
+    (tmp_path / "c.toml").write_text(text.replace(old, f'domains = ["{first}", "{domain}"]'))
     with pytest.raises(ConfigError, match=message) as exc:
         load_config(tmp_path / "c.toml")
     _one_line(exc.value)
-    lineages = [tiny.lineages[0], tiny.lineages[1].model_copy(update={"domains": ["py_docstrings", domain]})]
+    lineages = [tiny.lineages[0], tiny.lineages[1].model_copy(update={"domains": [first, domain]})]
     with pytest.raises(PlanError, match=message) as exc:
         build_plan(tiny.model_copy(update={"lineages": lineages}), 512)
     _one_line(exc.value)
@@ -201,7 +203,8 @@ def test_pilot_strategy_is_planned_in_two_stages(tiny):
     @register("test-pilot")
     class Piloted(Strategy):
         def pilots(self):
-            return [PilotSpec("probe-easy", "py_code", "M", 2), PilotSpec("probe-hard", "py_docstrings", "M", 2)]
+            easy, hard = self.cfg.lineages[0].domains[0], self.cfg.lineages[1].domains[0]
+            return [PilotSpec("probe-easy", easy, "M", 2), PilotSpec("probe-hard", hard, "M", 2)]
 
         def assign(self, pilot_outputs=None):
             if pilot_outputs is None:

@@ -32,8 +32,8 @@ def fake_results(seed: int = 0, n_train: int = 3, n_held: int = 2) -> dict:
             "ppl": ppl,
         }
     experts = {
-        "seed-M": {"meta": {"kind": "seed", "size": "M"}, "ppl": {d["name"]: 60.0 for d in domains}},
-        "train-a": {"meta": {"kind": "train", "size": "M", "domain": "t0", "steps": 8}, "ppl": {d["name"]: 30.0 for d in domains}},
+        "seed-M": {"meta": {"kind": "seed", "size_name": "M", "size": {"hidden": 8}}, "ppl": {d["name"]: 60.0 for d in domains}},
+        "train-a": {"meta": {"kind": "train", "size_name": "M", "size": {"hidden": 8}, "domain": "t0", "steps": 8}, "ppl": {d["name"]: 30.0 for d in domains}},
     }
     return {"config": "fake", "methods": METHODS, "domains": domains, "experts": experts, "ensembles": ensembles}
 

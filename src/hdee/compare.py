@@ -115,19 +115,23 @@ def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
 def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per trained domain: the seed model's perplexity before branching and the domain expert's after."""
     experts = results["experts"]
-    seeds = {e["meta"].get("size"): e for e in experts.values() if e["meta"].get("kind") == "seed"}
+
+    def size(meta: dict[str, Any]) -> str | None:
+        return meta.get("size_name") or meta.get("size")
+
+    seeds = {size(e["meta"]): e for e in experts.values() if e["meta"].get("kind") == "seed"}
     rows = []
     for eid, e in experts.items():
         meta = e["meta"]
         dom = meta.get("domain")
-        seed = seeds.get(meta.get("size"))
+        seed = seeds.get(size(meta))
         if meta.get("kind") != "train" or not dom or seed is None or dom not in e["ppl"]:
             continue
         rows.append(
             {
                 "expert": eid,
                 "domain": dom,
-                "size": meta.get("size"),
+                "size": size(meta),
                 "steps": meta.get("steps"),
                 "seed_ppl": seed["ppl"][dom],
                 "expert_ppl": e["ppl"][dom],

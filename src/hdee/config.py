@@ -113,6 +113,9 @@ class DataConfig(Strict):
     max_train_tokens: int | None = Field(default=None, gt=0)
     max_eval_tokens: int | None = Field(default=None, gt=0)
     workers: int | None = Field(default=None, gt=0)
+    token_dtype: Literal["auto", "uint16", "uint32"] = Field(
+        default="auto", description="shard dtype; auto: uint16 when the vocabulary fits, else uint32"
+    )
 
 
 # -------------------------------------------------------------------------- model

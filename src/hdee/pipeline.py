@@ -128,6 +128,7 @@ def run_experiment(
                 )
                 for name, e in plan.ensembles.items()
             }
+            live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
             evaluate(cfg, layout, experts, ensembles, results_path=results_path(layout, repeat))
             trap.before_record()

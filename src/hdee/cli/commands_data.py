@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from hdee.cli.app import app
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f}"
 
 
 @app.command()
@@ -14,5 +21,35 @@ def prepare(
     config: Path = typer.Argument(..., help="experiment config (.toml or .yaml)"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
 ) -> None:
-    """Build token shards for every domain of CONFIG."""
-    raise NotImplementedError
+    """Build the tokenizer and token shards for every domain of CONFIG."""
+    from hdee.config import load_config
+    from hdee.data.prepare import prepare as prepare_data
+    from hdee.layout import RunLayout
+
+    cfg = load_config(config)
+    layout = RunLayout(run_dir or Path("runs") / cfg.name)
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("prepare", total=1)
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        manifests = prepare_data(cfg, layout, progress=on_progress)
+
+    table = Table(title=f"{cfg.name}: token shards in {layout.data_dir}")
+    table.add_column("domain", no_wrap=True)
+    for col in ("role", "tier"):
+        table.add_column(col)
+    for col in ("docs", "MB", "train tok", "val tok", "test tok", "B/tok", "bad utf-8"):
+        table.add_column(col, justify="right")
+    for name, m in manifests.items():
+        bpt = m.bytes_per_token()
+        table.add_row(
+            name, m.role, m.tier or "-", str(sum(s.docs for s in m.splits.values())),
+            _mb(sum(s.bytes for s in m.splits.values())),
+            *(f"{m.splits[s].tokens:,}" for s in ("train", "val", "test")),
+            f"{bpt:.2f}" if bpt else "-", str(m.invalid_utf8),
+        )
+    console.print(table)

@@ -26,8 +26,10 @@ def _init_worker(threads: int, events) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # workers report progress through the run view, not stderr
 
 
 def _report(job_id: str, step: int, steps: int) -> None:

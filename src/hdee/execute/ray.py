@@ -25,8 +25,10 @@ def _run_on_ray_worker(runner, spec_json: str, run_dir: str, threads: int) -> di
     global _threads_set
     if not _threads_set:
         import torch
+        from transformers.utils import logging as hf_logging
 
         torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
         _threads_set = True
     return runner(spec_json, run_dir, None)
 

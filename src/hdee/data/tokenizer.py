@@ -1,0 +1,92 @@
+"""The shared tokenizer: a byte-level BPE trained on the training domains, or a pretrained one.
+
+It is saved as one HF `tokenizer.json`; its sha256 (`tokenizer_hash`) goes into every shard
+manifest so shards and tokenizer can never be mixed up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from hdee.errors import DataError
+from hdee.fsutil import atomic_write_text, sha256_bytes, sha256_file
+
+EOS_TOKEN = "<|endoftext|>"
+_KNOWN_EOS = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")
+
+
+def tokenizer_hash(path: str | Path) -> str:
+    return sha256_file(path)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a byte-level BPE on `texts`; the EOS token `<|endoftext|>` gets id 0."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, path: str | Path) -> str:
+    """Write `tok` atomically; return its hash (the sha256 of the bytes written)."""
+    text = tok.to_str()
+    atomic_write_text(path, text)
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def serialized_hash(tok: Tokenizer) -> str:
+    return sha256_bytes(tok.to_str().encode("utf-8"))
+
+
+def pretrained_tokenizer(source: str) -> Tokenizer:
+    """A pretrained tokenizer from a tokenizer.json file, a directory holding one, or a hub id."""
+    src = Path(source).expanduser()
+    if src.is_dir():
+        src = src / "tokenizer.json"
+    if src.is_file():
+        try:
+            tok = Tokenizer.from_file(str(src))
+        except Exception as exc:
+            raise DataError(f"{src}: not a tokenizers file ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            from transformers import AutoTokenizer
+
+            hf = AutoTokenizer.from_pretrained(source)
+        except Exception as exc:
+            raise DataError(f"tokenizer {source!r}: neither a local tokenizer.json nor loadable ({type(exc).__name__})") from None
+        if not getattr(hf, "is_fast", False):
+            raise DataError(f"tokenizer {source!r} has no fast (tokenizers) version")
+        tok = hf.backend_tokenizer
+    eos_token(tok, where=str(source))
+    return tok
+
+
+def eos_token(tok: Tokenizer, where: str = "tokenizer") -> str:
+    vocab = tok.get_vocab()
+    for name in _KNOWN_EOS:
+        if name in vocab:
+            return name
+    raise DataError(f"{where}: no end-of-text token (looked for {', '.join(_KNOWN_EOS)})")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))
+
+
+def load_hf_tokenizer(path: str | Path):
+    """The same file as a `transformers.PreTrainedTokenizerFast` with eos/bos set."""
+    from transformers import PreTrainedTokenizerFast
+
+    eos = eos_token(load_tokenizer(path), where=str(path))
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, bos_token=eos)
