@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 512
 TPS = 256  # tiny.toml train.batch_tokens
 
-# lineage "easy" = (py_code, pydoc_topics), "hard" = (py_docstrings, py_license) in tiny.toml
-LEVEL = {"py_code": 2.0, "pydoc_topics": 2.2, "py_docstrings": 4.0, "py_license": 4.4}
-SPEED = {"py_code": 0.3, "pydoc_topics": 0.3, "py_docstrings": 2.0, "py_license": 2.0}
+# tiny.toml has an "easy" and a "hard" lineage of two iterations: easy domains have a low
+# loss floor and learn slowly, hard ones a high floor and a lot left to learn.
+_LINEAGES = {lin.tier: lin.domains for lin in load_config(ROOT / "configs" / "tiny.toml").lineages}
+LEVEL = {d: lvl for tier, base in (("easy", 2.0), ("hard", 4.0)) for d, lvl in zip(_LINEAGES[tier], (base, base * 1.1))}
+SPEED = {d: (0.3 if d in _LINEAGES["easy"] else 2.0) for d in LEVEL}
 POOLED = {"S": 4.2, "M": 4.0, "L": 3.7}  # seed models' pooled validation loss per size
 
 
@@ -120,13 +122,13 @@ def test_hard_domains_get_more_compute(tmp_path):
     for e in dec["experts"]:
         assert e["predicted_loss"] == pytest.approx(_true_loss(e["domain"], e["size"], e["steps"] * TPS), abs=0.2)
     pred = dec["predicted_loss"]
-    assert max(pred["py_code"], pred["pydoc_topics"]) < min(pred["py_docstrings"], pred["py_license"])
+    assert max(pred[d] for d in _LINEAGES["easy"]) < min(pred[d] for d in _LINEAGES["hard"])
     assert abs(dec["off_budget"]) <= cfg.budget.tolerance
     assert dec["total_flops"] == pytest.approx(dec["pilot_flops"] + dec["expert_flops"])
     assert json.loads(json.dumps(dec)) == dec
-    assert set(dec["curves"]) == set(LEVEL) and set(dec["curves"]["py_code"]) == {"S", "M", "L"}
+    assert set(dec["curves"]) == set(LEVEL) and set(dec["curves"][_LINEAGES["easy"][0]]) == {"S", "M", "L"}
     text = "\n".join(describe(dec))
-    assert "py_license" in text and "predicted loss" in text
+    assert _LINEAGES["hard"][-1] in text and "predicted loss" in text
 
 
 def test_minimax_objective_runs_and_limits_the_worst(tmp_path):

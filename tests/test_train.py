@@ -146,7 +146,7 @@ def test_tokenizer_and_vocab_mismatches(tmp_path):
     with pytest.raises(DataError, match="larger than the model's vocab"):
         run_train_job(tiny_job(tmp_path / "e", [big]))
     wild = make_domain(tmp_path / "data", "wild", 5)
-    np.full(100, 300, dtype="<u2").tofile(wild / "train.bin")
+    np.full(4000, 300, dtype="<u2").tofile(wild / "train.bin")  # ids the manifest vocab does not allow
     with pytest.raises(DataError, match="token id 300"):
         run_train_job(tiny_job(tmp_path / "e", [wild]))
     tiny = make_domain(tmp_path / "data", "tiny", 6, n_train=20)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hdee.data.shards import DomainManifest
+
 from hdee.config import Schedule, TrainConfig
 from hdee.model import SizeSpec
 from hdee.train import Budget, DataMix, TrainJob
@@ -34,8 +36,23 @@ def make_domain(root: Path, name: str, seed: int, n_train: int = 4000, n_val: in
         noise = rng.integers(0, VOCAB, size=n)
         toks = np.where(rng.random(n) < 0.8, base, noise).astype("<u2")
         toks.tofile(d / f"{split}.bin")
-    info = {"domain": name, "dtype": "uint16", "tokenizer_hash": TOKHASH, "vocab_size": VOCAB}
+    info = {
+        "domain": name,
+        "role": "train",
+        "source": {"kind": "files", "paths": []},
+        "source_fingerprint": {},
+        "fingerprint": f"test-{name}-{seed}",
+        "dtype": "uint16",
+        "tokenizer_hash": TOKHASH,
+        "vocab_size": VOCAB,
+        "eos_id": 0,
+        "splits": {
+            split: {"file": f"{split}.bin", "tokens": n}
+            for split, n in (("train", n_train), ("val", n_val), ("test", n_val))
+        },
+    }
     info.update(manifest)
+    DomainManifest.model_validate(info)
     (d / "manifest.json").write_text(json.dumps(info))
     return d
 
