@@ -87,7 +87,9 @@ def test_scores_cover_every_final_expert_and_eval_domain(paper, paper_plan):
     scores = paper_plan.jobs_of("score")
     pairs = {(j.expert, j.domain) for j in scores}
     assert pairs == {(e, d) for e in paper_plan.experts for d in paper.eval_domains}
-    assert len(paper_plan.experts) == 11  # 3 + 2 + 2 + 3 final experts + dense (moderate M@400 shared)
+    # 3 + 2 + 2 + 3 final experts + dense (moderate M@400 shared), plus the S/M/L seed models
+    assert len(paper_plan.experts) == 14
+    assert {paper_plan.job(e).kind for e in paper_plan.experts} == {"train", "dense", "seed"}
 
 
 def test_ids_are_stable_and_repeat_reseeds_the_domain_phase_only(paper, paper_plan):
@@ -95,7 +97,8 @@ def test_ids_are_stable_and_repeat_reseeds_the_domain_phase_only(paper, paper_pl
     assert [j.id for j in again.jobs] == [j.id for j in paper_plan.jobs]
     other = build_plan(paper, PAPER_VOCAB, repeat=1)
     same = {j.id for j in other.jobs} & {j.id for j in paper_plan.jobs}
-    assert {j.kind for j in paper_plan.jobs if j.id in same} == {"prepare", "seed"}
+    assert {j.kind for j in paper_plan.jobs if j.id in same} == {"prepare", "seed", "score"}
+    assert all(paper_plan.job(j.expert).kind == "seed" for j in paper_plan.jobs if j.id in same and j.kind == "score")
     assert all(j.seed == paper.seed + 1 for j in other.jobs if j.kind in ("train", "dense"))
 
 
@@ -104,7 +107,8 @@ def test_changing_the_schedule_changes_train_ids_not_seed_ids(paper, paper_plan)
     other = build_plan(paper.model_copy(update={"budget": budget}), PAPER_VOCAB)
     old = {j.id for j in paper_plan.jobs}
     assert all(j.id in old for j in other.jobs if j.kind in ("prepare", "seed"))
-    assert not any(j.id in old for j in other.jobs if j.kind in ("train", "dense", "score"))
+    assert not any(j.id in old for j in other.jobs if j.kind in ("train", "dense"))
+    assert not any(j.id in old for j in other.jobs if j.kind == "score" and not j.expert.startswith("seed-"))
 
 
 def test_ensemble_all_keeps_every_expert(tiny):

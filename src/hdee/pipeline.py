@@ -124,6 +124,7 @@ def run_experiment(
                         "domain_flops": e.domain_flops,
                         "sizes_needed": list(e.sizes_needed),
                         "repeat": repeat,
+                        **({"allocation": e.decision} if e.decision else {}),
                     },
                 )
                 for name, e in plan.ensembles.items()
@@ -134,7 +135,7 @@ def run_experiment(
             trap.before_record()
             summary["plans"].append(str(plan_path(layout, repeat)))
             summary["results"].append(str(results_path(layout, repeat)))
-    write_report(layout)
+    summary["comparison"] = write_report(layout)
     summary["jobs_run"] = ran
     summary["report"] = str(layout.root / "report.md")
     summary["seconds"] = round(time.monotonic() - t0, 1)

@@ -65,6 +65,7 @@ class EnsemblePlan(BaseModel):
     sizes_needed: list[str] = []
     iteration_flops: dict[str, float] = {}
     pending: bool = False
+    decision: dict | None = None  # how the strategy chose its experts, when it measured anything (auto)
 
 
 class Plan(BaseModel):
@@ -307,7 +308,7 @@ def build_plan(
         trained = _expert_jobs(b, name, specs)
         model_jobs.extend(trained)
         final = _final_experts(cfg, specs, trained)
-        ensembles[name] = EnsemblePlan(experts=[j.id for j in final])
+        ensembles[name] = EnsemblePlan(experts=[j.id for j in final], decision=ctx.extras.get("decisions", {}).get(name))
         members[name] = model_jobs
 
     experts: dict[str, str] = {}
@@ -316,6 +317,11 @@ def build_plan(
             experts[expert_id] = f"experts/{expert_id}"
             for dom in cfg.eval_domains:
                 b.score(b.jobs[expert_id], dom, name)
+    # seed models are scored too: the report shows how far branching moved each domain
+    for seed in [j for j in b.jobs.values() if j.kind == "seed"]:
+        experts[seed.id] = f"experts/{seed.id}"
+        for dom in cfg.eval_domains:
+            b.score(seed, dom, "seeds")
 
     for name, ens in ensembles.items():
         sizes = sorted({j.size for j in members[name] if j.size}, key=_size_order(cfg))

@@ -12,6 +12,7 @@ from hdee.cli.app import app
 from hdee.config import ExperimentConfig, load_config
 from hdee.layout import RunLayout
 from hdee.plan import Plan
+from hdee.report import rich_table
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
 
@@ -82,6 +83,9 @@ def plan_cmd(
     layout = _layout(cfg, run_dir)
     v, source = resolve_vocab(cfg, layout.tokenizer_path, vocab)
     plan = build_plan(cfg, v, repeat=repeat)
+    pilots = {j.id: layout.expert_dir(j.id) for j in plan.jobs_of("pilot")}
+    if plan.pending and pilots and all((d / "hdee.json").is_file() for d in pilots.values()):
+        plan = build_plan(cfg, v, repeat=repeat, pilot_outputs=pilots)  # pilots ran: show the allocation
     console = Console()
     console.print(_jobs_table(plan))
     console.print(_totals_table(plan))
@@ -90,6 +94,11 @@ def plan_cmd(
         "Seed compute is shown apart from the domain phase: a strategy with experts of several sizes needs one seed "
         "model per size."
     )
+    for name, e in plan.ensembles.items():
+        if e.decision:
+            from hdee.strategies.auto import describe
+
+            console.print("\n".join(describe(e.decision)), highlight=False)
     if json_out:
         plan.write(json_out)
 
@@ -111,7 +120,9 @@ def run_cmd(
     cfg = load_config(config)
     layout = _layout(cfg, run_dir)
     summary = run_experiment(cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view)
-    Console().print(
+    console = Console()
+    console.print(rich_table(summary["comparison"]))
+    console.print(
         f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run): {', '.join(summary['results'])}; report {summary['report']}",
         highlight=False,
     )

@@ -14,17 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from hdee.config import MIXING_METHODS
 from hdee.errors import EnsembleError
 
-GENERATION_METHODS = (
-    "uniform",
-    "prefix-posterior",
-    "prevtoken-posterior",
-    "cached-prior",
-    "cached-prior-prevtoken",
-    "top-k",
-    "product",
-)
+#: best-expert is a per-domain oracle over test scores; it has no meaning while sampling
+GENERATION_METHODS = tuple(m for m in MIXING_METHODS if m != "best-expert")
 
 
 @dataclass

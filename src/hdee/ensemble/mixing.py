@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from hdee.config import MIXING_METHODS
 from hdee.errors import EnsembleError
 
-#: methods computable from true-token log-probs alone
-CACHED_METHODS = (
-    "uniform",
-    "prefix-posterior",
-    "prevtoken-posterior",
-    "cached-prior",
-    "cached-prior-prevtoken",
-    "top-k",
-    "best-expert",
-)
+#: methods computable from true-token log-probs alone (product needs full distributions)
+CACHED_METHODS = tuple(m for m in MIXING_METHODS if m != "product")
 
 
 def logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
