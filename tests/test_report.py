@@ -46,6 +46,7 @@ def test_ties_count_as_heterogeneous_wins():
     }
     h = heterogeneous_wins(table, ["a", "b", "c"])
     assert h["wins"] == 2 and h["domains"] == ["a", "b"]
+    assert h["dense_best"] == ["a", "b", "c"]
 
 
 def test_best_method_minimises_mean_log_ppl():
@@ -103,6 +104,8 @@ def test_report_files_and_headline_match_results(tmp_path):
         bold = re.findall(r"\*\*([0-9.]+)\*\*", row)
         assert bold and float(bold[0]) == pytest.approx(min(table[s]["ppl"]["uniform"][d] for s in STRATS), abs=0.006)
     assert "### `prefix-posterior`" in md
+    dense_best = sum(1 for d in domains if table["dense"]["ppl"]["uniform"][d] < min(table[s]["ppl"]["uniform"][d] for s in ens))
+    assert f"lower than every ensemble in {dense_best} of {len(domains)} domains" in md
     assert "| train-a | t0 | M | 8 | 60.00 | 30.00 | -50.0% |" in md
 
 
@@ -118,3 +121,27 @@ def test_comparison_mean_log_ppl():
     domains = [d["name"] for d in res["domains"]]
     want = sum(math.log(res["ensembles"]["MHe-IHo"]["ppl"]["uniform"][d]) for d in domains) / len(domains)
     assert cmp["mean_log_ppl"]["MHe-IHo"] == pytest.approx(want)
+
+
+def test_allocation_predicted_against_measured(tmp_path):
+    layout = RunLayout(tmp_path)
+    res = fake_results(7)
+    res["default_method"] = "uniform"
+    res["ensembles"]["auto"] = json.loads(json.dumps(res["ensembles"]["MHe-IHo"]))
+    res["ensembles"]["auto"]["meta"].update(
+        allocation={
+            "objective": "mean", "pilot_flops": 1e10, "expert_flops": 2.9e11, "total_flops": 3e11,
+            "budget_flops": 3e11, "off_budget": 0.0,
+            "experts": [
+                {"lineage": "a", "iteration": 1, "domain": "t0", "size": "S", "steps": 9, "predicted_loss": 4.0},
+                {"lineage": "b", "iteration": 1, "domain": "t1", "size": "L", "steps": 7, "predicted_loss": 5.0},
+            ],
+        },
+        measured_val_loss={"t0": 4.5, "t1": 4.0},
+    )
+    atomic_write_json(layout.results_json, res)
+    cmp = write_report(layout)
+    assert cmp["allocations"]["auto"]["mean_abs_error"] == pytest.approx(0.75)
+    md = (tmp_path / "report.md").read_text()
+    assert "| a | 1 | t0 | S | 9 | 4.000 | 4.500 |" in md
+    assert "| b | 1 | t1 | L | 7 | 5.000 | 4.000 |" in md

@@ -69,7 +69,12 @@ def heterogeneous_wins(table: dict[str, dict[str, float]], domains: list[str]) -
     ensembles = [s for s in table if s not in REFERENCE]
     hetero = [s for s in ensembles if s in HETEROGENEOUS]
     won = [d for d in domains if hetero and lowest(table, d, ensembles) & set(hetero)]
-    return {"wins": len(won), "of": len(domains), "domains": won, "compared": ensembles}
+    out = {"wins": len(won), "of": len(domains), "domains": won, "compared": ensembles}
+    for ref in REFERENCE:
+        if ref in table and ensembles:
+            beaten = [d for d in domains if table[ref][d] < min(table[s][d] for s in ensembles)]
+            out[f"{ref}_best"] = beaten
+    return out
 
 
 def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -140,6 +145,26 @@ def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def allocation_rows(results: dict[str, Any]) -> dict[str, Any]:
+    """For strategies that decided from measurements (auto): the decision, predicted vs measured loss."""
+    out = {}
+    for name, ens in results["ensembles"].items():
+        alloc = ens.get("meta", {}).get("allocation")
+        if not alloc:
+            continue
+        measured = ens["meta"].get("measured_val_loss", {})
+        rows = [
+            {**{k: e[k] for k in ("lineage", "iteration", "domain", "size", "steps", "predicted_loss")},
+             "measured_loss": measured.get(e["domain"])}
+            for e in alloc["experts"]
+        ]
+        pairs = [(r["predicted_loss"], r["measured_loss"]) for r in rows if r["measured_loss"] is not None]
+        mae = sum(abs(p - m) for p, m in pairs) / len(pairs) if pairs else None
+        summary = {k: alloc.get(k) for k in ("objective", "pilot_flops", "expert_flops", "total_flops", "budget_flops", "off_budget")}
+        out[name] = {"rows": rows, "summary": summary, "mean_abs_error": mae}
+    return out
+
+
 def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report renders, from the repeats' results."""
     main = runs[0]
@@ -154,6 +179,7 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_method": {m: strategy_table(main, m) for m in main["methods"]},
         "flops": {s: e.get("meta", {}) for s, e in main["ensembles"].items()},
         "seed_shift": seed_shift(main),
+        "allocations": allocation_rows(main),
     }
     if BASELINE in table:
         out["mean_log_ppl"] = {s: mean_log_ppl(t, domains) for s, t in table.items()}

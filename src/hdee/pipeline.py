@@ -61,6 +61,15 @@ def _stage_plans(cfg: ExperimentConfig, vocab: int, repeat: int, pilot_outputs: 
     return build_plan(cfg, vocab, repeat=repeat, pilot_outputs=pilot_outputs or None)
 
 
+def _measured_val_losses(plan: Plan, layout: RunLayout, strategy: str) -> dict[str, float]:
+    """Each of a strategy's experts' final validation loss on its own domain (from its hdee.json)."""
+    out = {}
+    for job in plan.jobs_of("train"):
+        if strategy in job.used_by and len(job.domains) == 1:
+            out[job.domains[0]] = read_json(layout.expert_dir(job.id) / "hdee.json")["final_val_loss"]
+    return out
+
+
 def _execute(executor: Executor, view: RunView, jobs: list[Job], stage: str) -> int:
     view.add_jobs(jobs, stage)
     return len(executor.run(jobs, on_event=view))
@@ -124,7 +133,11 @@ def run_experiment(
                         "domain_flops": e.domain_flops,
                         "sizes_needed": list(e.sizes_needed),
                         "repeat": repeat,
-                        **({"allocation": e.decision} if e.decision else {}),
+                        **(
+                            {"allocation": e.decision, "measured_val_loss": _measured_val_losses(plan, layout, name)}
+                            if e.decision
+                            else {}
+                        ),
                     },
                 )
                 for name, e in plan.ensembles.items()

@@ -87,6 +87,12 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
         f"**heterogeneous best in {head['wins']} of {head['of']} domains** "
         f"(among {', '.join(_strategy_order(head['compared']))}; ties count, as in the paper)."
     )
+    if "dense_best" in head:
+        out.append("")
+        out.append(
+            f"The compute-matched dense model is lower than every ensemble in {len(head['dense_best'])} of "
+            f"{head['of']} domains."
+        )
     if rep:
         out.append("")
         out.append(
@@ -108,9 +114,28 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
             out.append(
                 f"| {s} | {mlp_txt} | {_fmt_flops(meta.get('seed_flops'))} | {_fmt_flops(meta.get('domain_flops'))} |"
             )
-    auto = cmp["flops"].get("auto", {}).get("allocation")
-    if auto:
-        out += ["", "## auto: allocation", "", "```json", json.dumps(auto, indent=1, sort_keys=True)[:4000], "```"]
+    for name, alloc in cmp.get("allocations", {}).items():
+        sm = alloc["summary"]
+        out += [
+            "",
+            f"## `{name}`: its allocation, predicted against measured",
+            "",
+            f"Objective `{sm['objective']}`; pilots {_fmt_flops(sm['pilot_flops'])} + experts "
+            f"{_fmt_flops(sm['expert_flops'])} = {_fmt_flops(sm['total_flops'])} FLOPs "
+            f"({sm['off_budget']:+.2%} against the budget {_fmt_flops(sm['budget_flops'])}). Losses are the "
+            "expert's validation loss (nats/token) on its own domain right after it trained.",
+            "",
+            "| lineage | iteration | domain | size | steps | predicted loss | measured loss |",
+            "|---|---:|---|---|---:|---:|---:|",
+        ]
+        for r in alloc["rows"]:
+            measured = "-" if r["measured_loss"] is None else f"{r['measured_loss']:.3f}"
+            out.append(
+                f"| {r['lineage']} | {r['iteration']} | {r['domain']} | {r['size']} | {r['steps']} | "
+                f"{r['predicted_loss']:.3f} | {measured} |"
+            )
+        if alloc["mean_abs_error"] is not None:
+            out += ["", f"Mean absolute error of the predictions: {alloc['mean_abs_error']:.3f} nats/token."]
     out += ["", "## Every mixing method", ""]
     for m, table in cmp["per_method"].items():
         out += [f"### `{m}`", ""] + _markdown_table(table, domains) + [""]
