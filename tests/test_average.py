@@ -36,7 +36,7 @@ def test_weighted_average_loads_and_equals_weighted_mean(pair, tmp_path):
     assert not torch.allclose(sd["lm_head.weight"], a["lm_head.weight"])
     meta = json.loads((out / "hdee.json").read_text())
     assert meta["weights"] == [0.25, 0.75] and meta["kind"] == "average"
-    assert meta["sha256"] == sha256_file(out / "model.safetensors") and meta["tokenizer_hash"] == "tok-a"
+    assert meta["sha256"] == meta["model_sha256"] == sha256_file(out / "model.safetensors") and meta["tokenizer_hash"] == "tok-a"
 
 
 def test_equal_weights_by_default_and_cli(pair, tmp_path):

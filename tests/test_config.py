@@ -59,3 +59,10 @@ def test_token_dtype_values(tmp_path):
     path = _write_typo(tmp_path, "[data]\n", '[data]\ntoken_dtype = "uint8"\n')
     with pytest.raises(ConfigError, match="token_dtype"):
         load_config(path)
+
+
+def test_batch_must_hold_whole_sequences(tmp_path):
+    path = _write_typo(tmp_path, "batch_tokens = 256", "batch_tokens = 250")
+    with pytest.raises(ConfigError, match="batch_tokens 250 is not a multiple of data.seq_len 32") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)

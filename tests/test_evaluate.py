@@ -117,7 +117,6 @@ def test_rerun_reuses_cache_and_gives_same_numbers(cfg, experts, first_run, monk
         raise AssertionError("rescored although cached")
 
     monkeypatch.setattr(sc, "score_model", no_scoring)
-    monkeypatch.setattr("hdee.evaluate.score_model", no_scoring)
     only_cached = {k: v for k, v in ENSEMBLES.items() if k == "dense"}
     again = evaluate(cfg, layout, experts, only_cached, reader)
     assert again["experts"] == json.loads(json.dumps(res["experts"]))

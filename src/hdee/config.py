@@ -267,6 +267,10 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":
+        if self.train.batch_tokens % self.data.seq_len:
+            raise ValueError(
+                f"train.batch_tokens {self.train.batch_tokens} is not a multiple of data.seq_len {self.data.seq_len}"
+            )
         names = [d.name for d in self.domains]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

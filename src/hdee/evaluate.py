@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from hdee.config import ExperimentConfig
+from hdee.ensemble import scoring  # attributes looked up at call time, so a patched read_tokens is seen
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, perplexity
 from hdee.ensemble.product import product_scores
-from hdee.ensemble import scoring
-from hdee.ensemble.scoring import TokenReader, domain_windows, score_cached, score_model, score_path
 from hdee.errors import EnsembleError
 from hdee.fsutil import atomic_write_json, atomic_write_text
 from hdee.layout import RunLayout
@@ -38,7 +37,7 @@ class EnsembleSpec:
 
 
 def _score_all(
-    cfg: ExperimentConfig, layout: RunLayout, experts: Mapping[str, Path], reader: TokenReader
+    cfg: ExperimentConfig, layout: RunLayout, experts: Mapping[str, Path], reader: scoring.TokenReader
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Make sure every (expert, domain, split) score file is cached and valid.
 
@@ -46,32 +45,26 @@ def _score_all(
     scores themselves stay on disk and are read back one ensemble and domain at a time.
     """
     windows = {
-        split: {d: domain_windows(layout, d, split, cfg, reader) for d in cfg.eval_domains} for split in ("test", "val")
+        split: {d: scoring.domain_windows(layout, d, split, cfg, reader) for d in cfg.eval_domains}
+        for split in scoring.SPLITS_SCORED
     }
     for d, w in windows["test"].items():
         if len(w) == 0:
             raise EnsembleError(f"{layout.domain_dir(d)}: test split is shorter than one window of {cfg.data.seq_len + 1} tokens")
     ppl: dict[str, dict[str, float]] = {}
     for eid, edir in experts.items():
-        loaded: list[torch.nn.Module] = []
-
-        def scorer(path: Any, w: np.ndarray, batch_size: int) -> np.ndarray:
-            if not loaded:  # one load per expert for all domains, none when everything is cached
-                loaded.append(load_model(path))
-            return score_model(loaded[0], w, batch_size)
-
+        scorer = scoring.lazy_scorer()  # one load per expert for all domains, none when everything is cached
         ppl[eid] = {}
-        for split in ("test", "val"):
+        for split in scoring.SPLITS_SCORED:
             for d, w in windows[split].items():
-                lp = score_cached(edir, w, score_path(layout, eid, d, split), cfg.eval.batch_size, scorer)
+                lp = scoring.score_cached(edir, w, scoring.score_path(layout, eid, d, split), cfg.eval.batch_size, scorer)
                 if split == "test":
                     ppl[eid][d] = perplexity(lp)
-        loaded.clear()
     return ppl, windows["test"]
 
 
 def _stacked(layout: RunLayout, ids: list[str], domain: str, split: str) -> np.ndarray:
-    return np.stack([np.load(score_path(layout, e, domain, split), allow_pickle=False) for e in ids])
+    return np.stack([np.load(scoring.score_path(layout, e, domain, split), allow_pickle=False) for e in ids])
 
 
 def default_method(ensembles: Mapping[str, Mapping[str, Any]], methods: list[str], domains: list[str]) -> str:
@@ -107,7 +100,7 @@ def evaluate(
     layout: RunLayout,
     experts: Mapping[str, str | Path],
     ensembles: Mapping[str, EnsembleSpec],
-    reader: TokenReader | None = None,
+    reader: scoring.TokenReader | None = None,
     results_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score (or reuse cached scores of) every expert on every eval domain, mix, write results.

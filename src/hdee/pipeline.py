@@ -92,7 +92,6 @@ def run_experiment(
     repeat 0 writes results/results.json and plan.json, repeat k results/results-repeat<k>.json
     and plan-repeat<k>.json, which is where `hdee report` looks for them.
     """
-    from hdee.ensemble.scoring import SPLITS_SCORED  # noqa: F401 - fail early if evaluation is missing
     from hdee.evaluate import EnsembleSpec, evaluate
     from hdee.report import write_report
 

@@ -114,16 +114,14 @@ def topological(jobs: list[Job]) -> list[Job]:
                 raise PlanError(f"job {j.id} depends on {d}, which is not in the plan")
         graph[j.id] = list(j.deps)
     try:
-        order = list(graphlib.TopologicalSorter(graph).static_order())
+        graphlib.TopologicalSorter(graph).prepare()  # only detects cycles
     except graphlib.CycleError as exc:
         cycle = " -> ".join(exc.args[1])
         raise PlanError(f"the plan has a dependency cycle: {cycle}") from None
-    position = {job_id: n for n, job_id in enumerate(j.id for j in jobs)}
     # stable: among jobs whose deps are met, keep creation order
-    ready_order = sorted(order, key=lambda i: position[i])
     done: set[str] = set()
     out: list[Job] = []
-    pending = list(ready_order)
+    pending = [j.id for j in jobs]
     while pending:
         for i, job_id in enumerate(pending):
             if all(d in done for d in by_id[job_id].deps):
@@ -140,7 +138,7 @@ def _hash(obj: object) -> str:
 
 
 def _section(cfg: ExperimentConfig, name: str) -> object:
-    return cfg.model_dump(mode="json")[name]
+    return cfg.model_dump(mode="json", include={name})[name]
 
 
 class _Builder:

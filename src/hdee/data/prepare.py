@@ -169,7 +169,7 @@ def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: Document
     wanted = splits_for_role(d.role)
     docs_read = bytes_read = invalid = 0
     with atomic_dir(out_dir) as tmp:
-        writers = {s: SplitWriter(tmp / f"{s}.bin", dtype, caps[s]) for s in SPLITS}
+        writers: dict[str, SplitWriter] = {}
         pending: dict[str, list[Document]] = {s: [] for s in SPLITS}
         pending_bytes = dict.fromkeys(SPLITS, 0)
 
@@ -181,6 +181,8 @@ def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: Document
             pending[s], pending_bytes[s] = [], 0
 
         try:
+            for s in SPLITS:  # inside the try: a failed open still closes the files already opened
+                writers[s] = SplitWriter(tmp / f"{s}.bin", dtype, caps[s])
             for doc in capped(source.documents(), default_max_bytes(d)):
                 if all(writers[s].full for s in wanted):
                     break

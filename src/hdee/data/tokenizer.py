@@ -72,21 +72,30 @@ def pretrained_tokenizer(source: str) -> Tokenizer:
     return tok
 
 
-def eos_token(tok: Tokenizer, where: str = "tokenizer") -> str:
+def find_eos_token(tok: Tokenizer) -> str | None:
+    """The first known end-of-text token in `tok`'s vocabulary, or None."""
     vocab = tok.get_vocab()
-    for name in _KNOWN_EOS:
-        if name in vocab:
-            return name
-    raise DataError(f"{where}: no end-of-text token (looked for {', '.join(_KNOWN_EOS)})")
+    return next((name for name in _KNOWN_EOS if name in vocab), None)
+
+
+def eos_token(tok: Tokenizer, where: str = "tokenizer") -> str:
+    name = find_eos_token(tok)
+    if name is None:
+        raise DataError(f"{where}: no end-of-text token (looked for {', '.join(_KNOWN_EOS)})")
+    return name
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
-def load_hf_tokenizer(path: str | Path):
-    """The same file as a `transformers.PreTrainedTokenizerFast` with eos/bos set."""
+def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
+    """The same file as a `transformers.PreTrainedTokenizerFast` with eos/bos set.
+
+    Without `require_eos`, a tokenizer with no known end-of-text token loads with eos/bos unset.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    eos = eos_token(load_tokenizer(path), where=str(path))
-    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, bos_token=eos)
+    tok = load_tokenizer(path)
+    eos = eos_token(tok, where=str(path)) if require_eos else find_eos_token(tok)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)

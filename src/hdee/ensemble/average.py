@@ -102,6 +102,7 @@ def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None,
             meta[key] = values.pop()
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
-        meta["sha256"] = sha256_file(tmp / WEIGHTS_FILE)
+        # both keys: `model_sha256` is what the trainer verifies when this model becomes a parent
+        meta["sha256"] = meta["model_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
         atomic_write_json(tmp / META_FILE, meta)
     return out_dir

@@ -17,14 +17,15 @@ from hdee.errors import EnsembleError
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """A `tokenizer.json` (HF tokenizers) as a PreTrainedTokenizerFast."""
-    from transformers import PreTrainedTokenizerFast
+    """A `tokenizer.json` (HF tokenizers) as a PreTrainedTokenizerFast, eos set when it has a known
+    end-of-text token (so generation stops there)."""
+    from hdee.data.tokenizer import load_hf_tokenizer
 
     path = Path(path)
     if not path.is_file():
         raise EnsembleError(f"{path}: tokenizer file not found")
     try:
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+        return load_hf_tokenizer(path, require_eos=False)
     except Exception as exc:  # the tokenizers library raises its own exception type
         raise EnsembleError(f"{path}: cannot load tokenizer: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
 

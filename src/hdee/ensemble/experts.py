@@ -39,9 +39,13 @@ class ExpertInfo:
         return int(self.config["vocab_size"])
 
     def weights_sha256(self) -> str:
-        """The checksum recorded in hdee.json, else computed from the weights file (memoised)."""
-        if self.meta.get("sha256"):
-            return str(self.meta["sha256"])
+        """The checksum recorded in hdee.json, else computed from the weights file (memoised).
+
+        Trained experts record it as `model_sha256` (hdee.train.checkpoint), averaged ones as `sha256`.
+        """
+        for key in ("model_sha256", "sha256"):
+            if self.meta.get(key):
+                return str(self.meta[key])
         weights = self.path / WEIGHTS_FILE
         st = weights.stat()
         return _file_sha256(str(weights.resolve()), st.st_mtime_ns, st.st_size)

@@ -38,7 +38,8 @@ def _check_windows(windows: np.ndarray, vocab_size: int, where: str) -> np.ndarr
     if w.ndim != 2 or w.shape[1] < 2:
         raise EnsembleError(f"{where}: windows must be [n, seq_len + 1] with seq_len >= 1, got {list(w.shape)}")
     if w.size and (w.min() < 0 or w.max() >= vocab_size):
-        raise EnsembleError(f"{where}: token id {int(w.max())} outside the expert's vocabulary of {vocab_size}")
+        bad = int(w.min()) if w.min() < 0 else int(w.max())
+        raise EnsembleError(f"{where}: token id {bad} outside the expert's vocabulary of {vocab_size}")
     return w.astype(np.int64, copy=False)
 
 
@@ -159,6 +160,19 @@ def score_path(layout: "RunLayout", expert_id: str, domain: str, split: str) -> 
     return layout.scores_dir / expert_id / f"{domain}.{split}.npy"
 
 
+def lazy_scorer() -> Callable[[str | Path, np.ndarray, int], np.ndarray]:
+    """A `score_cached` scorer for one expert that loads its model on the first cache miss only
+    and reuses it for every later call (several domains or splits of the same expert)."""
+    loaded: list[torch.nn.Module] = []
+
+    def scorer(path: str | Path, windows: np.ndarray, batch_size: int) -> np.ndarray:
+        if not loaded:
+            loaded.append(load_model(path))
+        return score_model(loaded[0], windows, batch_size)
+
+    return scorer
+
+
 def score_domain(
     layout: "RunLayout",
     expert_id: str,
@@ -168,13 +182,7 @@ def score_domain(
     reader: TokenReader = read_tokens,
 ) -> None:
     """One executor job: cache the expert's scores on the domain's test windows and val prior windows."""
-    loaded: list[torch.nn.Module] = []
-
-    def scorer(path: str | Path, windows: np.ndarray, batch_size: int) -> np.ndarray:
-        if not loaded:  # load the model once for both splits, and not at all on cache hits
-            loaded.append(load_model(path))
-        return score_model(loaded[0], windows, batch_size)
-
+    scorer = lazy_scorer()  # the model is loaded once for both splits, and not at all on cache hits
     for split in SPLITS_SCORED:
         windows = domain_windows(layout, domain, split, cfg, reader)
         score_cached(expert_dir, windows, score_path(layout, expert_id, domain, split), cfg.eval.batch_size, scorer)

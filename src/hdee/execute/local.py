@@ -72,3 +72,4 @@ class LocalExecutor(Executor):
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._events.close()

@@ -34,7 +34,6 @@ then return its experts, and the whole plan, pilots included, must fit the budge
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Literal
@@ -137,10 +136,6 @@ def get_strategy(name: str, ctx: StrategyContext) -> Strategy:
     return _REGISTRY[name](ctx)
 
 
-def train_tokens(cfg: ExperimentConfig, steps: int) -> int:
-    return steps * cfg.train.batch_tokens
-
-
 def size_flops_per_step(cfg: ExperimentConfig, vocab: int, size: str) -> float:
     """Budget FLOPs of one optimizer step of `size` (6 x non-embedding params x batch tokens)."""
     from hdee.model import SizeSpec, flops_per_token
@@ -162,6 +157,4 @@ def budget_flops(cfg: ExperimentConfig, vocab: int) -> float:
 # Built-in strategies register themselves on import. One line per strategy module.
 from hdee.strategies import hand  # noqa: E402,F401
 from hdee.strategies import dense  # noqa: E402,F401
-
-if importlib.util.find_spec("hdee.strategies.auto") is not None:  # the measuring strategy
-    from hdee.strategies import auto  # noqa: E402,F401
+from hdee.strategies import auto  # noqa: E402,F401

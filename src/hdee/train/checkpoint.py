@@ -129,7 +129,10 @@ def load_state(out_dir: Path) -> dict[str, Any] | None:
     d = Path(out_dir) / STATE_DIR
     if not (d / "checksums.json").is_file():
         return None
-    sums = read_json(d / "checksums.json")
+    try:
+        sums = read_json(d / "checksums.json")
+    except ValueError:
+        raise CheckpointError(f"{d / 'checksums.json'}: unreadable; delete {d} to restart") from None
     for name in _STATE_FILES:
         if not (d / name).is_file() or sha256_file(d / name) != sums.get(name):
             raise CheckpointError(f"{d / name}: trainer state is missing or corrupt (checksum mismatch); delete {d} to restart")

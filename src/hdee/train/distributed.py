@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: torchrun --nproc-per-node N -m hdee.train.distributed JOB.json", file=sys.stderr)
         return 2
-    job = load_job(argv[0])
+    try:
+        job = load_job(argv[0])
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: {argv[0]}: not a readable training job ({first})", file=sys.stderr)
+        return 2
     cuda = torch.cuda.is_available()
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -234,6 +234,7 @@ def run_train_job(
                 log.write(row)
         while step < plan.steps:
             row = _train_step(job, plan, train_model, model, optimizer, sampler, step, ctx)
+            row["flops_full"] = row["tokens"] * full_per_token
             step += 1
             if step % job.train.eval_every == 0 or step == plan.steps:
                 last_val = _validate(model, val_windows, eval_batch, ctx)
@@ -305,7 +306,6 @@ def _train_step(
         "step": done,
         "tokens": done * plan.tokens_per_step,
         "flops": done * plan.flops_per_step,
-        "flops_full": done * plan.tokens_per_step * flops_per_token_full(job.size),
         "lr": lr,
         "loss": loss_value,
         "grad_norm": float(grad_norm),

@@ -47,7 +47,7 @@ class MetricsLog:
         self._file.flush()
         if self._tb is not None:
             for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, row["step"])
 
     def close(self) -> None:

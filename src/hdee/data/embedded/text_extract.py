@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import html
 import re
 from html.parser import HTMLParser
 
@@ -80,8 +81,6 @@ def _strip_templates(text: str) -> str:
 
 
 def wiki_to_text(markup: str) -> str:
-    import html
-
     text = html.unescape(markup)
     text = _COMMENT.sub("", text)
     text = _REF.sub("", text)
