@@ -145,3 +145,25 @@ def test_allocation_predicted_against_measured(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| a | 1 | t0 | S | 9 | 4.000 | 4.500 |" in md
     assert "| b | 1 | t1 | L | 7 | 5.000 | 4.000 |" in md
+
+
+def test_repeats_bold_and_count_the_means(tmp_path):
+    layout = RunLayout(tmp_path)
+    runs = [fake_results(0), fake_results(0)]
+    for r in runs:
+        r["default_method"] = "uniform"
+    # repeat 0 says MHo-IHe wins t0; the mean over both says MHo-IHo does
+    runs[0]["ensembles"]["MHo-IHo"]["ppl"]["uniform"]["t0"] = 11.0
+    runs[0]["ensembles"]["MHo-IHe"]["ppl"]["uniform"]["t0"] = 10.0
+    runs[1]["ensembles"]["MHo-IHo"]["ppl"]["uniform"]["t0"] = 11.0
+    runs[1]["ensembles"]["MHo-IHe"]["ppl"]["uniform"]["t0"] = 20.0
+    for r in runs:
+        for s in ("MHe-IHo", "dense"):
+            r["ensembles"][s]["ppl"]["uniform"]["t0"] = 99.0
+    atomic_write_json(layout.results_json, runs[0])
+    atomic_write_json(layout.results_dir / "results-repeat1.json", runs[1])
+    cmp = write_report(layout)
+    assert cmp["table"]["MHo-IHe"]["t0"] == pytest.approx(15.0)
+    assert "t0" not in cmp["headline"]["domains"]
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| t0 |"))
+    assert "**11.00 ± 0.00**" in row and "15.00 ± 7.07" in row
