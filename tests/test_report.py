@@ -107,6 +107,8 @@ def test_report_files_and_headline_match_results(tmp_path):
     dense_best = sum(1 for d in domains if table["dense"]["ppl"]["uniform"][d] < min(table[s]["ppl"]["uniform"][d] for s in ens))
     assert f"lower than every ensemble in {dense_best} of {len(domains)} domains" in md
     assert "| train-a | t0 | M | 8 | 60.00 | 30.00 | -50.0% |" in md
+    seeds = md.split("## Seed models")[1]
+    assert "| domain | tier | seed M |" in seeds and "| h1 | - | **60.00** |" in seeds
 
 
 def test_report_without_results_is_one_clear_error(tmp_path):

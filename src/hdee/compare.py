@@ -117,6 +117,13 @@ def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
     }
 
 
+def seed_table(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"seed S": {domain: ppl}, ...}: every domain's perplexity under each seed model, before branching."""
+    seeds = [e for e in results["experts"].values() if e["meta"].get("kind") == "seed"]
+    size = lambda e: e["meta"].get("size_name") or e["meta"].get("size")  # noqa: E731
+    return {f"seed {size(e)}": dict(e["ppl"]) for e in sorted(seeds, key=lambda e: e["meta"].get("params", {}).get("total", 0))}
+
+
 def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per trained domain: the seed model's perplexity before branching and the domain expert's after."""
     experts = results["experts"]
@@ -187,6 +194,7 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_method": {m: strategy_table(main, m) for m in main["methods"]},
         "flops": {s: e.get("meta", {}) for s, e in main["ensembles"].items()},
         "seed_shift": seed_shift(main),
+        "seeds": seed_table(main),
         "allocations": allocation_rows(main),
     }
     if BASELINE in table:

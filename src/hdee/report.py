@@ -33,7 +33,7 @@ def _fmt_flops(x: float | None) -> str:
 
 def _strategy_order(names: list[str]) -> list[str]:
     order = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "MHe-IHe", "auto", "dense"]
-    return sorted(names, key=lambda s: (order.index(s) if s in order else len(order), s))
+    return sorted(names, key=lambda s: order.index(s) if s in order else len(order))  # others keep their order
 
 
 def _domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -139,6 +139,9 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     out += ["", "## Every mixing method", ""]
     for m, table in cmp["per_method"].items():
         out += [f"### `{m}`", ""] + _markdown_table(table, domains) + [""]
+    if cmp.get("seeds"):
+        out += ["## Seed models", "", "Perplexity of each seed model on every domain, before any branching.", ""]
+        out += _markdown_table(cmp["seeds"], domains) + [""]
     shift = cmp.get("seed_shift")
     if shift:
         out += [
