@@ -12,7 +12,6 @@ is shared; compare the ratios from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hdee.config import load_config
+from hdee.data.shards import DomainManifest, SplitStats, dtype_for_vocab, np_dtype
 from hdee.model import SizeSpec, build_model, flops_per_token_full
 from hdee.train import Budget, DataMix, TrainJob, run_train_job
 from hdee.train.metrics import read_metrics
@@ -65,14 +65,23 @@ def raw_loop(spec: SizeSpec, batch_seqs: int, micro_seqs: int, steps: int, lr: f
     return batch_seqs * spec.seq_len / statistics.median(times[1:])  # first step is warm-up
 
 
+TOKENIZER_HASH = "random-tokens"
+
+
 def make_data(root: Path, vocab: int, n_tokens: int) -> Path:
     d = root / "bench"
     d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    dtype = "<u2" if vocab <= 65536 else "<u4"
-    for split, n in (("train", n_tokens), ("val", n_tokens // 8)):
-        rng.integers(0, vocab, n).astype(dtype).tofile(d / f"{split}.bin")
-    (d / "manifest.json").write_text(json.dumps({"dtype": np.dtype(dtype).name, "vocab_size": vocab}))
+    dtype = dtype_for_vocab(vocab)
+    sizes = {"train": n_tokens, "val": n_tokens // 8}
+    for split, n in sizes.items():
+        rng.integers(0, vocab, n).astype(np_dtype(dtype)).tofile(d / f"{split}.bin")
+    manifest = DomainManifest(
+        domain="bench", role="train", source={"kind": "random"}, source_fingerprint={}, fingerprint="random-0",
+        tokenizer_hash=TOKENIZER_HASH, vocab_size=vocab, eos_id=0, dtype=dtype,
+        splits={split: SplitStats(file=f"{split}.bin", tokens=n) for split, n in sizes.items()},
+    )
+    (d / "manifest.json").write_text(manifest.model_dump_json())
     return d
 
 
@@ -84,6 +93,7 @@ def trainer(spec: SizeSpec, cfg, data_dir: Path, out: Path, steps: int, compile_
         size=spec,
         data=[DataMix(domain_dir=data_dir)],
         val=[data_dir],
+        tokenizer_hash=TOKENIZER_HASH,
         budget=Budget(steps=steps),
         schedule=cfg.seed_models.schedule,
         train=train,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from transformers.utils import logging as hf_logging
 
 from hdee.errors import CheckpointError
 from hdee.fsutil import atomic_dir, atomic_write_json, read_json, sha256_file
@@ -162,6 +163,7 @@ def save_expert(out_dir: Path, model: Any, record: dict[str, Any]) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export.", suffix=".tmp") as tmp:
+            hf_logging.disable_progress_bar()  # one bar per save would drown the job's own progress
             model.save_pretrained(tmp)
             for name in sorted(os.listdir(tmp)):
                 os.replace(Path(tmp) / name, out_dir / name)
