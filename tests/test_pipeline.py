@@ -78,6 +78,33 @@ def test_cli_plan_unknown_strategy_is_one_line(tmp_path):
 # ----------------------------------------------------------------- the real thing
 
 
+def _check_report_matches_results(layout: RunLayout, results: dict) -> None:
+    """The report is complete, its main table is results.json's, and its win count follows from that table."""
+    for name in ("report.png", "curves.png"):
+        assert (layout.root / name).read_bytes()[:4] == b"\x89PNG"
+    md = (layout.root / "report.md").read_text()
+    method = results["default_method"]
+    assert f"mixing method `{method}`" in md
+    main = md.split("\n\n**heterogeneous best in")[0]
+    header = next(line for line in main.splitlines() if line.startswith("| domain |"))
+    strategies = [c.strip() for c in header.strip("|").split("|")][2:]
+    assert set(strategies) == set(results["ensembles"])
+    table = {}
+    for d in results["domains"]:
+        row = next(line for line in main.splitlines() if line.startswith(f"| {d['name']} |"))
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:]
+        table[d["name"]] = dict(zip(strategies, map(float, cells)))
+        for s, v in table[d["name"]].items():
+            assert v == pytest.approx(results["ensembles"][s]["ppl"][method][d["name"]], abs=0.006)
+    ensembles = [s for s in strategies if s != "dense"]
+    wins = sum(
+        1 for d, row in table.items() if min(row[s] for s in ensembles if s != "MHo-IHo") <= row["MHo-IHo"]
+    )
+    assert f"**heterogeneous best in {wins} of {len(table)} domains**" in md
+    for section in ("## Every mixing method", "## Seed models", "## Experts against their seed"):
+        assert section in md
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
     from hdee.pipeline import run_experiment
@@ -92,7 +119,7 @@ def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
         assert ens["experts"] == plan["ensembles"][name]["experts"]
         for d in tiny.eval_domains:
             assert ens["ppl"]["uniform"][d] > 1.0
-    assert (layout.root / "report.md").is_file()
+    _check_report_matches_results(layout, results)
     assert summary["jobs_run"] == len(plan["jobs"])
     again = run_experiment(tiny, layout, backend="local", workers=2, view=False)
     assert again["jobs_run"] == 0
