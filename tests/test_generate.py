@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from experts import make_expert
 from hdee.cli.app import app
-from hdee.ensemble import Ensemble, estimate_prior, mixing
+from hdee.ensemble import Ensemble, estimate_prior
 from hdee.errors import EnsembleError
 
 torch.set_num_threads(1)

@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hdee.config import load_config
 from hdee.errors import ConfigError
 from hdee.layout import RunLayout
 from hdee.pipeline import snapshot_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny.toml"
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_config(TINY)
 
 
 def test_snapshot_refuses_a_different_config(tmp_path, tiny):
@@ -136,7 +130,9 @@ def test_seeds_repeat_the_domain_phase_only(tmp_path, tiny):
     p0 = json.loads(layout.plan_json.read_text())
     p1 = json.loads((layout.root / "plan-repeat1.json").read_text())
     shared = {j["id"] for j in p0["jobs"]} & {j["id"] for j in p1["jobs"]}
-    assert {j["kind"] for j in p0["jobs"] if j["id"] in shared} == {"prepare", "seed"}
+    shared_jobs = [j for j in p0["jobs"] if j["id"] in shared]
+    assert {j["kind"] for j in shared_jobs} == {"prepare", "seed", "score"}
+    assert all(j["expert"].startswith("seed-") for j in shared_jobs if j["kind"] == "score")  # seeds' scores
     r0 = json.loads(layout.results_json.read_text())
     r1 = json.loads((layout.results_dir / "results-repeat1.json").read_text())
     assert r0["ensembles"]["MHo-IHo"]["experts"] != r1["ensembles"]["MHo-IHo"]["experts"]

@@ -17,16 +17,6 @@ PAPER_VOCAB = 128002
 
 
 @pytest.fixture(scope="module")
-def paper():
-    return load_config(ROOT / "configs/paper-small-close.toml")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_config(ROOT / "configs/tiny.toml")
-
-
-@pytest.fixture(scope="module")
 def paper_plan(paper):
     return build_plan(paper, PAPER_VOCAB)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from hdee.config import load_config
 from hdee.errors import PlanError
 from hdee.strategies import (
     ExpertSpec,
@@ -22,16 +21,6 @@ from hdee.strategies import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOCAB = 128002
-
-
-@pytest.fixture(scope="module")
-def paper():
-    return load_config(ROOT / "configs/paper-small-close.toml")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_config(ROOT / "configs/tiny.toml")
 
 
 def assign(cfg, name, vocab=PAPER_VOCAB):
