@@ -226,3 +226,24 @@ def test_bad_step_choices_rejected_at_load(tmp_path):
     bad.write_text(text)
     with pytest.raises(ConfigError, match="auto.*step_choices must all be > 0"):
         load(bad)
+
+
+def test_cli_plan_shows_the_allocation_once_pilots_ran(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from hdee.cli import app
+
+    cfg = _cfg()
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    args = ["plan", str(path), "--run-dir", str(tmp_path), "--vocab", str(VOCAB)]
+    before = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert before.exit_code == 0, before.output
+    assert "pending" in before.output and "predicted loss" not in before.output
+    _write_pilots(tmp_path, build_plan(cfg, VOCAB))
+    after = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert after.exit_code == 0, after.output
+    assert "predicted loss" in after.output and "pending" not in after.output
+    for lin in cfg.lineages:
+        assert f"{lin.name} i{cfg.iterations} {lin.domains[-1]}:" in after.output
