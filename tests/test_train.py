@@ -13,6 +13,7 @@ from hdee.fsutil import sha256_file
 from hdee.train import Budget, run_train_job
 from hdee.train import checkpoint as ckpt
 from hdee.train import loop
+from hdee.train import loss as train_loss
 from hdee.train.job import plan_steps
 from hdee.train.metrics import read_metrics
 from train_helpers import SEQ, TOKHASH, make_domain, tiny_job
@@ -157,7 +158,7 @@ def test_tokenizer_and_vocab_mismatches(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, domains, monkeypatch):
-    real = loop.compute_loss
+    real = train_loss.compute_loss
     calls = {"n": 0}
 
     def poisoned(model, windows):
@@ -168,7 +169,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, domains, mo
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(loop, "compute_loss", poisoned)
+    monkeypatch.setattr(train_loss, "compute_loss", poisoned)
     out = tmp_path / "exp"
     with pytest.raises(TrainingError, match=r"loss became nan at step 6; .*last good checkpoint is step 4"):
         run_train_job(tiny_job(out, domains, steps=8))
@@ -178,16 +179,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, domains, mo
 
 def test_out_of_disk_keeps_the_previous_checkpoint(tmp_path, domains, monkeypatch):
     out = tmp_path / "exp"
-    real_save = ckpt.save_file
+    real_write = ckpt.write_hashed
     writes = {"n": 0}
 
-    def full_disk(tensors, path, *a, **k):
+    def full_disk(path, data, *a, **k):
         writes["n"] += 1
-        if writes["n"] > 3:  # the first state (3 files) fits, the second does not
+        if writes["n"] > 4:  # the first state (4 files) fits, the second does not
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(tensors, path, *a, **k)
+        return real_write(path, data, *a, **k)
 
-    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    monkeypatch.setattr(ckpt, "write_hashed", full_disk)
     with pytest.raises(CheckpointError, match="no space left on device while saving; the checkpoint of step 2 is kept"):
         run_train_job(tiny_job(out, domains, steps=6))
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from hdee.errors import ConfigError
 
@@ -156,7 +156,9 @@ class TrainConfig(Strict):
     """Settings shared by every training job."""
 
     batch_tokens: int = Field(default=8192, gt=0)
-    micro_batch_tokens: int | None = Field(default=None, gt=0)
+    micro_batch_tokens: int | None = Field(
+        default=None, gt=0, description="tokens per forward/backward; left out: the most that memory_gib allows"
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(default=1.0, gt=0)
@@ -164,6 +166,22 @@ class TrainConfig(Strict):
     eval_tokens: int = Field(default=16384, gt=0)
     checkpoint_every: int = Field(default=100, gt=0)
     compile: bool = False
+    loss: Literal["plain", "chunked", "fused"] = Field(
+        default="plain",
+        description="plain: full fp32 logits; chunked: a slice of logits at a time; fused: a fused kernel on CUDA when installed, else chunked",
+    )
+    memory_gib: float = Field(default=8.0, gt=0, description="memory of one training process, for the micro batch when it is left out")
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        # settings added after the first release stay out of dumps at their defaults, so that job
+        # ids (which hash this section) and resumable trainer states of existing runs stay valid
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("loss", "memory_gib"):
+                if getattr(self, name) == type(self).model_fields[name].default:
+                    data.pop(name, None)
+        return data
 
 
 class SeedConfig(Strict):
@@ -243,7 +261,14 @@ class ExecuteConfig(Strict):
     workers: int | None = Field(default=None, gt=0)
     threads_per_worker: int = Field(default=1, gt=0)
     ray_address: str | None = None
-    gpus_per_job: float = Field(default=0, ge=0)
+    gpus_per_job: float = Field(default=0, ge=0, description="GPUs of one Ray task: below 1 shares a GPU, above 1 whole numbers")
+    workers_per_gpu: int = Field(default=1, gt=0, description="local workers per visible GPU, unless workers is set")
+
+    @model_validator(mode="after")
+    def _whole_gpus_above_one(self) -> "ExecuteConfig":
+        if self.gpus_per_job > 1 and not float(self.gpus_per_job).is_integer():
+            raise ValueError(f"gpus_per_job {self.gpus_per_job:g} above 1 must be a whole number (Ray shares a GPU only below 1)")
+        return self
 
 
 # ----------------------------------------------------------------------- the whole

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -22,6 +23,23 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def write_hashed(path: str | Path, data: bytes, chunk: int = 1 << 24) -> str:
+    """Write `data` to `path` and return its sha256, hashing each block while the next is written.
+
+    A checkpoint of gigabytes is hashed in the time it takes to write it, instead of being read
+    back afterwards; hashlib and file writes both release the GIL, so the two overlap.
+    """
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    with open(path, "wb") as f, concurrent.futures.ThreadPoolExecutor(max_workers=1) as hasher:
+        for start in range(0, len(view), chunk):
+            block = view[start : start + chunk]
+            hashed = hasher.submit(digest.update, block)
+            f.write(block)
+            hashed.result()
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

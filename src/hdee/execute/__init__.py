@@ -23,7 +23,9 @@ def make_executor(
     if backend == "local":
         from hdee.execute.local import LocalExecutor
 
-        return LocalExecutor(run_dir, workers=workers, threads_per_worker=ex.threads_per_worker)
+        return LocalExecutor(
+            run_dir, workers=workers, threads_per_worker=ex.threads_per_worker, workers_per_gpu=ex.workers_per_gpu
+        )
     if backend == "ray":
         from hdee.execute.ray import RayExecutor
 

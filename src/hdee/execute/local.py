@@ -2,7 +2,8 @@
 
 Workers are spawned once and reused, because importing torch and transformers costs seconds;
 each runs one job at a time with `threads_per_worker` torch threads (on a 2-core machine two
-1-thread workers gave 21% more total throughput than one 2-thread worker).
+1-thread workers gave 21% more total throughput than one 2-thread worker). With GPUs visible,
+each worker gets one of them in turn, `workers_per_gpu` workers per GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import queue
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
+from hdee.execute import devices
 from hdee.execute.base import Event, Executor, OnEvent
 from hdee.execute.jobs import JobRunner, run_job
 from hdee.plan import Job
@@ -20,9 +22,10 @@ from hdee.plan import Job
 _events = None  # the worker's queue to the parent (set by _init_worker)
 
 
-def _init_worker(threads: int, events) -> None:
+def _init_worker(threads: int, events, gpu_counter=None, gpus: list[str] | None = None) -> None:
     global _events
     _events = events
+    devices.claim_gpu(gpu_counter, gpus or [])
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
@@ -47,16 +50,27 @@ def default_workers(threads_per_worker: int) -> int:
 
 class LocalExecutor(Executor):
     def __init__(
-        self, run_dir: str | Path, workers: int | None = None, threads_per_worker: int = 1, runner: JobRunner = run_job
+        self,
+        run_dir: str | Path,
+        workers: int | None = None,
+        threads_per_worker: int = 1,
+        runner: JobRunner = run_job,
+        *,
+        workers_per_gpu: int = 1,
+        gpus: list[str] | None = None,
     ):
         super().__init__(run_dir)
         self.runner = runner
-        self.workers = workers or default_workers(threads_per_worker)
+        self.gpus = devices.visible_gpus() if gpus is None else gpus
+        self.workers = devices.local_workers(workers, self.gpus, workers_per_gpu, default_workers(threads_per_worker))
         self.capacity = self.workers
         ctx = mp.get_context("spawn")
         self._events = ctx.Queue()
         self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads_per_worker, self._events)
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(threads_per_worker, self._events, ctx.Value("i", 0), self.gpus),
         )
 
     def _submit(self, job: Job) -> Future:

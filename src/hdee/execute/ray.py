@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hdee.errors import ExecutionError
 from hdee.execute.base import Executor
+from hdee.execute.devices import ray_task_options
 from hdee.execute.jobs import JobRunner, run_job
 from hdee.plan import Job
 
@@ -77,13 +78,12 @@ class RayExecutor(Executor):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = address or "local"
                 raise ExecutionError(f"cannot reach the Ray cluster at {where}: {str(exc).strip().splitlines()[0]}") from None
-        self._task = ray.remote(num_cpus=threads_per_worker, num_gpus=gpus_per_job, max_retries=max_retries)(
-            _run_on_ray_worker
-        )
+        self._task = ray.remote(max_retries=max_retries)(_run_on_ray_worker)
         self._threads = threads_per_worker
+        self._gpus_per_job = gpus_per_job
 
     def _submit(self, job: Job) -> Future:
-        task = self._task.options(num_gpus=0) if job.kind == "prepare" else self._task  # tokenizing needs no GPU
+        task = self._task.options(**ray_task_options(job.kind, self._threads, self._gpus_per_job))
         return task.remote(self.runner, job.model_dump_json(), str(self.run_dir), self._threads).future()
 
     def _unwrap_error(self, exc: BaseException) -> BaseException:

@@ -10,6 +10,7 @@ Nothing here unpickles anything.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -19,11 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from transformers.utils import logging as hf_logging
 
 from hdee.errors import CheckpointError
-from hdee.fsutil import atomic_dir, atomic_write_json, read_json, sha256_file
+from hdee.fsutil import atomic_dir, atomic_write_json, read_json, sha256_file, write_hashed
 
 STATE_DIR = "state"
 RECORD = "hdee.json"
@@ -89,8 +91,13 @@ def _restore_rng(tensors: dict[str, torch.Tensor], js: dict) -> None:
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # clone: tied weights share storage, which safetensors refuses to write twice
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    # tied weights share storage, which safetensors refuses to write twice: every entry gets its
+    # own copy (the device-to-host copy is one already)
+    return {k: (v.detach().cpu() if v.is_cuda else v.detach().clone()).contiguous() for k, v in model.state_dict().items()}
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _disk_full_message(where: Path, exc: OSError, kept: str) -> str:
@@ -104,12 +111,15 @@ def save_state(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
     previous = read_state_step(out_dir)
     try:
         with atomic_dir(final) as tmp:
-            save_file(_cpu_state(model), str(tmp / "model.safetensors"))
             opt_tensors, groups = _flatten_optimizer(optimizer)
-            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-            save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-            atomic_write_json(tmp / "state.json", {**info, "optimizer_groups": groups, "rng": _rng_json()})
-            atomic_write_json(tmp / "checksums.json", {f: sha256_file(tmp / f) for f in _STATE_FILES})
+            contents = {  # each file is hashed as it is written, never read back
+                "model.safetensors": lambda: safetensors_bytes(_cpu_state(model)),
+                "optimizer.safetensors": lambda: safetensors_bytes(opt_tensors),
+                "rng.safetensors": lambda: safetensors_bytes(_rng_tensors()),
+                "state.json": lambda: _json_bytes({**info, "optimizer_groups": groups, "rng": _rng_json()}),
+            }
+            sums = {name: write_hashed(tmp / name, make()) for name, make in contents.items()}
+            (tmp / "checksums.json").write_bytes(_json_bytes(sums))
     except OSError as exc:
         kept = f"the checkpoint of step {previous} is kept" if previous is not None else "no earlier checkpoint exists"
         raise CheckpointError(_disk_full_message(final, exc, kept)) from None

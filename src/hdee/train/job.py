@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hdee.config import ExperimentConfig, Schedule, TrainConfig
 from hdee.errors import TrainingError
 from hdee.model import SizeSpec, flops_per_token
-
-DEFAULT_MICRO_BATCH_TOKENS = 16384
+from hdee.train.memory import GIB, estimate_bytes, micro_tokens_for_budget
 
 
 class _Strict(BaseModel):
@@ -81,7 +80,7 @@ def plan_steps(job: TrainJob, world_size: int = 1) -> StepPlan:
     if batch_seqs % world_size:
         raise TrainingError(f"{job.out_dir}: {batch_seqs} sequences per step cannot be split over {world_size} processes")
     rank_seqs = batch_seqs // world_size
-    micro_tokens = job.train.micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS
+    micro_tokens = job.train.micro_batch_tokens or _micro_tokens_from_budget(job)
     micro_seqs = max(1, min(rank_seqs, micro_tokens // seq_len))
     while rank_seqs % micro_seqs:  # the largest micro-batch that divides the per-rank batch
         micro_seqs -= 1
@@ -111,6 +110,17 @@ def plan_steps(job: TrainJob, world_size: int = 1) -> StepPlan:
         flops_per_step=flops_per_step,
         budget_note=note,
     )
+
+
+def _micro_tokens_from_budget(job: TrainJob) -> int:
+    tokens = micro_tokens_for_budget(job.size, job.train.memory_gib, job.train.loss)
+    if tokens == 0:
+        need = estimate_bytes(job.size, job.size.seq_len, job.train.loss) / GIB
+        raise TrainingError(
+            f"{job.out_dir}: train.memory_gib {job.train.memory_gib:g} is too small for one sequence of "
+            f"{job.size.seq_len} tokens of size {job.size.name or '?'} (about {need:.1f} GiB with loss {job.train.loss!r})"
+        )
+    return tokens
 
 
 def lr_at(step: int, plan: StepPlan, schedule: Schedule) -> float:

@@ -1,0 +1,48 @@
+"""Where a job starts: a fresh model from its seed, or its parent expert (checked against the job's size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaForCausalLM
+
+from hdee.errors import CheckpointError
+from hdee.fsutil import read_json
+from hdee.model import attn_implementation, build_model, llama_config
+from hdee.train import checkpoint as ckpt
+from hdee.train.job import TrainJob
+
+_ARCH_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "tie_word_embeddings",
+)
+
+
+def parent_record(job: TrainJob) -> dict[str, Any] | None:
+    """The parent's path and weights checksum, after checking it is finished and of the job's architecture."""
+    if job.parent is None:
+        return None
+    record = ckpt.verify_expert(job.parent)
+    config = read_json(Path(job.parent) / "config.json")
+    want = llama_config(job.size).to_dict()
+    for key in _ARCH_KEYS:
+        if config.get(key) != want.get(key):
+            raise CheckpointError(
+                f"{job.parent}: parent has {key}={config.get(key)}, the job's size {job.size.name or ''} needs {want.get(key)}"
+            )
+    return {"path": str(job.parent), "model_sha256": record["model_sha256"]}
+
+
+def initial_model(job: TrainJob) -> LlamaForCausalLM:
+    """fp32 weights: from the seed for a job without parent, else the parent's."""
+    if job.parent is None:
+        return build_model(job.size, job.seed)
+    model = LlamaForCausalLM.from_pretrained(job.parent, dtype=torch.float32, attn_implementation=attn_implementation())
+    return model.float()
