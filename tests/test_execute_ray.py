@@ -11,6 +11,8 @@ import pytest
 from hdee.errors import ExecutionError
 from hdee.execute.ray import RayExecutor
 
+pytest.importorskip("ray")  # an optional install (e.g. a GPU box installed without dependencies) may lack it
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
