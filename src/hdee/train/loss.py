@@ -92,7 +92,7 @@ def _liger(hidden, weight, targets, dtype):
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     dtype = dtype or hidden.dtype
-    return LigerFusedLinearCrossEntropyLoss()(weight.to(dtype), hidden.to(dtype), targets)
+    return LigerFusedLinearCrossEntropyLoss()(weight.to(dtype), hidden.to(dtype), targets).float()
 
 
 def _cut_cross_entropy(hidden, weight, targets, dtype):
