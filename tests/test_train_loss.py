@@ -93,3 +93,20 @@ def test_fused_resolves_to_an_installed_kernel_on_cuda_only(monkeypatch):
     assert loss_backend("fused", torch.device("cuda")) == "chunked"
     with pytest.raises(ValueError, match="unknown loss 'fast'"):
         loss_backend("fast", torch.device("cpu"))
+
+
+def test_bf16_head_matmul_as_on_cuda_agrees_within_bf16_rounding(small_chunks):
+    """The dtype path CUDA's autocast takes (bf16 matmuls, fp32 softmax and sums), run on CPU."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(40, 32, generator=gen).requires_grad_()
+    weight = (torch.randn(VOCAB, 32, generator=gen) * 0.1).requires_grad_()
+    targets = torch.randint(0, VOCAB, (40,), generator=gen)
+    loss = chunked_cross_entropy(hidden, weight, targets, dtype=torch.bfloat16)
+    loss.backward()
+    assert loss.dtype == torch.float32 and hidden.grad.dtype == weight.grad.dtype == torch.float32
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(h @ w.T, targets)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-2)
+    for got, want in ((hidden.grad, h.grad), (weight.grad, w.grad)):
+        assert (got - want).norm() / want.norm() < 2e-2
