@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hdee.api import resolve_vocab
 from hdee.config import load_config
 from hdee.data.shards import DomainManifest, SplitStats, dtype_for_vocab, np_dtype
+from hdee.expert_dir import read_metrics
 from hdee.model import SizeSpec, build_model, flops_per_token_full, param_counts
-from hdee.plan import resolve_vocab
 from hdee.train import Budget, DataMix, TrainJob, plan_steps, run_train_job
 from hdee.train import checkpoint as ckpt
 from hdee.train.device import amp_dtype, autocast, default_context, make_optimizer
 from hdee.train.loss import CausalLMLoss
 from hdee.train.memory import GIB, estimate_bytes
-from hdee.train.metrics import read_metrics
 
 TOKENIZER_HASH = "random-tokens"
 

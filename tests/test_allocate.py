@@ -1,14 +1,17 @@
-"""Difficulty curves and the allocation solver (hdee.allocate): pure numbers, no I/O."""
+"""Difficulty curves and the allocation solver of `auto` (hdee.strategies.auto.curves / .solver):
+pure numbers, no I/O."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from hdee.allocate import Curve, allocate, brute_force, curves_by_size, fit_curve, objective_value
 from hdee.errors import PlanError
+from hdee.strategies.auto.curves import Curve, curves_by_size, fit_curve
+from hdee.strategies.auto.solver import allocate, objective_value
 
 # --------------------------------------------------------------------------- curve fitting
 
@@ -101,13 +104,30 @@ GRID = [5, 8, 10, 12, 15]
 BUDGET = 4 * SIZES["M"] * 10  # four experts at M x 10 steps
 
 
+def brute_force(lineages, curves, step_flops, tokens_per_step, grid, budget, objective) -> float | None:
+    """The best objective over every grid allocation within the budget (small problems only)."""
+    names = list(lineages)
+    grid = sorted({int(n) for n in grid if int(n) >= 1})
+    best = None
+    for size_pick in itertools.product(list(step_flops), repeat=len(names)):
+        slots = [(size, d) for lin, size in zip(names, size_pick) for d in lineages[lin]]
+        for steps in itertools.product(grid, repeat=len(slots)):
+            if sum(step_flops[s] * n for (s, _), n in zip(slots, steps)) > budget * (1 + 1e-12):
+                continue
+            losses = [curves[d][s].predict(n * tokens_per_step) for (s, d), n in zip(slots, steps)]
+            v = objective_value(losses, objective)
+            if best is None or v < best - 1e-12:
+                best = v
+    return best
+
+
 @pytest.mark.parametrize("objective", ["mean", "minimax"])
 @pytest.mark.parametrize("budget", [BUDGET, BUDGET - 7, BUDGET + 13, 70])
 def test_grid_solution_matches_brute_force(objective, budget):
     got = allocate(LINEAGES, CURVES, SIZES, 10, GRID, budget, objective=objective, fill=False)
     want = brute_force(LINEAGES, CURVES, SIZES, 10, GRID, budget, objective=objective)
     assert want is not None
-    assert got.value == pytest.approx(want[0], abs=1e-12)
+    assert got.value == pytest.approx(want, abs=1e-12)
     assert got.flops <= budget
     assert got.value == pytest.approx(objective_value(list(got.predicted.values()), objective))
 

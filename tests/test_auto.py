@@ -15,8 +15,10 @@ import pytest
 from hdee.config import ExperimentConfig, load_config
 from hdee.errors import PlanError
 from hdee.plan import build_plan
-from hdee.strategies import StrategyContext, budget_flops, expert_flops, get_strategy
-from hdee.strategies.auto import decide, describe, pilot_points, pilot_specs
+from hdee.budget import budget_flops, expert_flops
+from hdee.strategies import StrategyContext, get_strategy
+from hdee.strategies.auto.decide import decide, describe
+from hdee.strategies.auto.pilots import pilot_points, pilot_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 512

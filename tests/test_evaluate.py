@@ -13,12 +13,14 @@ from typer.testing import CliRunner
 
 from experts import make_expert
 from hdee.cli.app import app
-from hdee.config import MIXING_METHODS, load_config
+from hdee.config import load_config
+from hdee.registry import MIXING_METHODS
 from hdee.ensemble import mixing, scoring
 from hdee.errors import EnsembleError
 from hdee.evaluate import EnsembleSpec, evaluate
 from hdee.fsutil import atomic_write_json
 from hdee.layout import RunLayout
+from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)
 
@@ -70,20 +72,20 @@ def test_results_schema_and_counts(cfg, first_run):
     layout, _, res = first_run
     on_disk = json.loads(layout.results_json.read_text())
     assert on_disk == json.loads(json.dumps(res))
-    assert res["config"] == "tiny" and res["methods"] == list(MIXING_METHODS)
+    assert res["config"] == "tiny" and res["methods"] == MIXING_METHODS.names()
     assert [d["name"] for d in res["domains"]] == cfg.eval_domains
     assert all(d["tokens"] == 1024 for d in res["domains"])  # data.max_eval_tokens = 1024 = 32 windows x 32
     assert {d["name"]: (d["role"], d["tier"]) for d in res["domains"]}["py_tests"] == ("heldout", None)
     assert {d["name"]: d["tier"] for d in res["domains"]}["py_code"] == "easy"
     assert res["experts"]["a"]["meta"]["size"] == "S"
     for ens in res["ensembles"].values():
-        assert set(ens["ppl"]) == set(MIXING_METHODS)
+        assert set(ens["ppl"]) == set(MIXING_METHODS.names())
         assert all(set(per) == set(cfg.eval_domains) for per in ens["ppl"].values())
     assert res["ensembles"]["MHo-IHo"]["meta"] == {"strategy": "MHo-IHo"}
     assert res["ensembles"]["MHe-IHo"]["product_windows"] == cfg.eval.product_windows
-    assert res["default_method"] in MIXING_METHODS and res["default_method"] not in ("best-expert", "product")
+    assert res["default_method"] in MIXING_METHODS.names() and res["default_method"] not in ("best-expert", "product")
     rows = list(csv.DictReader((layout.results_dir / "results.csv").open()))
-    assert len(rows) == 4 * 6 + 3 * len(MIXING_METHODS) * 6
+    assert len(rows) == 4 * 6 + 3 * len(MIXING_METHODS.names()) * 6
 
 
 def test_one_expert_ensemble_equals_expert_for_every_method(first_run):
@@ -97,8 +99,8 @@ def test_one_expert_ensemble_equals_expert_for_every_method(first_run):
 def test_numbers_follow_from_cached_scores(cfg, first_run):
     layout, _, res = first_run
     d = "py_license"
-    lp = np.stack([np.load(scoring.score_path(layout, e, d, "test")) for e in ("a", "b", "c")])
-    val = np.stack([np.load(scoring.score_path(layout, e, d, "val")) for e in ("a", "b", "c")])
+    lp = np.stack([np.load(layout.score_path(e, d, "test")) for e in ("a", "b", "c")])
+    val = np.stack([np.load(layout.score_path(e, d, "val")) for e in ("a", "b", "c")])
     assert val.shape == (3, cfg.eval.prior_sequences, 32)
     ens = res["ensembles"]["MHe-IHo"]
     assert ens["ppl"]["uniform"][d] == pytest.approx(mixing.perplexity(mixing.uniform(lp)), rel=1e-9)
@@ -106,7 +108,7 @@ def test_numbers_follow_from_cached_scores(cfg, first_run):
         mixing.perplexity(mixing.prefix_posterior(lp, mixing.estimate_prior(val, cfg.eval.prior_alpha))), rel=1e-9)
     assert ens["ppl"]["best-expert"][d] == pytest.approx(min(res["experts"][e]["ppl"][d] for e in "abc"), rel=1e-9)
     assert res["experts"]["a"]["ppl"][d] == pytest.approx(mixing.perplexity(lp[0]), rel=1e-9)
-    assert len({round(v, 9) for v in (ens["ppl"][m][d] for m in MIXING_METHODS)}) >= 6
+    assert len({round(v, 9) for v in (ens["ppl"][m][d] for m in MIXING_METHODS.names())}) >= 6
 
 
 def test_rerun_reuses_cache_and_gives_same_numbers(cfg, experts, first_run, monkeypatch):
@@ -155,14 +157,22 @@ def test_bad_inputs_leave_earlier_results_intact(cfg, experts, first_run):
 def test_cli_eval_reads_plan(cfg, experts, tmp_path, monkeypatch):
     layout = RunLayout(tmp_path / "run")
     atomic_write_json(layout.config_snapshot, cfg.model_dump(mode="json"))
-    plan = {"experts": {k: str(v) for k, v in experts.items() if k != "c"},
-            "ensembles": {"pair": {"experts": ["a", "b"], "strategy": "MHo-IHo"}, "dense": {"experts": ["dense"]}}}
-    atomic_write_json(layout.plan_json, plan)
+    decision = {"objective": "mean", "experts": []}  # what a strategy that measured first records
+    Plan(
+        config_name=cfg.name, vocab=256, budget_flops=1.0, jobs=[],
+        experts={k: str(v) for k, v in experts.items() if k != "c"},
+        ensembles={"pair": EnsemblePlan(experts=["a", "b"], decision=decision), "dense": EnsemblePlan(experts=["dense"])},
+    ).write(layout.plan_json)
     monkeypatch.setattr(scoring, "read_tokens", Reader(cfg.eval_domains))
     res = CliRunner().invoke(app, ["eval", str(layout.root)])
     assert res.exit_code == 0, res.output
     out = json.loads(layout.results_json.read_text())
-    assert set(out["ensembles"]) == {"pair", "dense"} and out["ensembles"]["pair"]["meta"] == {"strategy": "MHo-IHo"}
+    assert set(out["ensembles"]) == {"pair", "dense"}
+    # the same metadata the pipeline records, the strategy's decision included (the report shows it)
+    assert out["ensembles"]["pair"]["meta"] == {
+        "seed_flops": 0.0, "domain_flops": 0.0, "sizes_needed": [], "repeat": 0, "decision": decision, "measured_val_loss": {},
+    }
+    assert "decision" not in out["ensembles"]["dense"]["meta"]
     assert math.isfinite(out["ensembles"]["pair"]["ppl"]["uniform"]["py_code"])
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing")])
     assert isinstance(missing.exception, EnsembleError) and "config.json: not found" in str(missing.exception)

@@ -9,7 +9,8 @@ import pytest
 
 from hdee.errors import ExecutionError
 from hdee.execute.base import Event, Executor
-from hdee.execute.jobs import is_done, record_path, write_record
+from hdee.execute.jobs import is_done, write_record
+from hdee.layout import RunLayout
 from hdee.execute.local import LocalExecutor
 from hdee.execute.view import RunView
 from hdee.plan import Job
@@ -104,9 +105,9 @@ def test_deps_outside_the_list_count_as_done(tmp_path):
 
 def test_record_lists_checksums(tmp_path):
     fake_runner(Job(id="a", kind="train").model_dump_json(), str(tmp_path))
-    rec = json.loads(record_path(tmp_path, "a").read_text())
+    rec = json.loads(RunLayout(tmp_path).job_record("a").read_text())
     assert rec["id"] == "a" and list(rec["outputs"]) == ["out/a.txt"] and len(rec["outputs"]["out/a.txt"]) == 64
-    record_path(tmp_path, "a").write_text("{not json")
+    RunLayout(tmp_path).job_record("a").write_text("{not json")
     assert not is_done(Job(id="a", kind="train"), tmp_path)
 
 

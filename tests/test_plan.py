@@ -9,8 +9,10 @@ import pytest
 
 from hdee.config import load_config
 from hdee.errors import ConfigError, PlanError
-from hdee.plan import Job, Plan, build_plan, resolve_vocab, topological
-from hdee.strategies import PilotSpec, Strategy, _REGISTRY, register
+from hdee.api import resolve_vocab
+from hdee.plan import Job, Plan, build_plan, topological
+from hdee.registry import STRATEGIES
+from hdee.strategies import Assignment, PilotSpec, Strategy, register
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOCAB = 128002
@@ -179,13 +181,13 @@ def test_lineage_changing_size_is_refused(tiny):
     @register("test-grow")
     class Grow(Strategy):
         def assign(self, pilot_outputs=None):
-            return self.lineage_experts(lambda lin, i: "S" if i == 1 else "L", lambda lin, i: 8)
+            return Assignment(self.lineage_experts(lambda lin, i: "S" if i == 1 else "L", lambda lin, i: 8))
 
     try:
         with pytest.raises(PlanError, match="changes size S -> L"):
             build_plan(tiny.model_copy(update={"strategies": ["test-grow"]}), 512)
     finally:
-        _REGISTRY.pop("test-grow")
+        STRATEGIES.remove("test-grow")
 
 
 # ---------------------------------------------------------------- pilots (the plug-in point)
@@ -205,7 +207,7 @@ def test_pilot_strategy_is_planned_in_two_stages(tiny):
                 return None
             seen_outputs.update(pilot_outputs)
             # the pilots spent 4 of the budget's 32 M-steps
-            return self.lineage_experts(lambda lin, i: "M", lambda lin, i: 7)
+            return Assignment(self.lineage_experts(lambda lin, i: "M", lambda lin, i: 7))
 
     cfg = tiny.model_copy(update={"strategies": ["MHo-IHo", "test-pilot"]})
     try:
@@ -223,4 +225,4 @@ def test_pilot_strategy_is_planned_in_two_stages(tiny):
         ens = stage2.ensembles["test-pilot"]
         assert ens.domain_flops == pytest.approx(stage2.budget_flops * (4 * 7 + 2 * 2) / 32)
     finally:
-        _REGISTRY.pop("test-pilot")
+        STRATEGIES.remove("test-pilot")

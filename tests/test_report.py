@@ -131,7 +131,7 @@ def test_allocation_predicted_against_measured(tmp_path):
     res["default_method"] = "uniform"
     res["ensembles"]["auto"] = json.loads(json.dumps(res["ensembles"]["MHe-IHo"]))
     res["ensembles"]["auto"]["meta"].update(
-        allocation={
+        decision={
             "objective": "mean", "pilot_flops": 1e10, "expert_flops": 2.9e11, "total_flops": 3e11,
             "budget_flops": 3e11, "off_budget": 0.0,
             "experts": [
@@ -143,7 +143,7 @@ def test_allocation_predicted_against_measured(tmp_path):
     )
     atomic_write_json(layout.results_json, res)
     cmp = write_report(layout)
-    assert cmp["allocations"]["auto"]["mean_abs_error"] == pytest.approx(0.75)
+    assert cmp["decisions"]["auto"]["mean_abs_error"] == pytest.approx(0.75)
     md = (tmp_path / "report.md").read_text()
     assert "| a | 1 | t0 | S | 9 | 4.000 | 4.500 |" in md
     assert "| b | 1 | t1 | L | 7 | 5.000 | 4.000 |" in md

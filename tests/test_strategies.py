@@ -6,25 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from hdee.budget import budget_flops, expert_flops
 from hdee.errors import PlanError
-from hdee.strategies import (
-    ExpertSpec,
-    Strategy,
-    StrategyContext,
-    _REGISTRY,
-    budget_flops,
-    expert_flops,
-    get_strategy,
-    register,
-    strategy_names,
-)
+from hdee.registry import STRATEGIES
+from hdee.strategies import Assignment, ExpertSpec, Strategy, StrategyContext, get_strategy, register
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOCAB = 128002
 
 
 def assign(cfg, name, vocab=PAPER_VOCAB):
-    return get_strategy(name, StrategyContext(cfg=cfg, vocab=vocab)).assign(None)
+    return get_strategy(name, StrategyContext(cfg=cfg, vocab=vocab)).assign(None).experts
 
 
 def table(specs):
@@ -33,7 +25,7 @@ def table(specs):
 
 def test_registry_has_builtin_strategies():
     for name in ("MHo-IHo", "MHo-IHe", "MHe-IHo", "MHe-IHe", "dense"):
-        assert name in strategy_names()
+        assert name in STRATEGIES.names()
     with pytest.raises(PlanError, match="unknown strategy 'nope'"):
         get_strategy("nope", StrategyContext(cfg=None, vocab=1))  # type: ignore[arg-type]
 
@@ -110,10 +102,10 @@ def test_a_new_strategy_registers_by_name(tiny):
     @register("test-half")
     class Half(Strategy):
         def assign(self, pilot_outputs=None):
-            return self.lineage_experts(lambda lin, i: "M", lambda lin, i: 4)
+            return Assignment(self.lineage_experts(lambda lin, i: "M", lambda lin, i: 4))
 
     try:
-        assert "test-half" in strategy_names()
+        assert "test-half" in STRATEGIES.names()
         assert set(table(assign(tiny, "test-half", 512)).values()) == {("M", 4)}
     finally:
-        _REGISTRY.pop("test-half")
+        STRATEGIES.remove("test-half")

@@ -15,7 +15,7 @@ from hdee.train import checkpoint as ckpt
 from hdee.train import loop
 from hdee.train import loss as train_loss
 from hdee.train.job import plan_steps
-from hdee.train.metrics import read_metrics
+from hdee.expert_dir import read_metrics
 from train_helpers import SEQ, TOKHASH, make_domain, tiny_job
 
 torch.set_num_threads(1)

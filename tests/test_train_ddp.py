@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hdee.errors import TrainingError
+from hdee.expert_dir import read_metrics
 from hdee.train import distributed, run_train_job
 from hdee.train.device import rank_device
-from hdee.train.metrics import read_metrics
 from train_helpers import make_domain, tiny_job
 
 torch.set_num_threads(1)

@@ -5,11 +5,11 @@ import importlib.util
 import pytest
 import torch
 
+from hdee.expert_dir import read_metrics
 from hdee.model import build_model
 from hdee.train import loss as train_loss
 from hdee.train import run_train_job
 from hdee.train.loss import CausalLMLoss, chunked_cross_entropy, compute_loss, loss_backend
-from hdee.train.metrics import read_metrics
 from train_helpers import SEQ, VOCAB, make_domain, tiny_job, tiny_spec
 
 torch.set_num_threads(1)

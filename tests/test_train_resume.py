@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hdee.train.metrics import read_metrics
+from hdee.expert_dir import read_metrics
 from train_helpers import make_domain
 
 SCRIPT = """

@@ -7,21 +7,48 @@ rebuilds the report without touching a model. The report module only renders thi
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from hdee.fsutil import read_json
+from hdee.layout import RunLayout
+from hdee.registry import MIXING_METHODS, STRATEGIES
 
-BASELINE = "MHo-IHo"
-HETEROGENEOUS = ("MHo-IHe", "MHe-IHo", "MHe-IHe", "auto")
-REFERENCE = ("dense",)
+DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 
 
-def load_repeats(results_dir: Path) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------- strategy traits (hdee.registry)
+
+
+def strategy_order(names: list[str]) -> list[str]:
+    """`names` in display order (the registry's `order`); ties and unknown names keep their order."""
+
+    def key(name: str) -> int:
+        entry = STRATEGIES.find(name)
+        return entry.order if entry is not None else DEFAULT_ORDER
+
+    return sorted(names, key=key)
+
+
+def baseline_of(names: list[str]) -> str | None:
+    """The homogeneous strategy the others are compared against, when one is among `names`."""
+    return next((n for n in names if (e := STRATEGIES.find(n)) is not None and e.baseline), None)
+
+
+def _heterogeneous(name: str) -> bool:
+    entry = STRATEGIES.find(name)
+    return entry is not None and entry.heterogeneous
+
+
+def _single_model(name: str) -> bool:
+    entry = STRATEGIES.find(name)
+    return entry is not None and entry.single_model
+
+
+def load_repeats(layout: RunLayout) -> list[dict[str, Any]]:
     """results.json (repeat 0) followed by results-repeat<k>.json in order, when present."""
-    runs = [read_json(results_dir / "results.json")]
+    runs = [read_json(layout.results_path(0))]
     k = 1
-    while (p := results_dir / f"results-repeat{k}.json").exists():
+    while (p := layout.results_path(k)).exists():
         runs.append(read_json(p))
         k += 1
     return runs
@@ -31,20 +58,26 @@ def mean_log_ppl(ppl: dict[str, float], domains: list[str]) -> float:
     return sum(math.log(ppl[d]) for d in domains) / len(domains)
 
 
-def best_method(results: dict[str, Any]) -> str:
-    """The mixing method with the lowest mean log-perplexity over all domains and ensembles of size > 1."""
-    domains = [d["name"] for d in results["domains"]]
+def choose_method(ensembles: Mapping[str, Mapping[str, Any]], methods: list[str], domains: list[str]) -> str:
+    """The mixing method with the lowest mean log-perplexity over all domains and ensembles of
+    more than one expert; oracles and methods scored on a bounded subset are never chosen."""
     scores: dict[str, list[float]] = {}
-    for ens in results["ensembles"].values():
+    for ens in ensembles.values():
         if len(ens["experts"]) < 2:
             continue
-        for method, ppl in ens["ppl"].items():
-            if method in ("best-expert", "product"):  # oracle / bounded-subset references
+        for method in methods:
+            entry = MIXING_METHODS.find(method)
+            if entry is not None and not entry.candidate_default:
                 continue
-            scores.setdefault(method, []).append(mean_log_ppl(ppl, domains))
+            scores.setdefault(method, []).append(mean_log_ppl(ens["ppl"][method], domains))
     if not scores:
-        return results["methods"][0]
+        return methods[0]
     return min(scores, key=lambda m: (sum(scores[m]) / len(scores[m]), m))
+
+
+def best_method(results: dict[str, Any]) -> str:
+    """`choose_method` over a saved results dict."""
+    return choose_method(results["ensembles"], results["methods"], [d["name"] for d in results["domains"]])
 
 
 def strategy_table(results: dict[str, Any], method: str) -> dict[str, dict[str, float]]:
@@ -66,12 +99,13 @@ def heterogeneous_wins(table: dict[str, dict[str, float]], domains: list[str]) -
     with the baseline counts as a heterogeneous win, as in the paper (its three moderate
     domains are served by the identical expert in every strategy).
     """
-    ensembles = [s for s in table if s not in REFERENCE]
-    hetero = [s for s in ensembles if s in HETEROGENEOUS]
+    ensembles = [s for s in table if not _single_model(s)]
+    hetero = [s for s in ensembles if _heterogeneous(s)]
     won = [d for d in domains if hetero and lowest(table, d, ensembles) & set(hetero)]
-    out = {"wins": len(won), "of": len(domains), "domains": won, "compared": ensembles}
-    for ref in REFERENCE:
-        if ref in table and ensembles:
+    references = [s for s in table if _single_model(s)]
+    out = {"wins": len(won), "of": len(domains), "domains": won, "compared": ensembles, "references": references}
+    for ref in references:
+        if ensembles:
             beaten = [d for d in domains if table[ref][d] < min(table[s][d] for s in ensembles)]
             out[f"{ref}_best"] = beaten
     return out
@@ -97,11 +131,12 @@ def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         s: {d: stats([t[s][d] for t in tables]) for d in domains} for s in strategies
     }
     surviving: list[str] = []
-    if BASELINE in strategies and n > 1:
-        hetero = [s for s in strategies if s in HETEROGENEOUS]
+    base = baseline_of(strategies)
+    if base is not None and n > 1:
+        hetero = [s for s in strategies if _heterogeneous(s)]
         for d in domains:
             for s in hetero:
-                diffs = [math.log(t[BASELINE][d]) - math.log(t[s][d]) for t in tables]
+                diffs = [math.log(t[base][d]) - math.log(t[s][d]) for t in tables]
                 m, sd = stats(diffs)
                 if m > 0 and m > 2 * sd / math.sqrt(n):
                     surviving.append(d)
@@ -120,30 +155,26 @@ def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
 def seed_table(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{"seed S": {domain: ppl}, ...}: every domain's perplexity under each seed model, before branching."""
     seeds = [e for e in results["experts"].values() if e["meta"].get("kind") == "seed"]
-    size = lambda e: e["meta"].get("size_name") or e["meta"].get("size")  # noqa: E731
-    return {f"seed {size(e)}": dict(e["ppl"]) for e in sorted(seeds, key=lambda e: e["meta"].get("params", {}).get("total", 0))}
+    ordered = sorted(seeds, key=lambda e: e["meta"].get("params", {}).get("total", 0))
+    return {f"seed {e['meta'].get('size_name')}": dict(e["ppl"]) for e in ordered}
 
 
 def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per trained domain: the seed model's perplexity before branching and the domain expert's after."""
     experts = results["experts"]
-
-    def size(meta: dict[str, Any]) -> str | None:
-        return meta.get("size_name") or meta.get("size")
-
-    seeds = {size(e["meta"]): e for e in experts.values() if e["meta"].get("kind") == "seed"}
+    seeds = {e["meta"].get("size_name"): e for e in experts.values() if e["meta"].get("kind") == "seed"}
     rows = []
     for eid, e in experts.items():
         meta = e["meta"]
         dom = meta.get("domain")
-        seed = seeds.get(size(meta))
+        seed = seeds.get(meta.get("size_name"))
         if meta.get("kind") != "train" or not dom or seed is None or dom not in e["ppl"]:
             continue
         rows.append(
             {
                 "expert": eid,
                 "domain": dom,
-                "size": size(meta),
+                "size": meta.get("size_name"),
                 "steps": meta.get("steps"),
                 "seed_ppl": seed["ppl"][dom],
                 "expert_ppl": e["ppl"][dom],
@@ -152,11 +183,11 @@ def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def allocation_rows(results: dict[str, Any]) -> dict[str, Any]:
+def decision_rows(results: dict[str, Any]) -> dict[str, Any]:
     """For strategies that decided from measurements (auto): the decision, predicted vs measured loss."""
     out = {}
     for name, ens in results["ensembles"].items():
-        alloc = ens.get("meta", {}).get("allocation")
+        alloc = ens.get("meta", {}).get("decision")
         if not alloc:
             continue
         measured = ens["meta"].get("measured_val_loss", {})
@@ -195,9 +226,9 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "flops": {s: e.get("meta", {}) for s, e in main["ensembles"].items()},
         "seed_shift": seed_shift(main),
         "seeds": seed_table(main),
-        "allocations": allocation_rows(main),
+        "decisions": decision_rows(main),
     }
-    if BASELINE in table:
+    if baseline_of(list(table)) is not None:
         out["mean_log_ppl"] = {s: mean_log_ppl(t, domains) for s, t in table.items()}
     if rep:
         out["repeats"] = rep

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,17 +16,15 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from hdee.compare import choose_method
 from hdee.config import ExperimentConfig
 from hdee.ensemble import scoring  # attributes looked up at call time, so a patched read_tokens is seen
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, perplexity
-from hdee.ensemble.product import product_scores
 from hdee.errors import EnsembleError
 from hdee.fsutil import atomic_write_json, atomic_write_text
 from hdee.layout import RunLayout
-
-#: left out when choosing the default method: an oracle and a bounded-subset reference
-REFERENCE_METHODS = ("best-expert", "product")
+from hdee.registry import MIXING_METHODS
 
 
 @dataclass(frozen=True)
@@ -57,28 +54,14 @@ def _score_all(
         ppl[eid] = {}
         for split in scoring.SPLITS_SCORED:
             for d, w in windows[split].items():
-                lp = scoring.score_cached(edir, w, scoring.score_path(layout, eid, d, split), cfg.eval.batch_size, scorer)
+                lp = scoring.score_cached(edir, w, layout.score_path(eid, d, split), cfg.eval.batch_size, scorer)
                 if split == "test":
                     ppl[eid][d] = perplexity(lp)
     return ppl, windows["test"]
 
 
 def _stacked(layout: RunLayout, ids: list[str], domain: str, split: str) -> np.ndarray:
-    return np.stack([np.load(scoring.score_path(layout, e, domain, split), allow_pickle=False) for e in ids])
-
-
-def default_method(ensembles: Mapping[str, Mapping[str, Any]], methods: list[str], domains: list[str]) -> str:
-    """The method with the lowest mean log-perplexity over all domains and ensembles of > 1 expert."""
-    means: dict[str, list[float]] = {}
-    for ens in ensembles.values():
-        if len(ens["experts"]) < 2:
-            continue
-        for m in methods:
-            if m not in REFERENCE_METHODS:
-                means.setdefault(m, []).append(sum(math.log(ens["ppl"][m][d]) for d in domains) / len(domains))
-    if not means:
-        return methods[0]
-    return min(means, key=lambda m: (sum(means[m]) / len(means[m]), m))
+    return np.stack([np.load(layout.score_path(e, domain, split), allow_pickle=False) for e in ids])
 
 
 def _csv(results: dict[str, Any]) -> str:
@@ -101,13 +84,12 @@ def evaluate(
     experts: Mapping[str, str | Path],
     ensembles: Mapping[str, EnsembleSpec],
     reader: scoring.TokenReader | None = None,
-    results_path: str | Path | None = None,
+    repeat: int = 0,
 ) -> dict[str, Any]:
     """Score (or reuse cached scores of) every expert on every eval domain, mix, write results.
 
     `reader(layout, domain, split)` returns token ids; the default reads the run's shards.
-    `results_path` (default `layout.results_json`) is where the JSON goes, with the CSV beside
-    it under the same stem; the pipeline writes repeat k > 0 to `results-repeat<k>.json`.
+    The results go to `layout.results_path(repeat)` with the CSV beside it (`results_csv`).
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}
@@ -115,7 +97,7 @@ def evaluate(
         missing = [e for e in spec.experts if e not in experts]
         if not spec.experts or missing:
             raise EnsembleError(f"ensemble {name!r}: unknown expert {missing[0]!r}" if missing else f"ensemble {name!r} has no experts")
-    metas = {eid: read_expert(d).meta for eid, d in experts.items()}
+    metas = {eid: read_expert(d).record.as_dict() for eid, d in experts.items()}
     domains = cfg.eval_domains
     methods = list(cfg.eval.methods)
     expert_ppl, test_windows = _score_all(cfg, layout, experts, reader)
@@ -134,16 +116,17 @@ def evaluate(
             priors[d] = np.exp(estimate_prior(vlp, cfg.eval.prior_alpha)).tolist()
             best[d] = ids[best_expert_index(lp)]
             for m in methods:
-                if m != "product":
+                entry = MIXING_METHODS.get(m)
+                if entry.score is not None:
                     ppl[m][d] = perplexity(mix_cached(m, lp, vlp, top_k_experts=cfg.eval.top_k, prior_alpha=cfg.eval.prior_alpha))
-                elif len(ids) == 1:  # the geometric mean of one distribution is itself: exact on all windows
+                elif len(ids) == 1:  # a mixture of one distribution is itself: exact on all windows
                     ppl[m][d] = expert_ppl[ids[0]][d]
                     product_tokens[d] = int(lp.shape[1] * lp.shape[2])
-                else:
+                else:  # it needs full distributions: the models run on the first product_windows windows
                     if not models:
                         models = [load_model(experts[e]) for e in ids]
                     sub = test_windows[d][: cfg.eval.product_windows]
-                    ppl[m][d] = perplexity(product_scores(models, sub, cfg.eval.batch_size))
+                    ppl[m][d] = perplexity(entry.score_models(models, sub, cfg.eval.batch_size))
                     product_tokens[d] = int(sub.shape[0] * (sub.shape[1] - 1))
         models.clear()
         out_ensembles[name] = {
@@ -159,7 +142,7 @@ def evaluate(
     results = {
         "config": cfg.name,
         "methods": methods,
-        "default_method": default_method(out_ensembles, methods, domains),
+        "default_method": choose_method(out_ensembles, methods, domains),
         "domains": [
             {
                 "name": d,
@@ -172,7 +155,6 @@ def evaluate(
         "experts": {eid: {"meta": metas[eid], "ppl": expert_ppl[eid]} for eid in experts},
         "ensembles": out_ensembles,
     }
-    json_path = Path(results_path) if results_path is not None else layout.results_json
-    atomic_write_json(json_path, results)
-    atomic_write_text(json_path.with_suffix(".csv"), _csv(results))
+    atomic_write_json(layout.results_path(repeat), results)
+    atomic_write_text(layout.results_csv(repeat), _csv(results))
     return results

@@ -1,9 +1,16 @@
-"""Where everything of one run lives. Paths are named by what they hold, never by time."""
+"""Where everything of one run lives. Paths are named by what they hold, never by time.
+
+Every path inside a run directory is built here and nowhere else (docs/architecture.md draws
+the tree). Nothing here creates anything.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+RUNS_DIR = Path("runs")  # where a run goes when no --run-dir is given: runs/<config name>
+EXPERTS = "experts"
 
 
 @dataclass(frozen=True)
@@ -12,6 +19,11 @@ class RunLayout:
 
     def __init__(self, root: str | Path):
         object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def of(cls, name: str, run_dir: str | Path | None = None) -> "RunLayout":
+        """`run_dir` when given, else runs/<name> (the config's name)."""
+        return cls(run_dir if run_dir is not None else RUNS_DIR / name)
 
     # data (owned by hdee.data)
     @property
@@ -22,21 +34,39 @@ class RunLayout:
     def tokenizer_path(self) -> Path:
         return self.data_dir / "tokenizer.json"
 
-    def domain_dir(self, domain: str) -> Path:
-        return self.data_dir / "domains" / domain
+    @property
+    def tokenizer_inputs(self) -> Path:
+        """What the tokenizer was made from (prepare reuses it when unchanged)."""
+        return self.data_dir / "tokenizer.inputs.json"
 
-    # models (owned by hdee.train, named by plan job ids)
+    @property
+    def domains_dir(self) -> Path:
+        return self.data_dir / "domains"
+
+    def domain_dir(self, domain: str) -> Path:
+        return self.domains_dir / domain
+
+    # models (owned by hdee.train, named by plan job ids; their inside: hdee.expert_dir)
     @property
     def experts_dir(self) -> Path:
-        return self.root / "experts"
+        return self.root / EXPERTS
 
     def expert_dir(self, job_id: str) -> Path:
         return self.experts_dir / job_id
+
+    @staticmethod
+    def expert_rel(job_id: str) -> str:
+        """An expert's directory relative to the run root (as plan.json records it)."""
+        return f"{EXPERTS}/{job_id}"
 
     # evaluation (owned by hdee.ensemble / hdee.evaluate)
     @property
     def scores_dir(self) -> Path:
         return self.root / "scores"
+
+    def score_path(self, expert_id: str, domain: str, split: str) -> Path:
+        """Per-token log-probs of one expert on one domain split (.npy, with a .json sidecar)."""
+        return self.scores_dir / expert_id / f"{domain}.{split}.npy"
 
     @property
     def results_dir(self) -> Path:
@@ -44,13 +74,46 @@ class RunLayout:
 
     @property
     def results_json(self) -> Path:
-        return self.results_dir / "results.json"
+        return self.results_path(0)
 
-    # bookkeeping
+    def results_path(self, repeat: int) -> Path:
+        """results.json for repeat 0, results-repeat<k>.json for the domain-phase repeat k > 0."""
+        return self.results_dir / ("results.json" if repeat == 0 else f"results-repeat{repeat}.json")
+
+    def results_csv(self, repeat: int) -> Path:
+        """The same numbers as `results_path(repeat)`, one row per (expert or ensemble, method, domain)."""
+        return self.results_path(repeat).with_suffix(".csv")
+
+    # report (owned by hdee.report)
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_png(self) -> Path:
+        return self.root / "report.png"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.root / "curves.png"
+
+    # bookkeeping (owned by hdee.pipeline and hdee.execute)
     @property
     def config_snapshot(self) -> Path:
         return self.root / "config.json"
 
     @property
     def plan_json(self) -> Path:
-        return self.root / "plan.json"
+        return self.plan_path(0)
+
+    def plan_path(self, repeat: int) -> Path:
+        """plan.json for repeat 0, plan-repeat<k>.json for repeat k > 0."""
+        return self.root / ("plan.json" if repeat == 0 else f"plan-repeat{repeat}.json")
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def job_record(self, job_id: str) -> Path:
+        """A finished job's done record: its result and the sha256 of each output."""
+        return self.jobs_dir / f"{job_id}.json"

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from hdee.api import evaluate_plan, pilot_outputs
 from hdee.config import ExperimentConfig
 from hdee.errors import ConfigError, PlanError
 from hdee.execute import fault, make_executor
@@ -21,18 +22,13 @@ from hdee.execute.jobs import run_vocab
 from hdee.execute.view import RunView
 from hdee.fsutil import atomic_write_json, clean_stale_temps, read_json
 from hdee.layout import RunLayout
-from hdee.plan import Job, Plan, build_plan, prepare_job
+from hdee.plan import Job, build_plan, prepare_job
+from hdee.report import write_report
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
-
-
-def plan_path(layout: RunLayout, repeat: int) -> Path:
-    return layout.plan_json if repeat == 0 else layout.root / f"plan-repeat{repeat}.json"
-
-
-def results_path(layout: RunLayout, repeat: int) -> Path:
-    return layout.results_json if repeat == 0 else layout.results_dir / f"results-repeat{repeat}.json"
+#: sections a snapshot written before they existed lacks; absent counts as their default
+LATER_SECTIONS = {"plugins": []}
 
 
 def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = False) -> None:
@@ -46,7 +42,10 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
             old = None
         if not isinstance(old, dict):
             raise ConfigError(f"{path}: unreadable config snapshot; use --force to overwrite it")
-        differs = sorted(k for k in set(old) | set(new) if k not in RUNTIME_SECTIONS and old.get(k) != new.get(k))
+        differs = sorted(
+            k for k in set(old) | set(new)
+            if k not in RUNTIME_SECTIONS and old.get(k, LATER_SECTIONS.get(k)) != new.get(k, LATER_SECTIONS.get(k))
+        )
         if differs:
             raise ConfigError(
                 f"{layout.root} was made by a different config (differs in {', '.join(differs)}); "
@@ -55,19 +54,6 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
         if old == new:
             return
     atomic_write_json(path, new)
-
-
-def _stage_plans(cfg: ExperimentConfig, vocab: int, repeat: int, pilot_outputs: dict[str, Path]) -> Plan:
-    return build_plan(cfg, vocab, repeat=repeat, pilot_outputs=pilot_outputs or None)
-
-
-def _measured_val_losses(plan: Plan, layout: RunLayout, strategy: str) -> dict[str, float]:
-    """Each of a strategy's experts' final validation loss on its own domain (from its hdee.json)."""
-    out = {}
-    for job in plan.jobs_of("train"):
-        if strategy in job.used_by and len(job.domains) == 1:
-            out[job.domains[0]] = read_json(layout.expert_dir(job.id) / "hdee.json")["final_val_loss"]
-    return out
 
 
 def _execute(executor: Executor, view: RunView, jobs: list[Job], stage: str) -> int:
@@ -92,15 +78,12 @@ def run_experiment(
     repeat 0 writes results/results.json and plan.json, repeat k results/results-repeat<k>.json
     and plan-repeat<k>.json, which is where `hdee report` looks for them.
     """
-    from hdee.evaluate import EnsembleSpec, evaluate
-    from hdee.report import write_report
-
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     t0 = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     snapshot_config(cfg, layout, force)
-    for d in (layout.root, layout.experts_dir, layout.root / "jobs"):
+    for d in (layout.root, layout.experts_dir, layout.jobs_dir):
         clean_stale_temps(d)
 
     ran = 0
@@ -111,44 +94,25 @@ def run_experiment(
         ran += _execute(executor, live, [prepare_job(cfg)], "prepare")
         vocab = run_vocab(layout)
         for repeat in range(seeds):
-            pilot_outputs: dict[str, Path] = {}
+            outputs: dict[str, Path] | None = None
             stage = 1
             while True:
-                plan = _stage_plans(cfg, vocab, repeat, pilot_outputs)
-                plan.write(plan_path(layout, repeat))
+                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs)
+                plan.write(layout.plan_path(repeat))
                 ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:
                     break
-                if pilot_outputs:
+                if outputs is not None or (outputs := pilot_outputs(plan, layout)) is None:
                     raise PlanError(f"strategies {', '.join(plan.pending)} stay pending after their pilot jobs ran")
-                pilot_outputs = {j.id: layout.expert_dir(j.id) for j in plan.jobs_of("pilot")}
                 stage += 1
-            experts = {eid: layout.root / rel for eid, rel in plan.experts.items()}
-            ensembles = {
-                name: EnsembleSpec(
-                    experts=list(e.experts),
-                    meta={
-                        "seed_flops": e.seed_flops,
-                        "domain_flops": e.domain_flops,
-                        "sizes_needed": list(e.sizes_needed),
-                        "repeat": repeat,
-                        **(
-                            {"allocation": e.decision, "measured_val_loss": _measured_val_losses(plan, layout, name)}
-                            if e.decision
-                            else {}
-                        ),
-                    },
-                )
-                for name, e in plan.ensembles.items()
-            }
             live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
-            evaluate(cfg, layout, experts, ensembles, results_path=results_path(layout, repeat))
+            evaluate_plan(cfg, layout, plan)
             trap.before_record()
-            summary["plans"].append(str(plan_path(layout, repeat)))
-            summary["results"].append(str(results_path(layout, repeat)))
+            summary["plans"].append(str(layout.plan_path(repeat)))
+            summary["results"].append(str(layout.results_path(repeat)))
     summary["comparison"] = write_report(layout)
     summary["jobs_run"] = ran
-    summary["report"] = str(layout.root / "report.md")
+    summary["report"] = str(layout.report_md)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     return summary

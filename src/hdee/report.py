@@ -1,12 +1,11 @@
 """Render a run's saved results as `report.md`, `report.png`, `curves.png` and a rich table.
 
 Nothing here computes a metric: the numbers come from `hdee.compare` over `results*.json`,
-and the curves from each expert's own `metrics.jsonl`.
+and the curves from each expert's own metrics (hdee.expert_dir).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from hdee.compare import BASELINE, comparison, load_repeats  # noqa: E402
+from hdee.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
 from hdee.errors import HdeeError  # noqa: E402
+from hdee.expert_dir import METRICS, read_metrics  # noqa: E402
 from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
 
@@ -31,11 +31,6 @@ def _fmt_flops(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _strategy_order(names: list[str]) -> list[str]:
-    order = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "MHe-IHe", "auto", "dense"]
-    return sorted(names, key=lambda s: order.index(s) if s in order else len(order))  # others keep their order
-
-
 def _domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     trained = [d for d in domains if d["role"] == "train"]
     heldout = [d for d in domains if d["role"] != "train"]
@@ -43,7 +38,7 @@ def _domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[s
 
 
 def _markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, Any]], cell=None) -> list[str]:
-    strategies = _strategy_order(list(table))
+    strategies = strategy_order(list(table))
     lines = [
         "| domain | tier | " + " | ".join(strategies) + " |",
         "|---|---|" + "---:|" * len(strategies),
@@ -85,25 +80,25 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     out.append("")
     out.append(
         f"**heterogeneous best in {head['wins']} of {head['of']} domains** "
-        f"(among {', '.join(_strategy_order(head['compared']))}; ties count, as in the paper)."
+        f"(among {', '.join(strategy_order(head['compared']))}; ties count, as in the paper)."
     )
-    if "dense_best" in head:
+    for ref in head.get("references", []):
         out.append("")
         out.append(
-            f"The compute-matched dense model is lower than every ensemble in {len(head['dense_best'])} of "
+            f"The compute-matched {ref} model is lower than every ensemble in {len(head[f'{ref}_best'])} of "
             f"{head['of']} domains."
         )
     if rep:
         out.append("")
         out.append(
             f"Per repeat: {', '.join(map(str, rep['wins_per_repeat']))} wins. "
-            f"Heterogeneous wins over `{BASELINE}` that survive the noise (paired log-perplexity "
+            f"Heterogeneous wins over `{baseline_of(list(cmp['table']))}` that survive the noise (paired log-perplexity "
             f"difference above two standard errors): {len(rep['wins_surviving_noise'])} of {len(domains)}"
             + (f" ({', '.join(rep['wins_surviving_noise'])})." if rep["wins_surviving_noise"] else ".")
         )
     if "mean_log_ppl" in cmp:
         out += ["", "| strategy | mean log-perplexity (all domains) | seed FLOPs | domain-phase FLOPs |", "|---|---:|---:|---:|"]
-        for s in _strategy_order(list(cmp["mean_log_ppl"])):
+        for s in strategy_order(list(cmp["mean_log_ppl"])):
             meta = cmp["flops"].get(s, {})
             mlp = cmp["mean_log_ppl"][s]
             if rep:
@@ -114,7 +109,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
             out.append(
                 f"| {s} | {mlp_txt} | {_fmt_flops(meta.get('seed_flops'))} | {_fmt_flops(meta.get('domain_flops'))} |"
             )
-    for name, alloc in cmp.get("allocations", {}).items():
+    for name, alloc in cmp.get("decisions", {}).items():
         sm = alloc["summary"]
         out += [
             "",
@@ -173,8 +168,8 @@ def _save_png(fig, path: Path) -> None:
 def plot_relative(cmp: dict[str, Any], path: Path) -> None:
     """Per-domain perplexity relative to the baseline, trained and held-out domains side by side."""
     table = cmp["table"]
-    base = BASELINE if BASELINE in table else _strategy_order(list(table))[0]
-    others = [s for s in _strategy_order(list(table)) if s != base]
+    base = baseline_of(list(table)) or strategy_order(list(table))[0]
+    others = [s for s in strategy_order(list(table)) if s != base]
     groups = _domain_groups(cmp["domains"])
     fig, axes = plt.subplots(1, len(groups), figsize=(6 + 0.45 * len(cmp["domains"]), 4.2), squeeze=False,
                              gridspec_kw={"width_ratios": [len(ds) for _, ds in groups]})
@@ -198,12 +193,8 @@ def plot_curves(experts_dir: Path, path: Path) -> None:
     """Validation loss against training FLOPs for every expert (one line per metrics.jsonl)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     n = 0
-    for metrics in sorted(experts_dir.glob("*/metrics.jsonl")):
-        pts = []
-        for line in metrics.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("val_loss") is not None:
-                pts.append((rec.get("flops", 0), rec["val_loss"]))
+    for metrics in sorted(experts_dir.glob(f"*/{METRICS}")):
+        pts = [(row.get("flops", 0), row["val_loss"]) for row in read_metrics(metrics) if row.get("val_loss") is not None]
         if len(pts) < 2:
             continue
         xs, ys = zip(*sorted(pts))
@@ -220,7 +211,7 @@ def plot_curves(experts_dir: Path, path: Path) -> None:
 
 def rich_table(cmp: dict[str, Any]) -> Table:
     table = cmp["table"]
-    strategies = _strategy_order(list(table))
+    strategies = strategy_order(list(table))
     t = Table(title=f"perplexity (test), method {cmp['method']}", show_lines=False)
     t.add_column("domain")
     t.add_column("tier")
@@ -246,10 +237,10 @@ def write_report(layout: RunLayout) -> dict[str, Any]:
     """Rebuild report.md, report.png and curves.png from the saved results of `layout`."""
     if not layout.results_json.is_file():
         raise HdeeError(f"{layout.results_json}: no results to report (run `hdee run` first)")
-    runs = load_repeats(layout.results_dir)
+    runs = load_repeats(layout)
     cmp = comparison(runs)
     name = runs[0].get("config", layout.root.name)
-    atomic_write_text(layout.root / "report.md", render_markdown(cmp, name))
-    plot_relative(cmp, layout.root / "report.png")
-    plot_curves(layout.experts_dir, layout.root / "curves.png")
+    atomic_write_text(layout.report_md, render_markdown(cmp, name))
+    plot_relative(cmp, layout.report_png)
+    plot_curves(layout.experts_dir, layout.curves_png)
     return cmp

@@ -27,7 +27,7 @@ def prepare(
     from hdee.layout import RunLayout
 
     cfg = load_config(config)
-    layout = RunLayout(run_dir or Path("runs") / cfg.name)
+    layout = RunLayout.of(cfg.name, run_dir)
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:

@@ -9,47 +9,17 @@ from rich.console import Console
 from rich.table import Table
 
 from hdee.cli.app import app
-from hdee.errors import ConfigError, EnsembleError
+from hdee.errors import EnsembleError
 
 _out = Console()
-
-
-def _read_run(run_dir: Path):  # -> (cfg, layout, experts, ensembles)
-    from pydantic import ValidationError
-
-    from hdee.config import ExperimentConfig
-    from hdee.evaluate import EnsembleSpec
-    from hdee.fsutil import read_json
-    from hdee.layout import RunLayout
-
-    layout = RunLayout(run_dir)
-    for p in (layout.config_snapshot, layout.plan_json):
-        if not p.is_file():
-            raise EnsembleError(f"{p}: not found (is {run_dir} a run directory?)")
-    try:
-        cfg = ExperimentConfig.model_validate(read_json(layout.config_snapshot))
-    except ValidationError as exc:
-        raise ConfigError(f"{layout.config_snapshot}: {exc.errors()[0]['msg']}") from None
-    plan = read_json(layout.plan_json)
-    if not isinstance(plan.get("experts"), dict) or not isinstance(plan.get("ensembles"), dict):
-        raise EnsembleError(f"{layout.plan_json}: needs 'experts' and 'ensembles' objects")
-    experts = {eid: (Path(d) if Path(d).is_absolute() else layout.root / d) for eid, d in plan["experts"].items()}
-    ensembles = {}
-    for name, ens in plan["ensembles"].items():
-        ids = ens.get("experts") if isinstance(ens, dict) else None
-        if not isinstance(ids, list):
-            raise EnsembleError(f"{layout.plan_json}: ensemble {name!r} has no 'experts' list")
-        ensembles[name] = EnsembleSpec(experts=ids, meta={k: v for k, v in ens.items() if k != "experts"})
-    return cfg, layout, experts, ensembles
 
 
 @app.command("eval")
 def eval_command(run_dir: Path = typer.Argument(..., help="a run directory with config.json and plan.json")) -> None:
     """(Re)compute per-domain perplexities of a run's experts and ensembles (cached scores are reused)."""
-    from hdee.evaluate import evaluate
+    from hdee.api import evaluate_run
 
-    cfg, layout, experts, ensembles = _read_run(run_dir)
-    results = evaluate(cfg, layout, experts, ensembles)
+    run, results = evaluate_run(run_dir)
     method = results["default_method"]
     table = Table(title=f"perplexity ({method})")
     table.add_column("ensemble")
@@ -59,7 +29,7 @@ def eval_command(run_dir: Path = typer.Argument(..., help="a run directory with 
     for name, ens in results["ensembles"].items():
         table.add_row(name, *(f"{ens['ppl'][method][d]:.3f}" for d in domains))
     _out.print(table)
-    _out.print(f"wrote {layout.results_json}")
+    _out.print(f"wrote {run.layout.results_json}")
 
 
 @app.command()

@@ -9,17 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from hdee.cli.app import app
-from hdee.config import ExperimentConfig, load_config
+from hdee.config import load_config
 from hdee.layout import RunLayout
 from hdee.plan import Plan
+from hdee.registry import STRATEGIES
 from hdee.report import rich_table
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
-
-
-def _layout(cfg: ExperimentConfig, run_dir: Path | None) -> RunLayout:
-    return RunLayout(run_dir or Path("runs") / cfg.name)
-
 
 def _fmt_int(x: int | None) -> str:
     return f"{x:,}" if x is not None else "-"
@@ -77,15 +73,11 @@ def plan_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here"),
 ) -> None:
     """Show the jobs of CONFIG's strategies and their compute, without running anything."""
-    from hdee.plan import build_plan, resolve_vocab
+    from hdee.api import preview_plan
 
     cfg = load_config(config)
-    layout = _layout(cfg, run_dir)
-    v, source = resolve_vocab(cfg, layout.tokenizer_path, vocab)
-    plan = build_plan(cfg, v, repeat=repeat)
-    pilots = {j.id: layout.expert_dir(j.id) for j in plan.jobs_of("pilot")}
-    if plan.pending and pilots and all((d / "hdee.json").is_file() for d in pilots.values()):
-        plan = build_plan(cfg, v, repeat=repeat, pilot_outputs=pilots)  # pilots ran: show the allocation
+    preview = preview_plan(cfg, RunLayout.of(cfg.name, run_dir), vocab, repeat)
+    plan, v, source = preview.plan, preview.vocab, preview.vocab_source
     console = Console()
     console.print(_jobs_table(plan))
     console.print(_totals_table(plan))
@@ -95,9 +87,8 @@ def plan_cmd(
         "model per size."
     )
     for name, e in plan.ensembles.items():
-        if e.decision:
-            from hdee.strategies.auto import describe
-
+        describe = STRATEGIES.get(name).describe
+        if e.decision and describe is not None:
             console.print("\n".join(describe(e.decision)), highlight=False)
     if json_out:
         plan.write(json_out)
@@ -118,7 +109,7 @@ def run_cmd(
     from hdee.pipeline import run_experiment
 
     cfg = load_config(config)
-    layout = _layout(cfg, run_dir)
+    layout = RunLayout.of(cfg.name, run_dir)
     summary = run_experiment(cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view)
     console = Console()
     console.print(rich_table(summary["comparison"]))

@@ -16,20 +16,6 @@ from hdee.layout import RunLayout
 _out = Console()
 
 
-def _vocab_and_hash(tokenizer: Path) -> tuple[int, str | None]:
-    from tokenizers import Tokenizer
-
-    from hdee.fsutil import sha256_file
-
-    if not tokenizer.is_file():
-        raise ConfigError(f"{tokenizer}: tokenizer not found (prepare the data first, or pass --vocab)")
-    try:
-        from hdee.data.tokenizer import tokenizer_hash
-    except ImportError:
-        tokenizer_hash = sha256_file
-    return Tokenizer.from_file(str(tokenizer)).get_vocab_size(), tokenizer_hash(tokenizer)
-
-
 @app.command("train")
 def train(
     job_file: Path = typer.Option(None, "--job", help="A TrainJob JSON file (all other options are ignored)."),
@@ -63,13 +49,17 @@ def train(
         if config is None or not domains or out is None:
             raise ConfigError("hdee train needs --job, or --config with --domain and --out")
         cfg = load_config(config)
-        layout = RunLayout(run_dir or Path("runs") / cfg.name)
+        layout = RunLayout.of(cfg.name, run_dir)
         given = [x for x in (steps, tokens, flops) if x is not None]
         if len(given) != 1:
             raise ConfigError("hdee train needs exactly one of --steps, --tokens or --flops")
         tok_hash = None
         if vocab is None:
-            vocab, tok_hash = _vocab_and_hash(layout.tokenizer_path)
+            from hdee.data.tokenizer import tokenizer_hash, vocab_size
+
+            if not layout.tokenizer_path.is_file():
+                raise ConfigError(f"{layout.tokenizer_path}: tokenizer not found (prepare the data first, or pass --vocab)")
+            vocab, tok_hash = vocab_size(layout.tokenizer_path), tokenizer_hash(layout.tokenizer_path)
         dirs = [Path(d) if Path(d).is_dir() else layout.domain_dir(d) for d in domains]
         job = job_from_config(
             cfg,

@@ -30,8 +30,8 @@ from hdee.data.sources import DocumentSource, capped, default_max_bytes, open_so
 from hdee.data.split import SPLITS, split_for_role, split_of, splits_for_role
 from hdee.data.tokenizer import (
     eos_token,
-    load_tokenizer,
     pretrained_tokenizer,
+    read_tokenizer,
     save_tokenizer,
     serialized_hash,
     tokenizer_hash,
@@ -43,7 +43,6 @@ from hdee.layout import RunLayout
 
 ProgressFn = Callable[[str, int, int], None]  # (what is happening, steps done, steps in all)
 
-TOKENIZER_INPUTS = "tokenizer.inputs.json"
 BATCH_BYTES = 1 << 20  # text handed to one encode_batch call
 BATCH_DOCS = 1024
 MAX_BYTES_PER_TOKEN = 8  # pending text this many times a split's remaining room surely fills it
@@ -51,10 +50,6 @@ MAX_BYTES_PER_TOKEN = 8  # pending text this many times a split's remaining room
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def domains_dir(layout: RunLayout) -> Path:
-    return layout.data_dir / "domains"
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -98,11 +93,11 @@ def _check_tokenizer_untouched(layout: RunLayout) -> None:
     if not path.exists():
         return
     current = tokenizer_hash(path)
-    meta_path = layout.data_dir / TOKENIZER_INPUTS
+    meta_path = layout.tokenizer_inputs
     written = read_json(meta_path).get("tokenizer_hash") if meta_path.exists() else None
     if current == written:
         return
-    for manifest_path in sorted(domains_dir(layout).glob(f"*/{MANIFEST}")):
+    for manifest_path in sorted(layout.domains_dir.glob(f"*/{MANIFEST}")):
         try:
             shard_hash = load_manifest(manifest_path.parent).tokenizer_hash
         except DataError:
@@ -118,7 +113,7 @@ def ensure_tokenizer(cfg: ExperimentConfig, layout: RunLayout, sources: dict[str
                      fingerprints: dict[str, dict]) -> Path:
     """Reuse data/tokenizer.json if it was made from the same inputs, else train or copy it."""
     path = layout.tokenizer_path
-    meta_path = layout.data_dir / TOKENIZER_INPUTS
+    meta_path = layout.tokenizer_inputs
     inputs_hash = _hash(_tokenizer_inputs(cfg, fingerprints))
     if path.exists() and meta_path.exists():
         meta = read_json(meta_path)
@@ -255,7 +250,7 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
         # the tokenizers thread pool reads this when it first starts
         os.environ.setdefault("RAYON_NUM_THREADS", str(cfg.data.workers))
     clean_stale_temps(layout.data_dir)
-    clean_stale_temps(domains_dir(layout))
+    clean_stale_temps(layout.domains_dir)
     _check_tokenizer_untouched(layout)
 
     total = 2 * len(cfg.domains) + 1
@@ -268,7 +263,7 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
 
     report("tokenizer", len(cfg.domains), total)
     tok_path = ensure_tokenizer(cfg, layout, sources, fingerprints)
-    tok = load_tokenizer(tok_path)
+    tok = read_tokenizer(tok_path)
     tok_hash = tokenizer_hash(tok_path)
     dtype = dtype_for_vocab(tok.get_vocab_size(), cfg.data.token_dtype)
 

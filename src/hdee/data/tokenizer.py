@@ -85,8 +85,20 @@ def eos_token(tok: Tokenizer, where: str = "tokenizer") -> str:
     return name
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
+def read_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer.json as a `tokenizers.Tokenizer`; one-line DataError when absent or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: tokenizer file not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises its own exception type
+        raise DataError(f"{path}: cannot load tokenizer: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+
+
+def vocab_size(path: str | Path) -> int:
+    """Vocabulary size of a tokenizer.json (the models' embedding rows)."""
+    return read_tokenizer(path).get_vocab_size()
 
 
 def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
@@ -96,6 +108,6 @@ def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
     """
     from transformers import PreTrainedTokenizerFast
 
-    tok = load_tokenizer(path)
+    tok = read_tokenizer(path)
     eos = eos_token(tok, where=str(path)) if require_eos else find_eos_token(tok)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)

@@ -11,9 +11,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hdee.ensemble.experts import META_FILE, WEIGHTS_FILE, check_compatible, load_model, read_expert
+from hdee.ensemble.experts import check_compatible, load_model, read_expert
 from hdee.errors import EnsembleError
-from hdee.fsutil import atomic_dir, atomic_write_json, sha256_file
+from hdee.expert_dir import weights_path, write_record
+from hdee.fsutil import atomic_dir, sha256_file
 
 # config.json keys that fix the parameter shapes or how they are used
 _ARCHITECTURE_KEYS = (
@@ -37,7 +38,7 @@ def _architecture(config: dict[str, Any]) -> dict[str, Any]:
 def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
-    with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+    with safe_open(str(weights_path(path)), framework="pt") as f:
         return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
 
 
@@ -96,13 +97,13 @@ def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None,
         "weights": w.tolist(),
         "tokenizer_hash": infos[0].tokenizer_hash,
     }
-    for key in ("size", "lineage"):
-        values = {i.meta.get(key) for i in infos}
-        if len(values) == 1:
+    for key in ("size_name", "lineage"):
+        values = {getattr(i.record, key) for i in infos}
+        if len(values) == 1 and None not in values:
             meta[key] = values.pop()
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
         # both keys: `model_sha256` is what the trainer verifies when this model becomes a parent
-        meta["sha256"] = meta["model_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
-        atomic_write_json(tmp / META_FILE, meta)
+        meta["sha256"] = meta["model_sha256"] = sha256_file(weights_path(tmp))
+        write_record(tmp, meta)
     return out_dir

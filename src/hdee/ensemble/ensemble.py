@@ -8,26 +8,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from hdee.data.tokenizer import load_hf_tokenizer
 from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read_expert
 from hdee.ensemble.generate import Generation, generate_ids
-from hdee.ensemble.mixing import CACHED_METHODS, mix_cached
-from hdee.ensemble.product import product_scores
+from hdee.ensemble.mixing import mix_cached
 from hdee.ensemble.scoring import score_model
 from hdee.errors import EnsembleError
-
-
-def load_tokenizer(path: str | Path) -> Any:
-    """A `tokenizer.json` (HF tokenizers) as a PreTrainedTokenizerFast, eos set when it has a known
-    end-of-text token (so generation stops there)."""
-    from hdee.data.tokenizer import load_hf_tokenizer
-
-    path = Path(path)
-    if not path.is_file():
-        raise EnsembleError(f"{path}: tokenizer file not found")
-    try:
-        return load_hf_tokenizer(path, require_eos=False)
-    except Exception as exc:  # the tokenizers library raises its own exception type
-        raise EnsembleError(f"{path}: cannot load tokenizer: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+from hdee.registry import MIXING_METHODS
 
 
 class Ensemble:
@@ -78,10 +65,9 @@ class Ensemble:
         The cached-prior methods estimate their prior on `val_windows` only.
         """
         windows = np.asarray(windows, dtype=np.int64)
-        if method == "product":
-            return product_scores(self.models, windows, batch_size)
-        if method not in CACHED_METHODS:
-            raise EnsembleError(f"unknown mixing method {method!r}")
+        entry = MIXING_METHODS.get(method)
+        if entry.score_models is not None:
+            return entry.score_models(self.models, windows, batch_size)
         val_lp = self.score(val_windows, batch_size) if val_windows is not None else None
         return mix_cached(method, self.score(windows, batch_size), val_lp, top_k_experts=top_k, prior_alpha=prior_alpha)
 
@@ -103,7 +89,7 @@ class Ensemble:
     ) -> Generation:
         """Sample from the mixture; a text prompt needs `tokenizer` (object or tokenizer.json path)."""
         if isinstance(tokenizer, (str, Path)):
-            tokenizer = load_tokenizer(tokenizer)
+            tokenizer = load_hf_tokenizer(tokenizer, require_eos=False)
         if isinstance(prompt, str):
             if tokenizer is None:
                 raise EnsembleError("a text prompt needs a tokenizer (tokenizer.json)")

@@ -1,4 +1,5 @@
-"""Expert directories: an HF causal-LM dir (config.json + model.safetensors) with hdee.json beside it."""
+"""Expert directories as the ensemble reads them (the contract is hdee.expert_dir's): metadata
+without weights, compatibility checks, and the model itself."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from typing import Any
 import torch
 
 from hdee.errors import EnsembleError
+from hdee.expert_dir import HF_CONFIG, RECORD, ExpertRecord, load_record, weights_path
 from hdee.fsutil import sha256_file
-
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "hdee.json"
 
 
 @dataclass(frozen=True)
@@ -23,8 +22,8 @@ class ExpertInfo:
     """What the ensemble needs to know about one expert, read without loading its weights."""
 
     path: Path
-    meta: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    record: ExpertRecord = field(default_factory=ExpertRecord)
+    config: dict[str, Any] = field(default_factory=dict)  # the HF config.json
 
     @property
     def name(self) -> str:
@@ -32,7 +31,7 @@ class ExpertInfo:
 
     @property
     def tokenizer_hash(self) -> str | None:
-        return self.meta.get("tokenizer_hash")
+        return self.record.tokenizer_hash
 
     @property
     def vocab_size(self) -> int:
@@ -41,12 +40,12 @@ class ExpertInfo:
     def weights_sha256(self) -> str:
         """The checksum recorded in hdee.json, else computed from the weights file (memoised).
 
-        Trained experts record it as `model_sha256` (hdee.train.checkpoint), averaged ones as `sha256`.
+        Experts record it as `model_sha256`; older averaged ones only as `sha256`.
         """
-        for key in ("model_sha256", "sha256"):
-            if self.meta.get(key):
-                return str(self.meta[key])
-        weights = self.path / WEIGHTS_FILE
+        recorded = self.record.model_sha256 or (self.record.model_extra or {}).get("sha256")
+        if recorded:
+            return str(recorded)
+        weights = weights_path(self.path)
         st = weights.stat()
         return _file_sha256(str(weights.resolve()), st.st_mtime_ns, st.st_size)
 
@@ -57,30 +56,30 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     return sha256_file(path)
 
 
-def _read_json_file(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EnsembleError(f"{path.parent}: not an expert directory (no {what})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EnsembleError(f"{path}: unreadable {what}: {exc}") from None
-    if not isinstance(data, dict):
-        raise EnsembleError(f"{path}: {what} must hold a JSON object")
-    return data
-
-
 def read_expert(expert_dir: str | Path) -> ExpertInfo:
     """Read config.json and hdee.json of one expert; one-line EnsembleError when it is not one."""
     path = Path(expert_dir)
     if not path.is_dir():
         raise EnsembleError(f"{path}: expert directory not found")
-    config = _read_json_file(path / "config.json", "config.json")
-    meta = _read_json_file(path / META_FILE, META_FILE)
-    if not (path / WEIGHTS_FILE).is_file():
-        raise EnsembleError(f"{path}: no {WEIGHTS_FILE}")
+    try:
+        config = json.loads((path / HF_CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EnsembleError(f"{path}: not an expert directory (no {HF_CONFIG})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EnsembleError(f"{path / HF_CONFIG}: unreadable {HF_CONFIG}: {exc}") from None
+    if not isinstance(config, dict):
+        raise EnsembleError(f"{path / HF_CONFIG}: {HF_CONFIG} must hold a JSON object")
+    try:
+        record = load_record(path)
+    except FileNotFoundError:
+        raise EnsembleError(f"{path}: not an expert directory (no {RECORD})") from None
+    except ValueError as exc:
+        raise EnsembleError(f"{path / RECORD}: unreadable {RECORD}: {exc}") from None
+    if not weights_path(path).is_file():
+        raise EnsembleError(f"{path}: no {weights_path(path).name}")
     if "vocab_size" not in config:
-        raise EnsembleError(f"{path / 'config.json'}: no vocab_size")
-    return ExpertInfo(path=path, meta=meta, config=config)
+        raise EnsembleError(f"{path / HF_CONFIG}: no vocab_size")
+    return ExpertInfo(path=path, record=record, config=config)
 
 
 def check_compatible(infos: list[ExpertInfo]) -> None:

@@ -14,11 +14,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hdee.config import MIXING_METHODS
 from hdee.errors import EnsembleError
+from hdee.registry import MIXING_METHODS
 
-#: best-expert is a per-domain oracle over test scores; it has no meaning while sampling
-GENERATION_METHODS = tuple(m for m in MIXING_METHODS if m != "best-expert")
+
+def generation_methods() -> list[str]:
+    """The registered methods that can sample (best-expert, an oracle over test scores, cannot)."""
+    return [m.name for m in MIXING_METHODS if m.can_generate]
 
 
 @dataclass
@@ -75,21 +77,45 @@ def _sample(logp: torch.Tensor, temperature: float, top_p: float, gen: torch.Gen
     return int(torch.multinomial(probs.float(), 1, generator=gen))
 
 
-def _log_weights(method: str, log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None, k: int) -> torch.Tensor:
-    if method == "uniform":
-        logw = torch.full((len(seen),), 0.0, dtype=torch.float64)
-    elif method in ("prefix-posterior", "cached-prior", "top-k"):
-        logw = log_prior + seen
-    else:  # previous-token posteriors
-        logw = log_prior + (last if last is not None else 0.0)
-    logw = logw - torch.logsumexp(logw, 0)
-    if method == "top-k" and k < len(logw):
-        order = np.argsort(-logw.numpy(), kind="stable")  # ties -> lower expert index, as in evaluation
-        keep = torch.zeros(len(logw), dtype=torch.bool)
-        keep[torch.from_numpy(order[:k].copy())] = True
-        logw = torch.where(keep, logw, torch.tensor(-torch.inf, dtype=logw.dtype))
+# ------------------------------------------------------- how each method weighs its experts per step
+# Log-weights before normalisation from the prior and what each expert gave the text so far:
+# `seen` the summed log-probs of every token after the first, `last` those of the latest token.
+
+
+def uniform_weights(log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+    return torch.full((len(seen),), 0.0, dtype=torch.float64)
+
+
+def prefix_weights(log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+    return log_prior + seen
+
+
+def prevtoken_weights(log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+    return log_prior + (last if last is not None else 0.0)
+
+
+def weighted(weights, top_k: bool = False):
+    """A generation step for an arithmetic mixture whose expert weights `weights` gives; with
+    `top_k`, only the k heaviest experts are kept (ties -> lower expert index, as in evaluation)."""
+
+    def step(dists: torch.Tensor, log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None, k: int):
+        logw = weights(log_prior, seen, last)
         logw = logw - torch.logsumexp(logw, 0)
-    return logw
+        if top_k and k < len(logw):
+            order = np.argsort(-logw.numpy(), kind="stable")
+            keep = torch.zeros(len(logw), dtype=torch.bool)
+            keep[torch.from_numpy(order[:k].copy())] = True
+            logw = torch.where(keep, logw, torch.tensor(-torch.inf, dtype=logw.dtype))
+            logw = logw - torch.logsumexp(logw, 0)
+        return logw, torch.logsumexp(logw[:, None] + dists, dim=0)
+
+    return step
+
+
+def product_step(dists: torch.Tensor, log_prior: torch.Tensor, seen: torch.Tensor, last: torch.Tensor | None, k: int):
+    """Product of experts: the normalised geometric mean of the experts' distributions."""
+    n = dists.shape[0]
+    return torch.full((n,), -float(np.log(n)), dtype=torch.float64), torch.log_softmax(dists.mean(0), dim=-1)
 
 
 @torch.inference_mode()
@@ -109,15 +135,16 @@ def generate_ids(
     keep_distributions: bool = False,
 ) -> Generation:
     """Sample up to `max_new_tokens` from the mixture of `models` after `prompt_ids`."""
-    if method not in GENERATION_METHODS:
-        raise EnsembleError(f"cannot generate with method {method!r}; use one of: {', '.join(GENERATION_METHODS)}")
+    entry = MIXING_METHODS.find(method)
+    if entry is None or entry.generate is None:
+        raise EnsembleError(f"cannot generate with method {method!r}; use one of: {', '.join(generation_methods())}")
     prompt = [int(t) for t in prompt_ids]
     if not prompt:
         raise EnsembleError("generation needs a prompt of at least one token")
     if not 0 < top_p <= 1:
         raise EnsembleError(f"top_p must be in (0, 1], got {top_p}")
     k = len(models)
-    if method.startswith("cached-prior"):
+    if entry.needs_prior:
         if log_prior is None:
             raise EnsembleError(f"{method} needs a prior (estimate one with hdee.ensemble.mixing.estimate_prior)")
         prior = torch.as_tensor(np.asarray(log_prior, dtype=np.float64))
@@ -138,12 +165,7 @@ def generate_ids(
     weights: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     for step in range(max_new_tokens):
-        if method == "product":
-            logw = torch.full((k,), -float(np.log(k)), dtype=torch.float64)
-            mixture = torch.log_softmax(dists.mean(0), dim=-1)
-        else:
-            logw = _log_weights(method, prior, seen, last, top_k)
-            mixture = torch.logsumexp(logw[:, None] + dists, dim=0)
+        logw, mixture = entry.generate(dists, prior, seen, last, top_k)
         weights.append(logw.exp().numpy())
         if keep_distributions:
             kept.append(mixture.float().numpy())

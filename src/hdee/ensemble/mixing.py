@@ -4,18 +4,16 @@ Input everywhere: `lp[k, i, t] = log p_k(x_{i,t+1} | x_{i,<=t})`, the log-probab
 gave the true next token at position t of window i (float [K, n, T]). Output: the mixture's
 log-probability of the same tokens, float64 [n, T]. Everything stays in log space.
 Formulas are written with x_t for the token predicted at position t; see docs/ensembling.md.
-`product` needs full distributions and lives in hdee.ensemble.product.
+`product` needs full distributions and lives in hdee.ensemble.product. The methods are
+registered by name in hdee.ensemble.methods.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hdee.config import MIXING_METHODS
 from hdee.errors import EnsembleError
-
-#: methods computable from true-token log-probs alone (product needs full distributions)
-CACHED_METHODS = tuple(m for m in MIXING_METHODS if m != "product")
+from hdee.registry import MIXING_METHODS
 
 
 def logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -146,29 +144,21 @@ def mix_cached(
     top_k_experts: int = 2,
     prior_alpha: float = 0.3,
 ) -> np.ndarray:
-    """Run one named method (see CACHED_METHODS) on test log-probs `lp`.
+    """Run one registered method that scores from cached log-probs on test log-probs `lp`.
 
     `val_lp` (the same experts' scores on validation windows of the same domain) is needed
-    only by the cached-prior methods and is the only data the prior sees.
+    only by the methods with a cached prior and is the only data the prior sees.
     """
-    if method == "uniform":
-        return uniform(lp)
-    if method == "prefix-posterior":
-        return prefix_posterior(lp)
-    if method == "prevtoken-posterior":
-        return prevtoken_posterior(lp)
-    if method in ("cached-prior", "cached-prior-prevtoken"):
+    entry = MIXING_METHODS.get(method)
+    if entry.score is None:
+        cached = ", ".join(m.name for m in MIXING_METHODS if m.cached)
+        raise EnsembleError(f"unknown cached mixing method {method!r} (it needs full distributions); cached: {cached}")
+    prior = None
+    if entry.needs_prior:
         if val_lp is None:
             raise EnsembleError(f"{method} needs validation scores to estimate its prior")
         prior = estimate_prior(val_lp, prior_alpha)
-        if method == "cached-prior":
-            return prefix_posterior(lp, prior)
-        return prevtoken_posterior(lp, prior)
-    if method == "top-k":
-        return top_k(lp, top_k_experts)
-    if method == "best-expert":
-        return best_expert(lp)
-    raise EnsembleError(f"unknown cached mixing method {method!r}; known: {', '.join(CACHED_METHODS)}")
+    return entry.score(lp, prior, top_k_experts)
 
 
 def perplexity(mixture_lp: np.ndarray) -> float:

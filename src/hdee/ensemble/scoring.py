@@ -156,10 +156,6 @@ def domain_windows(
     raise EnsembleError(f"{domain}: cannot score split {split!r} (scored: {', '.join(SPLITS_SCORED)})")
 
 
-def score_path(layout: "RunLayout", expert_id: str, domain: str, split: str) -> Path:
-    return layout.scores_dir / expert_id / f"{domain}.{split}.npy"
-
-
 def lazy_scorer() -> Callable[[str | Path, np.ndarray, int], np.ndarray]:
     """A `score_cached` scorer for one expert that loads its model on the first cache miss only
     and reuses it for every later call (several domains or splits of the same expert)."""
@@ -185,4 +181,4 @@ def score_domain(
     scorer = lazy_scorer()  # the model is loaded once for both splits, and not at all on cache hits
     for split in SPLITS_SCORED:
         windows = domain_windows(layout, domain, split, cfg, reader)
-        score_cached(expert_dir, windows, score_path(layout, expert_id, domain, split), cfg.eval.batch_size, scorer)
+        score_cached(expert_dir, windows, layout.score_path(expert_id, domain, split), cfg.eval.batch_size, scorer)

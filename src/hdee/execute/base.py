@@ -14,7 +14,7 @@ from typing import Callable, Literal
 
 from hdee.errors import ExecutionError, HdeeError
 from hdee.execute.jobs import is_done
-from hdee.plan import Job
+from hdee.plan.schema import Job
 
 EventKind = Literal["skipped", "started", "progress", "finished", "failed"]
 

@@ -17,15 +17,11 @@ from hdee.errors import ExecutionError
 from hdee.execute import fault
 from hdee.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.layout import RunLayout
-from hdee.plan import MODEL_KINDS, Job
+from hdee.plan.schema import MODEL_KINDS, Job
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result
 JobRunner = Callable[[str, str, "ProgressFn | None"], dict]
-
-
-def record_path(run_dir: str | Path, job_id: str) -> Path:
-    return Path(run_dir) / "jobs" / f"{job_id}.json"
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,28 +39,30 @@ def run_config(layout: RunLayout) -> ExperimentConfig:
 
 def run_vocab(layout: RunLayout) -> int:
     """Vocabulary size of the run's tokenizer (the models' embedding rows)."""
-    from tokenizers import Tokenizer
+    from hdee.data.tokenizer import vocab_size
 
     if not layout.tokenizer_path.is_file():
         raise ExecutionError(f"{layout.tokenizer_path}: no tokenizer; the prepare job has not run")
-    return Tokenizer.from_file(str(layout.tokenizer_path)).get_vocab_size()
+    return vocab_size(layout.tokenizer_path)
 
 
 def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
     """The files a finished job leaves behind (what its done record checksums)."""
     if job.kind == "prepare":
         files = [layout.tokenizer_path]
-        files += sorted(layout.data_dir.glob("domains/*/manifest.json"))
+        from hdee.data.shards import MANIFEST
+
+        files += sorted(layout.domains_dir.glob(f"*/{MANIFEST}"))
         return files
     if job.kind in MODEL_KINDS:
         d = layout.expert_dir(job.id)
         return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")) if d.is_dir() else []
     if job.kind == "score":
-        from hdee.ensemble.scoring import SPLITS_SCORED, score_path, sidecar_path
+        from hdee.ensemble.scoring import SPLITS_SCORED, sidecar_path
 
         files = []
         for split in SPLITS_SCORED:
-            path = score_path(layout, str(job.expert), str(job.domain), split)
+            path = layout.score_path(str(job.expert), str(job.domain), split)
             files += [path, sidecar_path(path)]
         return [p for p in files if p.is_file()]
     raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
@@ -72,7 +70,7 @@ def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
 
 def is_done(job: Job, run_dir: str | Path) -> bool:
     """True when the done record exists and every output it lists still has its checksum."""
-    path = record_path(run_dir, job.id)
+    path = RunLayout(run_dir).job_record(job.id)
     if not path.is_file():
         return False
     try:
@@ -97,7 +95,6 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
     from hdee.train.job import Budget, DataMix
 
     spec = SizeSpec.from_family(cfg.model, str(job.size), run_vocab(layout), cfg.data.seq_len)
-    schedule = cfg.seed_models.schedule if job.kind == "seed" else cfg.budget.schedule
     return TrainJob(
         out_dir=layout.expert_dir(job.id),
         size=spec,
@@ -106,7 +103,7 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
         val=[layout.domain_dir(d) for d in job.domains],
         tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
         budget=Budget(steps=job.steps),
-        schedule=schedule,
+        schedule=cfg.schedule(seed=job.kind == "seed"),
         train=cfg.train,
         seed=int(job.seed or 0),
         meta={
@@ -175,7 +172,7 @@ def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path
     if not outputs:
         raise ExecutionError(f"job {job.id} finished but left no outputs under {root}")
     atomic_write_json(
-        record_path(root, job.id),
+        RunLayout(root).job_record(job.id),
         {
             "id": job.id,
             "kind": job.kind,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdee.strategies import ExpertSpec, Strategy, budget_flops, register, size_flops_per_step
+from hdee.budget import budget_flops, size_flops_per_step
+from hdee.strategies.base import Assignment, ExpertSpec, Strategy, register
 
 
-@register("dense")
+@register("dense", single_model=True, order=5)
 class Dense(Strategy):
     """One baseline-size model from the same seed, equal domain weights, the baseline's FLOPs."""
 
-    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> list[ExpertSpec]:
+    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         cfg, size = self.cfg, self.cfg.budget.baseline.size
         steps = round(budget_flops(cfg, self.ctx.vocab) / size_flops_per_step(cfg, self.ctx.vocab, size))
-        return [ExpertSpec("dense", 1, tuple(cfg.train_domains), size, steps, kind="dense")]
+        return Assignment([ExpertSpec("dense", 1, tuple(cfg.train_domains), size, steps, kind="dense")])

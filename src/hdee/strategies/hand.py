@@ -9,26 +9,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hdee.budget import budget_flops, expert_flops
 from hdee.errors import PlanError
-from hdee.strategies import ExpertSpec, Strategy, budget_flops, expert_flops, register
+from hdee.strategies.base import Assignment, Strategy, register
 
 
-@register("MHo-IHo")
+@register("MHo-IHo", baseline=True, order=0)
 class Baseline(Strategy):
     """Every expert at the baseline size and steps."""
 
-    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> list[ExpertSpec]:
+    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         rule = self.cfg.budget.baseline
-        return self.lineage_experts(lambda lin, i: rule.size, lambda lin, i: rule.steps)
+        return Assignment(self.lineage_experts(lambda lin, i: rule.size, lambda lin, i: rule.steps))
 
 
-@register("MHo-IHe")
+@register("MHo-IHe", needs_steps=True, heterogeneous=True, order=1)
 class HeteroSteps(Strategy):
     """Baseline size; steps by tier in the iterations `budget.vary_steps_in` names."""
 
-    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> list[ExpertSpec]:
+    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         rule = self.cfg.budget.baseline
-        return self.lineage_experts(lambda lin, i: rule.size, self.tier_steps)
+        return Assignment(self.lineage_experts(lambda lin, i: rule.size, self.tier_steps))
 
     def tier_steps(self, lineage: str, iteration: int) -> int:
         if self.steps_vary_in(iteration):
@@ -36,20 +37,22 @@ class HeteroSteps(Strategy):
         return self.cfg.budget.baseline.steps
 
 
-@register("MHe-IHo")
+@register("MHe-IHo", needs_sizes=True, heterogeneous=True, order=2)
 class HeteroSize(Strategy):
     """Size by the lineage's tier for the whole lineage; baseline steps."""
 
-    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> list[ExpertSpec]:
+    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         rule = self.cfg.budget.baseline
-        return self.lineage_experts(lambda lin, i: self.cfg.budget.sizes[self.tier(lin)], lambda lin, i: rule.steps)
+        return Assignment(
+            self.lineage_experts(lambda lin, i: self.cfg.budget.sizes[self.tier(lin)], lambda lin, i: rule.steps)
+        )
 
 
-@register("MHe-IHe")
+@register("MHe-IHe", needs_sizes=True, needs_steps=True, heterogeneous=True, order=3)
 class HeteroBoth(HeteroSteps):
     """Size by tier and steps by tier, the varied steps scaled to the baseline's budget."""
 
-    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> list[ExpertSpec]:
+    def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         cfg, vocab = self.cfg, self.ctx.vocab
         size_of = lambda lin, i: cfg.budget.sizes[self.tier(lin)]  # noqa: E731
         raw = self.lineage_experts(size_of, self.tier_steps)
@@ -59,6 +62,6 @@ class HeteroBoth(HeteroSteps):
         if target <= 0 or varied <= 0:
             raise PlanError("MHe-IHe: the budget cannot be matched (the fixed iterations already use it all)")
         factor = target / varied
-        return self.lineage_experts(
+        return Assignment(self.lineage_experts(
             size_of, lambda lin, i: round(self.tier_steps(lin, i) * factor) if self.steps_vary_in(i) else self.tier_steps(lin, i)
-        )
+        ))

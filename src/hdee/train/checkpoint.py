@@ -25,11 +25,10 @@ from safetensors.torch import save as safetensors_bytes
 from transformers.utils import logging as hf_logging
 
 from hdee.errors import CheckpointError
-from hdee.fsutil import atomic_dir, atomic_write_json, read_json, sha256_file, write_hashed
+from hdee.expert_dir import RECORD, WEIGHTS, load_record, write_record
+from hdee.fsutil import atomic_dir, read_json, sha256_file, write_hashed
 
 STATE_DIR = "state"
-RECORD = "hdee.json"
-WEIGHTS = "model.safetensors"
 _STATE_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
 
@@ -177,8 +176,7 @@ def save_expert(out_dir: Path, model: Any, record: dict[str, Any]) -> dict[str, 
             model.save_pretrained(tmp)
             for name in sorted(os.listdir(tmp)):
                 os.replace(Path(tmp) / name, out_dir / name)
-        record = {**record, "model_sha256": sha256_file(out_dir / WEIGHTS)}
-        atomic_write_json(out_dir / RECORD, record)
+        record = write_record(out_dir, {**record, "model_sha256": sha256_file(out_dir / WEIGHTS)})
     except OSError as exc:
         raise CheckpointError(_disk_full_message(out_dir, exc, "the trainer state is kept; rerun to finish")) from None
     return record
@@ -193,12 +191,12 @@ def verify_expert(expert_dir: str | Path) -> dict[str, Any]:
     if not record_path.is_file():
         raise CheckpointError(f"{record_path}: not found; {expert_dir} is not a finished expert")
     try:
-        record = read_json(record_path)
-    except ValueError:
-        raise CheckpointError(f"{record_path}: not valid JSON") from None
+        record = load_record(expert_dir)
+    except ValueError as exc:
+        raise CheckpointError(f"{record_path}: not a valid record ({exc})") from None
     weights = expert_dir / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
-    if sha256_file(weights) != record.get("model_sha256"):
+    if sha256_file(weights) != record.model_sha256:
         raise CheckpointError(f"{weights}: checksum does not match {RECORD} (corrupt or modified)")
-    return record
+    return record.as_dict()

@@ -147,7 +147,6 @@ def job_from_config(
     meta: dict[str, Any] | None = None,
 ) -> TrainJob:
     """A job for one expert of `config`'s family: a seed (no parent) or a branch (parent given)."""
-    schedule = config.budget.schedule if parent is not None else config.seed_models.schedule
     return TrainJob(
         out_dir=out_dir,
         size=SizeSpec.from_family(config.model, size, vocab=vocab, seq_len=config.data.seq_len),
@@ -156,7 +155,7 @@ def job_from_config(
         val=list(val_dirs if val_dirs is not None else domain_dirs),
         tokenizer_hash=tokenizer_hash,
         budget=budget,
-        schedule=schedule,
+        schedule=config.schedule(seed=parent is None),
         train=config.train,
         seed=config.seed if seed is None else seed,
         meta=meta or {"domain": "+".join(Path(d).name for d in domain_dirs), "size": size},

@@ -1,4 +1,5 @@
-"""metrics.jsonl (one JSON object per row), optional TensorBoard, and progress reporting."""
+"""Writing metrics.jsonl (one JSON object per row; read with hdee.expert_dir.read_metrics),
+optional TensorBoard, and progress reporting."""
 
 from __future__ import annotations
 
@@ -6,30 +7,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from hdee.expert_dir import metrics_path, read_metrics
 from hdee.fsutil import atomic_write_text
-
-METRICS = "metrics.jsonl"
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a metrics file; a torn last line (a crash mid-write) is ignored."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 class MetricsLog:
     """Appends rows; on resume, rows after the restored step are dropped so a rerun writes the same file."""
 
     def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool = False):
-        self.path = Path(out_dir) / METRICS
+        self.path = metrics_path(out_dir)
         rows = [r for r in read_metrics(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
         atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         self._file = open(self.path, "a", encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hdee.data.documents import Document, decode_utf8
-from hdee.data.embedded.registry import BuildContext, register
+from hdee.data.embedded.domain import BuildContext, register
 from hdee.data.embedded.text_extract import docstrings
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3"}

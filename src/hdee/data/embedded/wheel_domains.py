@@ -15,7 +15,7 @@ from typing import Iterator
 import yaml
 
 from hdee.data.documents import Document, decode_utf8
-from hdee.data.embedded.registry import BuildContext, register
+from hdee.data.embedded.domain import BuildContext, register
 from hdee.data.embedded.text_extract import docstrings, html_to_text, wiki_to_text
 
 

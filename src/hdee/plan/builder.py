@@ -1,4 +1,4 @@
-"""The plan: strategies -> one DAG of jobs with sizes, steps, FLOPs and content-hash ids.
+"""The plan builder: strategies -> one DAG of jobs with sizes, steps, FLOPs and content-hash ids.
 
 A job's id hashes everything that decides its output (kind, the config slice it reads, its
 parents' ids, its seed), so a job several strategies share appears once and runs once, and a
@@ -7,130 +7,18 @@ rerun of the same config finds the same ids. `repeat` reseeds the domain phase o
 
 from __future__ import annotations
 
-import graphlib
 import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict
-
-from hdee.config import ExperimentConfig
+from hdee.budget import budget_flops, expert_flops, size_flops_per_step
+from hdee.config import ExperimentConfig, check_lineages
 from hdee.errors import PlanError
-from hdee.fsutil import atomic_write_json, read_json
-from hdee.strategies import (
-    ExpertSpec,
-    StrategyContext,
-    budget_flops,
-    expert_flops,
-    get_strategy,
-    size_flops_per_step,
-)
-
-JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
-MODEL_KINDS = ("seed", "train", "pilot", "dense")
-
-
-class Job(BaseModel):
-    """One unit of work; `run_job` in hdee.execute.jobs turns it into a call of data/train/ensemble."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    kind: JobKind
-    deps: list[str] = []
-    size: str | None = None
-    steps: int | None = None
-    tokens: int | None = None
-    flops: float = 0.0
-    domains: list[str] = []
-    weights: list[float] = []
-    parent: str | None = None
-    seed: int | None = None
-    lineage: str | None = None
-    iteration: int | None = None
-    expert: str | None = None
-    domain: str | None = None
-    repeat: int = 0
-    used_by: list[str] = []
-
-
-class EnsemblePlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    experts: list[str] = []
-    seed_flops: float = 0.0
-    domain_flops: float = 0.0
-    sizes_needed: list[str] = []
-    iteration_flops: dict[str, float] = {}
-    pending: bool = False
-    decision: dict | None = None  # how the strategy chose its experts, when it measured anything (auto)
-
-
-class Plan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    config_name: str
-    repeat: int = 0
-    vocab: int
-    budget_flops: float
-    jobs: list[Job]
-    ensembles: dict[str, EnsemblePlan]
-    experts: dict[str, str]
-
-    @property
-    def pending(self) -> list[str]:
-        return [name for name, e in self.ensembles.items() if e.pending]
-
-    @property
-    def complete(self) -> bool:
-        return not self.pending
-
-    def job(self, job_id: str) -> Job:
-        for j in self.jobs:
-            if j.id == job_id:
-                return j
-        raise KeyError(job_id)
-
-    def jobs_of(self, *kinds: str) -> list[Job]:
-        return [j for j in self.jobs if j.kind in kinds]
-
-    def write(self, path: str | Path) -> None:
-        atomic_write_json(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def read(cls, path: str | Path) -> "Plan":
-        return cls.model_validate(read_json(path))
-
-
-def topological(jobs: list[Job]) -> list[Job]:
-    """Jobs ordered so every job follows its dependencies; PlanError on a cycle or a missing dep."""
-    by_id = {j.id: j for j in jobs}
-    graph: dict[str, list[str]] = {}
-    for j in jobs:
-        for d in j.deps:
-            if d not in by_id:
-                raise PlanError(f"job {j.id} depends on {d}, which is not in the plan")
-        graph[j.id] = list(j.deps)
-    try:
-        graphlib.TopologicalSorter(graph).prepare()  # only detects cycles
-    except graphlib.CycleError as exc:
-        cycle = " -> ".join(exc.args[1])
-        raise PlanError(f"the plan has a dependency cycle: {cycle}") from None
-    # stable: among jobs whose deps are met, keep creation order
-    done: set[str] = set()
-    out: list[Job] = []
-    pending = [j.id for j in jobs]
-    while pending:
-        for i, job_id in enumerate(pending):
-            if all(d in done for d in by_id[job_id].deps):
-                out.append(by_id[job_id])
-                done.add(job_id)
-                del pending[i]
-                break
-    return out
-
+from hdee.layout import RunLayout
+from hdee.plan.schema import EnsemblePlan, Job, Plan, topological
+from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy
 
 def _hash(obj: object) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -226,46 +114,6 @@ def prepare_job(cfg: ExperimentConfig) -> Job:
     return Job(id="prepare-" + _hash(["prepare", data, _section(cfg, "domains"), cfg.seed]), kind="prepare", seed=cfg.seed)
 
 
-PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
-
-
-def resolve_vocab(cfg: ExperimentConfig, tokenizer_path: str | Path | None = None, vocab: int | None = None) -> tuple[int, str]:
-    """The vocab a plan uses for embedding sizes, and where it came from.
-
-    In order: a prepared tokenizer file, an explicit `vocab`, the BPE size the config trains,
-    a local pretrained tokenizer.json, else 128002 (Llama 3's, which the paper used). FLOPs
-    count non-embedding parameters only, so the vocab never changes a budget.
-    """
-    if tokenizer_path is not None and Path(tokenizer_path).is_file():
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(tokenizer_path)).get_vocab_size(), f"{tokenizer_path}"
-    if vocab is not None:
-        if vocab <= 0:
-            raise PlanError(f"--vocab must be positive, got {vocab}")
-        return vocab, "--vocab"
-    tok = cfg.data.tokenizer
-    if tok.kind == "bpe":
-        return tok.vocab_size, "data.tokenizer.vocab_size"
-    local = Path(str(tok.path))
-    local = local / "tokenizer.json" if local.is_dir() else local
-    if local.is_file() and local.suffix == ".json":
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(local)).get_vocab_size(), str(local)
-    return PRETRAINED_VOCAB_DEFAULT, f"default for pretrained tokenizers ({tok.path} not prepared)"
-
-
-def _check_lineages(cfg: ExperimentConfig) -> None:
-    roles = {d.name: d.role for d in cfg.domains}
-    for lin in cfg.lineages:
-        for dom in lin.domains:
-            if dom not in roles:
-                raise PlanError(f"lineage {lin.name!r} names unknown domain {dom!r}")
-            if roles[dom] != "train":
-                raise PlanError(f"lineage {lin.name!r} names held-out domain {dom!r}")
-
-
 def build_plan(
     cfg: ExperimentConfig,
     vocab: int,
@@ -277,7 +125,10 @@ def build_plan(
     `pilot_outputs` maps pilot job ids to their finished output dirs; strategies whose pilots are
     not all there stay pending (their ensembles have `pending=True` and no experts yet).
     """
-    _check_lineages(cfg)
+    try:
+        check_lineages(cfg)  # a config built in code (model_copy) skipped validation
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     if not cfg.strategies:
         raise PlanError("the config names no strategy")
     b = _Builder(cfg, vocab, repeat)
@@ -296,28 +147,30 @@ def build_plan(
         outputs = None
         if pilot_jobs and pilot_outputs is not None and all(j.id in pilot_outputs for j in pilot_jobs.values()):
             outputs = {pname: Path(pilot_outputs[j.id]) for pname, j in pilot_jobs.items()}
-        specs = strategy.assign(outputs) if (outputs is not None or not pilot_jobs) else None
-        if specs is None:
+        assignment = strategy.assign(outputs) if (outputs is not None or not pilot_jobs) else None
+        if assignment is not None and not isinstance(assignment, Assignment):
+            raise PlanError(f"strategy {name!r}: assign() returned {type(assignment).__name__}, not an Assignment")
+        if assignment is None:
             if not pilot_jobs:
                 raise PlanError(f"strategy {name!r} returned no experts")
             ensembles[name] = EnsemblePlan(pending=True)
             members[name] = model_jobs
             continue
-        trained = _expert_jobs(b, name, specs)
+        trained = _expert_jobs(b, name, assignment.experts)
         model_jobs.extend(trained)
-        final = _final_experts(cfg, specs, trained)
-        ensembles[name] = EnsemblePlan(experts=[j.id for j in final], decision=ctx.extras.get("decisions", {}).get(name))
+        final = _final_experts(cfg, trained)
+        ensembles[name] = EnsemblePlan(experts=[j.id for j in final], decision=assignment.decision)
         members[name] = model_jobs
 
     experts: dict[str, str] = {}
     for name, ens in ensembles.items():
         for expert_id in ens.experts:
-            experts[expert_id] = f"experts/{expert_id}"
+            experts[expert_id] = RunLayout.expert_rel(expert_id)
             for dom in cfg.eval_domains:
                 b.score(b.jobs[expert_id], dom, name)
     # seed models are scored too: the report shows how far branching moved each domain
     for seed in [j for j in b.jobs.values() if j.kind == "seed"]:
-        experts[seed.id] = f"experts/{seed.id}"
+        experts[seed.id] = RunLayout.expert_rel(seed.id)
         for dom in cfg.eval_domains:
             b.score(seed, dom, "seeds")
 
@@ -394,7 +247,7 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
     return out
 
 
-def _final_experts(cfg: ExperimentConfig, specs: list[ExpertSpec], jobs: list[Job]) -> list[Job]:
+def _final_experts(cfg: ExperimentConfig, jobs: list[Job]) -> list[Job]:
     if cfg.ensemble == "all":
         return jobs
     last: dict[str, Job] = {}

@@ -1,34 +1,16 @@
-"""The experiment config: one typed, validated object loaded from a TOML or YAML file.
+"""The sections of an experiment config: data, model, training, budget, auto, eval, execute.
 
 Every section forbids unknown keys, so a typo fails at load time with its path, instead of
-silently training with a default. Loading does no I/O beyond reading the file.
+silently training with a default.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
-from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from hdee.errors import ConfigError
-
-SIZE_NAMES = ("S", "M", "L")
-STRATEGY_NAMES = ("MHo-IHo", "MHo-IHe", "MHe-IHo", "MHe-IHe", "dense", "auto")
-MIXING_METHODS = (
-    "uniform",
-    "prefix-posterior",
-    "prevtoken-posterior",
-    "cached-prior",
-    "cached-prior-prevtoken",
-    "top-k",
-    "best-expert",
-    "product",
-)
+from hdee.registry import MIXING_METHODS
 
 
 class Strict(BaseModel):
@@ -240,7 +222,7 @@ class AutoConfig(Strict):
 
 
 class EvalConfig(Strict):
-    methods: list[str] = Field(default_factory=lambda: list(MIXING_METHODS))
+    methods: list[str] = Field(default_factory=MIXING_METHODS.names, description="default: every registered method")
     max_tokens: int | None = Field(default=None, gt=0, description="per domain and split")
     batch_size: int = Field(default=8, gt=0)
     prior_sequences: int = Field(default=100, gt=0)
@@ -252,7 +234,7 @@ class EvalConfig(Strict):
     def _known_methods(self) -> "EvalConfig":
         unknown = [m for m in self.methods if m not in MIXING_METHODS]
         if unknown:
-            raise ValueError(f"unknown mixing method {unknown[0]!r}; known: {', '.join(MIXING_METHODS)}")
+            raise ValueError(f"unknown mixing method {unknown[0]!r}; known: {', '.join(MIXING_METHODS.names())}")
         return self
 
 
@@ -269,149 +251,3 @@ class ExecuteConfig(Strict):
         if self.gpus_per_job > 1 and not float(self.gpus_per_job).is_integer():
             raise ValueError(f"gpus_per_job {self.gpus_per_job:g} above 1 must be a whole number (Ray shares a GPU only below 1)")
         return self
-
-
-# ----------------------------------------------------------------------- the whole
-
-
-class ExperimentConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    domains: list[DomainConfig] = Field(min_length=1)
-    data: DataConfig = DataConfig()
-    model: ModelFamily
-    train: TrainConfig = TrainConfig()
-    seed_models: SeedConfig
-    lineages: list[LineageConfig] = Field(min_length=1)
-    budget: BudgetConfig
-    strategies: list[str] = Field(default_factory=lambda: ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"])
-    ensemble: Literal["final", "all"] = "final"
-    auto: AutoConfig = AutoConfig()
-    eval: EvalConfig = EvalConfig()
-    execute: ExecuteConfig = ExecuteConfig()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ExperimentConfig":
-        if self.train.batch_tokens % self.data.seq_len:
-            raise ValueError(
-                f"train.batch_tokens {self.train.batch_tokens} is not a multiple of data.seq_len {self.data.seq_len}"
-            )
-        names = [d.name for d in self.domains]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"domain {dupes[0]!r} is listed twice")
-        by_name = {d.name: d for d in self.domains}
-        sizes = set(self.model.intermediate)
-        seen: dict[str, str] = {}
-        depth = {len(lin.domains) for lin in self.lineages}
-        if len(depth) != 1:
-            raise ValueError("every lineage must have the same number of iterations")
-        for lin in self.lineages:
-            for dom in lin.domains:
-                if dom not in by_name:
-                    raise ValueError(f"lineage {lin.name!r} names unknown domain {dom!r}")
-                if by_name[dom].role != "train":
-                    raise ValueError(f"lineage {lin.name!r} names held-out domain {dom!r}")
-                if dom in seen:
-                    raise ValueError(f"domain {dom!r} is in lineages {seen[dom]!r} and {lin.name!r}")
-                seen[dom] = lin.name
-        untrained = [d.name for d in self.domains if d.role == "train" and d.name not in seen]
-        if untrained:
-            raise ValueError(f"train domain {untrained[0]!r} is in no lineage")
-        for rule_size in [self.budget.baseline.size, *self.budget.sizes.values()]:
-            if rule_size not in sizes:
-                raise ValueError(f"size {rule_size!r} is not in model.intermediate ({', '.join(sorted(sizes))})")
-        for tier_map, what in ((self.budget.sizes, "budget.sizes"), (self.budget.steps, "budget.steps")):
-            missing = sorted({lin.tier for lin in self.lineages} - set(tier_map))
-            if tier_map and missing:
-                raise ValueError(f"{what} has no entry for tier {missing[0]!r}")
-        for name in self.strategies:
-            if name not in STRATEGY_NAMES:
-                raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGY_NAMES)}")
-        if any(s in self.strategies for s in ("MHe-IHo", "MHe-IHe", "auto")) and not self.budget.sizes:
-            raise ValueError("heterogeneous-size strategies need budget.sizes")
-        if any(s in self.strategies for s in ("MHo-IHe", "MHe-IHe")) and not self.budget.steps:
-            raise ValueError("heterogeneous-step strategies need budget.steps")
-        for dom in self.seed_models.domains or []:
-            if dom not in by_name:
-                raise ValueError(f"seed_models.domains names unknown domain {dom!r}")
-        return self
-
-    # convenience views used across modules
-    def domain(self, name: str) -> DomainConfig:
-        for d in self.domains:
-            if d.name == name:
-                return d
-        raise KeyError(name)
-
-    @property
-    def train_domains(self) -> list[str]:
-        return [d.name for d in self.domains if d.role == "train"]
-
-    @property
-    def heldout_domains(self) -> list[str]:
-        return [d.name for d in self.domains if d.role == "heldout"]
-
-    @property
-    def eval_domains(self) -> list[str]:
-        """Every domain that is scored: trained ones first, then held-out ones, in config order."""
-        return self.train_domains + self.heldout_domains
-
-    @property
-    def seed_domains(self) -> list[str]:
-        return list(self.seed_models.domains or self.train_domains)
-
-    @property
-    def iterations(self) -> int:
-        return len(self.lineages[0].domains)
-
-    def tier_of(self, domain: str) -> str | None:
-        d = self.domain(domain)
-        if d.tier:
-            return d.tier
-        for lin in self.lineages:
-            if domain in lin.domains:
-                return lin.tier
-        return None
-
-    def fingerprint(self, *sections: str) -> str:
-        """Stable hash of the whole config, or of the named top-level sections only."""
-        dump = self.model_dump(mode="json")
-        if sections:
-            dump = {k: dump[k] for k in sections}
-        blob = json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-
-def _format_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (typo?)"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return f"{path}: {where}: {msg}"
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a TOML or YAML experiment file; raise ConfigError with one line saying what and where."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"{path}: unknown config format {path.suffix!r} (use .toml or .yaml)")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot parse: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(path, exc)) from None

@@ -1,0 +1,157 @@
+"""The run-level operations the CLI and the pipeline share: one way to read a run, preview its
+plan, and say what each ensemble is. The CLI only parses arguments and prints their results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from hdee.config import ExperimentConfig
+from hdee.data.tokenizer import vocab_size
+from hdee.errors import ConfigError, EnsembleError, PlanError
+from hdee.evaluate import EnsembleSpec, evaluate
+from hdee.expert_dir import is_finished, load_record
+from hdee.fsutil import read_json
+from hdee.layout import RunLayout
+from hdee.plan import Plan, build_plan
+
+PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory read back: its config snapshot, layout and (repeat 0) plan."""
+
+    cfg: ExperimentConfig
+    layout: RunLayout
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    plan: Plan
+    vocab: int
+    vocab_source: str  # where the vocab came from (a tokenizer file, --vocab, the config, a default)
+
+
+def resolve_vocab(cfg: ExperimentConfig, tokenizer_path: str | Path | None = None, vocab: int | None = None) -> tuple[int, str]:
+    """The vocab a plan uses for embedding sizes, and where it came from.
+
+    In order: a prepared tokenizer file, an explicit `vocab`, the BPE size the config trains,
+    a local pretrained tokenizer.json, else 128002 (Llama 3's, which the paper used). FLOPs
+    count non-embedding parameters only, so the vocab never changes a budget.
+    """
+    if tokenizer_path is not None and Path(tokenizer_path).is_file():
+        return vocab_size(tokenizer_path), f"{tokenizer_path}"
+    if vocab is not None:
+        if vocab <= 0:
+            raise PlanError(f"--vocab must be positive, got {vocab}")
+        return vocab, "--vocab"
+    tok = cfg.data.tokenizer
+    if tok.kind == "bpe":
+        return tok.vocab_size, "data.tokenizer.vocab_size"
+    local = Path(str(tok.path))
+    local = local / "tokenizer.json" if local.is_dir() else local
+    if local.is_file() and local.suffix == ".json":
+        return vocab_size(local), str(local)
+    return PRETRAINED_VOCAB_DEFAULT, f"default for pretrained tokenizers ({tok.path} not prepared)"
+
+
+def pilot_outputs(plan: Plan, layout: RunLayout) -> dict[str, Path] | None:
+    """{pilot job id: its expert dir} once every pilot of `plan` has finished, else None."""
+    dirs = {j.id: layout.expert_dir(j.id) for j in plan.jobs_of("pilot")}
+    return dirs if dirs and all(is_finished(d) for d in dirs.values()) else None
+
+
+def preview_plan(cfg: ExperimentConfig, layout: RunLayout, vocab: int | None = None, repeat: int = 0) -> PlanPreview:
+    """The plan `hdee plan` shows: with the strategies' decisions once their pilots have run."""
+    v, source = resolve_vocab(cfg, layout.tokenizer_path, vocab)
+    plan = build_plan(cfg, v, repeat=repeat)
+    if plan.pending and (outputs := pilot_outputs(plan, layout)) is not None:
+        plan = build_plan(cfg, v, repeat=repeat, pilot_outputs=outputs)
+    return PlanPreview(plan, v, source)
+
+
+def read_config_snapshot(layout: RunLayout) -> ExperimentConfig:
+    """The config a run was made with (config.json); importing its plugins on the way."""
+    path = layout.config_snapshot
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (is {layout.root} a run directory?)")
+    try:
+        return ExperimentConfig.model_validate(read_json(path))
+    except (ValidationError, ValueError) as exc:
+        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise ConfigError(f"{path}: {msg}") from None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A finished (or running) run directory: its config snapshot and plan.json, both checked."""
+    layout = RunLayout(run_dir)
+    for p in (layout.config_snapshot, layout.plan_json):
+        if not p.is_file():
+            raise EnsembleError(f"{p}: not found (is {run_dir} a run directory?)")
+    cfg = read_config_snapshot(layout)
+    try:
+        plan = Plan.read(layout.plan_json)
+    except (ValidationError, ValueError) as exc:
+        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise EnsembleError(f"{layout.plan_json}: not a plan: {msg}") from None
+    return Run(cfg, layout, plan)
+
+
+def expert_dirs(plan: Plan, layout: RunLayout) -> dict[str, Path]:
+    """Every expert a plan scores (ensemble members and seed models) -> its directory."""
+    return {eid: (Path(d) if Path(d).is_absolute() else layout.root / d) for eid, d in plan.experts.items()}
+
+
+def _measured_val_losses(plan: Plan, layout: RunLayout, strategy: str) -> dict[str, float | None]:
+    """Each of a strategy's experts' final validation loss on its own domain (from its record)."""
+    out = {}
+    for job in plan.jobs_of("train"):
+        if strategy in job.used_by and len(job.domains) == 1:
+            out[job.domains[0]] = load_record(layout.expert_dir(job.id)).final_val_loss
+    return out
+
+
+def ensemble_specs(plan: Plan, layout: RunLayout) -> dict[str, EnsembleSpec]:
+    """What evaluation needs of each strategy's ensemble: its experts and the metadata the report
+    shows (FLOPs, sizes, the repeat, and the strategy's decision with the losses it led to)."""
+    specs = {}
+    for name, e in plan.ensembles.items():
+        meta: dict[str, Any] = {
+            "seed_flops": e.seed_flops,
+            "domain_flops": e.domain_flops,
+            "sizes_needed": list(e.sizes_needed),
+            "repeat": plan.repeat,
+        }
+        if e.decision:
+            meta["decision"] = e.decision
+            meta["measured_val_loss"] = _measured_val_losses(plan, layout, name)
+        specs[name] = EnsembleSpec(experts=list(e.experts), meta=meta)
+    return specs
+
+
+def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan) -> dict[str, Any]:
+    """Score, mix and write the results of one repeat's plan (results path by `plan.repeat`)."""
+    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat)
+
+
+def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:
+    """`hdee eval`: recompute a run's results from its cached scores."""
+    run = load_run(run_dir)
+    return run, evaluate_plan(run.cfg, run.layout, run.plan)
+
+
+def report_run(run_dir: str | Path) -> dict[str, Any]:
+    """`hdee report`: rebuild the report from saved results (the run's plugins imported first, so
+    their strategies' traits order and classify them)."""
+    from hdee.report import write_report
+
+    layout = RunLayout(run_dir)
+    if layout.config_snapshot.is_file():
+        read_config_snapshot(layout)
+    return write_report(layout)

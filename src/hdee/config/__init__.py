@@ -1,0 +1,45 @@
+"""The experiment config: `load_config(path) -> ExperimentConfig`, its sections and its checks."""
+
+from hdee.config.experiment import ExperimentConfig, check_lineages, load_config
+from hdee.config.sections import (
+    AutoConfig,
+    BudgetConfig,
+    DataConfig,
+    DomainConfig,
+    EmbeddedSource,
+    EvalConfig,
+    ExecuteConfig,
+    FilesSource,
+    HubSource,
+    LineageConfig,
+    ModelFamily,
+    Rule,
+    Schedule,
+    SeedConfig,
+    SplitConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AutoConfig",
+    "BudgetConfig",
+    "DataConfig",
+    "DomainConfig",
+    "EmbeddedSource",
+    "EvalConfig",
+    "ExecuteConfig",
+    "ExperimentConfig",
+    "FilesSource",
+    "HubSource",
+    "LineageConfig",
+    "ModelFamily",
+    "Rule",
+    "Schedule",
+    "SeedConfig",
+    "SplitConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "check_lineages",
+    "load_config",
+]

@@ -1,0 +1,204 @@
+"""The experiment config: one typed, validated object loaded from a TOML or YAML file.
+
+Loading does no I/O beyond reading the file, and importing the plugin modules it names (they
+register strategies or mixing methods, and every process that reads the config imports them).
+Strategy and mixing-method names are checked against `hdee.registry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from hdee.config.sections import (
+    AutoConfig,
+    BudgetConfig,
+    DataConfig,
+    DomainConfig,
+    EvalConfig,
+    ExecuteConfig,
+    LineageConfig,
+    ModelFamily,
+    Schedule,
+    SeedConfig,
+    Strict,
+    TrainConfig,
+)
+from hdee.errors import ConfigError
+from hdee.registry import STRATEGIES, import_plugins
+
+# ----------------------------------------------------------------------- the whole
+
+
+class ExperimentConfig(Strict):
+    plugins: list[str] = Field(
+        default_factory=list, description="modules imported before anything else is checked; they register strategies or mixing methods"
+    )
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    domains: list[DomainConfig] = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    model: ModelFamily
+    train: TrainConfig = TrainConfig()
+    seed_models: SeedConfig
+    lineages: list[LineageConfig] = Field(min_length=1)
+    budget: BudgetConfig
+    strategies: list[str] = Field(default_factory=lambda: ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"])
+    ensemble: Literal["final", "all"] = "final"
+    auto: AutoConfig = AutoConfig()
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # built at validation: its default methods come from the registry
+    execute: ExecuteConfig = ExecuteConfig()
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules: list[str]) -> list[str]:
+        import_plugins(modules)
+        return modules
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        if self.train.batch_tokens % self.data.seq_len:
+            raise ValueError(
+                f"train.batch_tokens {self.train.batch_tokens} is not a multiple of data.seq_len {self.data.seq_len}"
+            )
+        names = [d.name for d in self.domains]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"domain {dupes[0]!r} is listed twice")
+        if len({len(lin.domains) for lin in self.lineages}) != 1:
+            raise ValueError("every lineage must have the same number of iterations")
+        check_lineages(self)
+        sizes = set(self.model.intermediate)
+        for rule_size in [self.budget.baseline.size, *self.budget.sizes.values()]:
+            if rule_size not in sizes:
+                raise ValueError(f"size {rule_size!r} is not in model.intermediate ({', '.join(sorted(sizes))})")
+        for tier_map, what in ((self.budget.sizes, "budget.sizes"), (self.budget.steps, "budget.steps")):
+            missing = sorted({lin.tier for lin in self.lineages} - set(tier_map))
+            if tier_map and missing:
+                raise ValueError(f"{what} has no entry for tier {missing[0]!r}")
+        self._check_strategies()
+        for dom in self.seed_models.domains or []:
+            if dom not in names:
+                raise ValueError(f"seed_models.domains names unknown domain {dom!r}")
+        return self
+
+    def _check_strategies(self) -> None:
+        """Every strategy is registered, and the budget has the tier maps its traits say it reads."""
+        for name in self.strategies:
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES.names())}")
+        entries = [STRATEGIES.get(name) for name in self.strategies]
+        sized = [e.name for e in entries if e.needs_sizes]
+        if sized and not self.budget.sizes:
+            raise ValueError(f"heterogeneous-size strategies need budget.sizes ({', '.join(sized)})")
+        stepped = [e.name for e in entries if e.needs_steps]
+        if stepped and not self.budget.steps:
+            raise ValueError(f"heterogeneous-step strategies need budget.steps ({', '.join(stepped)})")
+
+    def schedule(self, seed: bool) -> Schedule:
+        """The learning-rate schedule of a job: seed models train from scratch, branches fine-tune."""
+        return self.seed_models.schedule if seed else self.budget.schedule
+
+    # convenience views used across modules
+    def domain(self, name: str) -> DomainConfig:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @property
+    def train_domains(self) -> list[str]:
+        return [d.name for d in self.domains if d.role == "train"]
+
+    @property
+    def heldout_domains(self) -> list[str]:
+        return [d.name for d in self.domains if d.role == "heldout"]
+
+    @property
+    def eval_domains(self) -> list[str]:
+        """Every domain that is scored: trained ones first, then held-out ones, in config order."""
+        return self.train_domains + self.heldout_domains
+
+    @property
+    def seed_domains(self) -> list[str]:
+        return list(self.seed_models.domains or self.train_domains)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.lineages[0].domains)
+
+    def tier_of(self, domain: str) -> str | None:
+        d = self.domain(domain)
+        if d.tier:
+            return d.tier
+        for lin in self.lineages:
+            if domain in lin.domains:
+                return lin.tier
+        return None
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of the whole config, or of the named top-level sections only."""
+        dump = self.model_dump(mode="json")
+        if sections:
+            dump = {k: dump[k] for k in sections}
+        blob = json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def check_lineages(cfg: ExperimentConfig) -> None:
+    """ValueError unless every lineage names known training domains, each in one lineage only,
+    and every training domain is in a lineage."""
+    roles = {d.name: d.role for d in cfg.domains}
+    seen: dict[str, str] = {}
+    for lin in cfg.lineages:
+        for dom in lin.domains:
+            if dom not in roles:
+                raise ValueError(f"lineage {lin.name!r} names unknown domain {dom!r}")
+            if roles[dom] != "train":
+                raise ValueError(f"lineage {lin.name!r} names held-out domain {dom!r}")
+            if dom in seen:
+                raise ValueError(f"domain {dom!r} is in lineages {seen[dom]!r} and {lin.name!r}")
+            seen[dom] = lin.name
+    untrained = [d for d, role in roles.items() if role == "train" and d not in seen]
+    if untrained:
+        raise ValueError(f"train domain {untrained[0]!r} is in no lineage")
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{path}: {where}: {msg}"
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a TOML or YAML experiment file; raise ConfigError with one line saying what and where."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {path.suffix!r} (use .toml or .yaml)")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None

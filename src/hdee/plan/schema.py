@@ -1,0 +1,118 @@
+"""The plan's schema: jobs, per-strategy ensembles and the DAG, as written to plan.json.
+
+This is the contract between the plan builder and the executors; it knows nothing of strategies.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hdee.errors import PlanError
+from hdee.fsutil import atomic_write_json, read_json
+
+JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
+MODEL_KINDS = ("seed", "train", "pilot", "dense")
+
+
+class Job(BaseModel):
+    """One unit of work; `run_job` in hdee.execute.jobs turns it into a call of data/train/ensemble."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: JobKind
+    deps: list[str] = []
+    size: str | None = None
+    steps: int | None = None
+    tokens: int | None = None
+    flops: float = 0.0
+    domains: list[str] = []
+    weights: list[float] = []
+    parent: str | None = None
+    seed: int | None = None
+    lineage: str | None = None
+    iteration: int | None = None
+    expert: str | None = None
+    domain: str | None = None
+    repeat: int = 0
+    used_by: list[str] = []
+
+
+class EnsemblePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experts: list[str] = []
+    seed_flops: float = 0.0
+    domain_flops: float = 0.0
+    sizes_needed: list[str] = []
+    iteration_flops: dict[str, float] = {}
+    pending: bool = False
+    decision: dict | None = None  # how the strategy chose its experts, when it measured anything (auto)
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config_name: str
+    repeat: int = 0
+    vocab: int
+    budget_flops: float
+    jobs: list[Job]
+    ensembles: dict[str, EnsemblePlan]
+    experts: dict[str, str]
+
+    @property
+    def pending(self) -> list[str]:
+        return [name for name, e in self.ensembles.items() if e.pending]
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+    def job(self, job_id: str) -> Job:
+        for j in self.jobs:
+            if j.id == job_id:
+                return j
+        raise KeyError(job_id)
+
+    def jobs_of(self, *kinds: str) -> list[Job]:
+        return [j for j in self.jobs if j.kind in kinds]
+
+    def write(self, path: str | Path) -> None:
+        atomic_write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Plan":
+        return cls.model_validate(read_json(path))
+
+
+def topological(jobs: list[Job]) -> list[Job]:
+    """Jobs ordered so every job follows its dependencies; PlanError on a cycle or a missing dep."""
+    by_id = {j.id: j for j in jobs}
+    graph: dict[str, list[str]] = {}
+    for j in jobs:
+        for d in j.deps:
+            if d not in by_id:
+                raise PlanError(f"job {j.id} depends on {d}, which is not in the plan")
+        graph[j.id] = list(j.deps)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()  # only detects cycles
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(exc.args[1])
+        raise PlanError(f"the plan has a dependency cycle: {cycle}") from None
+    # stable: among jobs whose deps are met, keep creation order
+    done: set[str] = set()
+    out: list[Job] = []
+    pending = [j.id for j in jobs]
+    while pending:
+        for i, job_id in enumerate(pending):
+            if all(d in done for d in by_id[job_id].deps):
+                out.append(by_id[job_id])
+                done.add(job_id)
+                del pending[i]
+                break
+    return out

@@ -1,0 +1,135 @@
+"""The two extension points, strategies and mixing methods: one registry each, the only list of names.
+
+An entry carries its traits, and every module that needs a name or a trait (config validation,
+the plan, evaluation, generation, the comparison, the report) reads them here. Built-in entries
+are registered by their own modules, imported the first time a registry is read; a plugin module
+(named in the config's `plugins`, so worker processes import it too) registers more with one call:
+
+    hdee.strategies.register("my-strategy", MyStrategy, heterogeneous=True)
+    hdee.ensemble.methods.register_method("my-mix", score=my_mix)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from hdee.errors import EnsembleError, HdeeError, PlanError
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    """A strategy class and what the rest of hdee needs to know about it without running it."""
+
+    name: str
+    cls: type
+    needs_sizes: bool = False  # reads budget.sizes (tier -> size)
+    needs_steps: bool = False  # reads budget.steps (tier -> steps)
+    heterogeneous: bool = False  # counted as heterogeneous in the paper's win count
+    baseline: bool = False  # the homogeneous ensemble the others are compared against
+    single_model: bool = False  # one model, not an ensemble: reported apart from the ensembles
+    order: int = 100  # display order in tables (lower first; ties keep registration order)
+    describe: Callable[[dict[str, Any]], list[str]] | None = None  # lines for its recorded decision
+
+
+@dataclass(frozen=True)
+class MixingEntry:
+    """A mixing method: how it scores cached log-probs and how it samples, with its traits."""
+
+    name: str
+    # (lp [K, n, T], log_prior [K] or None, top_k) -> mixture log-probs [n, T], from cached scores
+    score: Callable[..., Any] | None = None
+    # (models, windows [n, T + 1], batch_size) -> [n, T]: for methods that need the experts' full
+    # distributions, so evaluation runs the models (product of experts)
+    score_models: Callable[..., Any] | None = None
+    # (dists [K, V], log_prior [K], seen [K], last [K] or None, top_k) -> (log-weights [K], mixture [V]);
+    # None: the method cannot generate
+    generate: Callable[..., Any] | None = None
+    needs_prior: bool = False  # uses the cached domain prior estimated on validation windows
+    oracle: bool = False  # looks at the scored data itself (a reference, never the default)
+
+    @property
+    def cached(self) -> bool:
+        """Computable from the cached true-token log-probs alone."""
+        return self.score is not None
+
+    @property
+    def can_generate(self) -> bool:
+        return self.generate is not None
+
+    @property
+    def candidate_default(self) -> bool:
+        """Whether the report may pick it as the best method (oracles and bounded subsets may not)."""
+        return self.cached and not self.oracle
+
+
+E = TypeVar("E", StrategyEntry, MixingEntry)
+
+
+class Registry(Generic[E]):
+    """Entries by name, in registration order; `builtins` is imported before the first read."""
+
+    def __init__(self, what: str, builtins: str, error: type[HdeeError]):
+        self.what = what
+        self._builtins = builtins
+        self._error = error
+        self._entries: dict[str, E] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            importlib.import_module(self._builtins)
+
+    def add(self, entry: E) -> E:
+        self._load()  # built-ins first, so they keep their place in the order
+        old = self._entries.get(entry.name)
+        if old is not None and _origin(old) != _origin(entry):
+            raise ValueError(f"{self.what} {entry.name!r} is registered twice")
+        self._entries[entry.name] = entry
+        return entry
+
+    def remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> E:
+        self._load()
+        if name not in self._entries:
+            raise self._error(f"unknown {self.what} {name!r}; known: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    def find(self, name: str) -> E | None:
+        self._load()
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        self._load()
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[E]:
+        self._load()
+        return iter(list(self._entries.values()))
+
+
+def _origin(entry: StrategyEntry | MixingEntry) -> tuple:
+    """Where an entry's code is defined: a module imported twice registers the same origin again."""
+    code = entry.cls if isinstance(entry, StrategyEntry) else (entry.score or entry.score_models)
+    return (getattr(code, "__module__", None), getattr(code, "__qualname__", None))
+
+
+STRATEGIES: Registry[StrategyEntry] = Registry("strategy", "hdee.strategies", PlanError)
+MIXING_METHODS: Registry[MixingEntry] = Registry("mixing method", "hdee.ensemble.methods", EnsembleError)
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the plugin modules a config names; they register strategies or mixing methods."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"cannot import plugin {name!r}: {exc}") from None
