@@ -27,11 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdee.config import MIXING_METHODS
 from hdee.ensemble.experts import load_model
-from hdee.ensemble.mixing import CACHED_METHODS, mix_cached, perplexity
+from hdee.ensemble.mixing import mix_cached, perplexity
 from hdee.ensemble.product import product_scores
 from hdee.ensemble.scoring import score_model
+from hdee.registry import MIXING_METHODS as REGISTERED
+
+MIXING_METHODS = REGISTERED.names()
+CACHED_METHODS = [m.name for m in REGISTERED if m.cached]
 
 VAL_WINDOWS = 4
 

@@ -184,11 +184,12 @@ def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def decision_rows(results: dict[str, Any]) -> dict[str, Any]:
-    """For strategies that decided from measurements (auto): the decision, predicted vs measured loss."""
+    """For strategies whose decision predicts each expert's loss (auto): predicted vs measured loss."""
     out = {}
     for name, ens in results["ensembles"].items():
         alloc = ens.get("meta", {}).get("decision")
-        if not alloc:
+        rows_in = alloc.get("experts") if isinstance(alloc, dict) else None
+        if not rows_in or not isinstance(rows_in, list) or not all(isinstance(e, dict) and "predicted_loss" in e for e in rows_in):
             continue
         measured = ens["meta"].get("measured_val_loss", {})
         rows = [

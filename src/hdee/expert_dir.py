@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hdee.fsutil import atomic_write_json
 
@@ -44,14 +44,14 @@ class ExpertRecord(BaseModel):
     size_name: str | None = None
     domain: str | None = None  # the single training domain, else None
     lineage: str | None = None
+    params: dict[str, int] = Field(default_factory=dict, description="parameter counts (total, non_embedding, ...)")
     iteration: int | None = None
     repeat: int | None = None
     steps: int | None = None
     tokens: int | None = None
-    flops: float | None = None
-    params: dict[str, int] = {}
+    flops: float | None = None  # budget convention
+    parent: ParentRef | None = Field(default=None, description="the expert it branched from")
     final_val_loss: float | None = None
-    parent: ParentRef | None = None
     model_sha256: str | None = None
     tokenizer_hash: str | None = None
 

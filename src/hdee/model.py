@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hdee.config import ModelFamily
+from hdee.config.sections import check_heads
 from hdee.errors import ConfigError
 
 
@@ -43,10 +44,7 @@ class SizeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> "SizeSpec":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if self.heads % self.kv_heads:
-            raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
+        check_heads(self.hidden, self.heads, self.kv_heads)
         return self
 
     @property

@@ -103,6 +103,14 @@ class DataConfig(Strict):
 # -------------------------------------------------------------------------- model
 
 
+def check_heads(hidden: int, heads: int, kv_heads: int | None) -> None:
+    """ValueError unless the attention heads split the hidden size (and the kv heads the heads)."""
+    if hidden % heads:
+        raise ValueError(f"hidden {hidden} is not divisible by heads {heads}")
+    if kv_heads and heads % kv_heads:
+        raise ValueError(f"heads {heads} is not divisible by kv_heads {kv_heads}")
+
+
 class ModelFamily(Strict):
     """A size family: same hidden size and depth, MLP width differs by size (paper: 3:4:5)."""
 
@@ -116,10 +124,7 @@ class ModelFamily(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> "ModelFamily":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if self.kv_heads and self.heads % self.kv_heads:
-            raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
+        check_heads(self.hidden, self.heads, self.kv_heads)
         if not self.intermediate:
             raise ValueError("model.intermediate must name at least one size")
         return self
