@@ -79,8 +79,12 @@ class Registry(Generic[E]):
 
     def _load(self) -> None:
         if not self._loaded:
-            self._loaded = True
-            importlib.import_module(self._builtins)
+            self._loaded = True  # first: the built-in modules register through `add`, which calls this
+            try:
+                importlib.import_module(self._builtins)
+            except BaseException:
+                self._loaded = False
+                raise
 
     def add(self, entry: E) -> E:
         self._load()  # built-ins first, so they keep their place in the order
