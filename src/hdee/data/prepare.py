@@ -30,8 +30,8 @@ from hdee.data.sources import DocumentSource, capped, default_max_bytes, open_so
 from hdee.data.split import SPLITS, split_for_role, split_of, splits_for_role
 from hdee.data.tokenizer import (
     eos_token,
+    load_tokenizer,
     pretrained_tokenizer,
-    read_tokenizer,
     save_tokenizer,
     serialized_hash,
     tokenizer_hash,
@@ -263,7 +263,7 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
 
     report("tokenizer", len(cfg.domains), total)
     tok_path = ensure_tokenizer(cfg, layout, sources, fingerprints)
-    tok = read_tokenizer(tok_path)
+    tok = load_tokenizer(tok_path)
     tok_hash = tokenizer_hash(tok_path)
     dtype = dtype_for_vocab(tok.get_vocab_size(), cfg.data.token_dtype)
 

@@ -85,7 +85,7 @@ def eos_token(tok: Tokenizer, where: str = "tokenizer") -> str:
     return name
 
 
-def read_tokenizer(path: str | Path) -> Tokenizer:
+def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer.json as a `tokenizers.Tokenizer`; one-line DataError when absent or unreadable."""
     path = Path(path)
     if not path.is_file():
@@ -98,7 +98,7 @@ def read_tokenizer(path: str | Path) -> Tokenizer:
 
 def vocab_size(path: str | Path) -> int:
     """Vocabulary size of a tokenizer.json (the models' embedding rows)."""
-    return read_tokenizer(path).get_vocab_size()
+    return load_tokenizer(path).get_vocab_size()
 
 
 def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
@@ -108,6 +108,6 @@ def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
     """
     from transformers import PreTrainedTokenizerFast
 
-    tok = read_tokenizer(path)
+    tok = load_tokenizer(path)
     eos = eos_token(tok, where=str(path)) if require_eos else find_eos_token(tok)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)
