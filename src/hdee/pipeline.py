@@ -27,8 +27,6 @@ from hdee.report import write_report
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
-#: sections a snapshot written before they existed lacks; absent counts as their default
-LATER_SECTIONS = {"plugins": []}
 
 
 def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = False) -> None:
@@ -42,10 +40,7 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
             old = None
         if not isinstance(old, dict):
             raise ConfigError(f"{path}: unreadable config snapshot; use --force to overwrite it")
-        differs = sorted(
-            k for k in set(old) | set(new)
-            if k not in RUNTIME_SECTIONS and old.get(k, LATER_SECTIONS.get(k)) != new.get(k, LATER_SECTIONS.get(k))
-        )
+        differs = sorted(k for k in set(old) | set(new) if k not in RUNTIME_SECTIONS and old.get(k) != new.get(k))
         if differs:
             raise ConfigError(
                 f"{layout.root} was made by a different config (differs in {', '.join(differs)}); "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from hdee.config.sections import (
     AutoConfig,
@@ -60,6 +60,15 @@ class ExperimentConfig(Strict):
     def _import_plugins(cls, modules: list[str]) -> list[str]:
         import_plugins(modules)
         return modules
+
+    @model_serializer(mode="wrap")
+    def _omit_no_plugins(self, handler):
+        # added after the first release: left out of dumps when empty, so config snapshots of
+        # existing runs still match
+        data = handler(self)
+        if isinstance(data, dict) and not self.plugins:
+            data.pop("plugins", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":
