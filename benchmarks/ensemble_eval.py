@@ -33,8 +33,8 @@ from hdee.ensemble.product import product_scores
 from hdee.ensemble.scoring import score_model
 from hdee.registry import MIXING_METHODS as REGISTERED
 
-MIXING_METHODS = REGISTERED.names()
-CACHED_METHODS = [m.name for m in REGISTERED if m.cached]
+MIXING_METHODS = REGISTERED.builtin_names()
+CACHED_METHODS = [name for name in MIXING_METHODS if REGISTERED.get(name).cached]
 
 VAL_WINDOWS = 4
 

@@ -51,7 +51,7 @@ def test_vocab_mismatch_and_missing_dirs(root, expert):
         Ensemble([])
 
 
-@pytest.mark.parametrize("method", MIXING_METHODS.names())
+@pytest.mark.parametrize("method", MIXING_METHODS.builtin_names())
 def test_one_expert_ensemble_equals_the_expert(expert, method):
     windows = random_windows(3, 7, seed=3)
     single = scoring.score_expert(expert, windows)
@@ -61,7 +61,7 @@ def test_one_expert_ensemble_equals_the_expert(expert, method):
     assert mixing.perplexity(got) == pytest.approx(mixing.perplexity(single), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", MIXING_METHODS.names())
+@pytest.mark.parametrize("method", MIXING_METHODS.builtin_names())
 def test_identical_experts_equal_the_expert(root, expert, method):
     twin = root / "twin"
     if not twin.exists():

@@ -72,20 +72,20 @@ def test_results_schema_and_counts(cfg, first_run):
     layout, _, res = first_run
     on_disk = json.loads(layout.results_json.read_text())
     assert on_disk == json.loads(json.dumps(res))
-    assert res["config"] == "tiny" and res["methods"] == MIXING_METHODS.names()
+    assert res["config"] == "tiny" and res["methods"] == MIXING_METHODS.builtin_names()
     assert [d["name"] for d in res["domains"]] == cfg.eval_domains
     assert all(d["tokens"] == 1024 for d in res["domains"])  # data.max_eval_tokens = 1024 = 32 windows x 32
     assert {d["name"]: (d["role"], d["tier"]) for d in res["domains"]}["py_tests"] == ("heldout", None)
     assert {d["name"]: d["tier"] for d in res["domains"]}["py_code"] == "easy"
     assert res["experts"]["a"]["meta"]["size"] == "S"
     for ens in res["ensembles"].values():
-        assert set(ens["ppl"]) == set(MIXING_METHODS.names())
+        assert set(ens["ppl"]) == set(MIXING_METHODS.builtin_names())
         assert all(set(per) == set(cfg.eval_domains) for per in ens["ppl"].values())
     assert res["ensembles"]["MHo-IHo"]["meta"] == {"strategy": "MHo-IHo"}
     assert res["ensembles"]["MHe-IHo"]["product_windows"] == cfg.eval.product_windows
-    assert res["default_method"] in MIXING_METHODS.names() and res["default_method"] not in ("best-expert", "product")
+    assert res["default_method"] in MIXING_METHODS.builtin_names() and res["default_method"] not in ("best-expert", "product")
     rows = list(csv.DictReader((layout.results_dir / "results.csv").open()))
-    assert len(rows) == 4 * 6 + 3 * len(MIXING_METHODS.names()) * 6
+    assert len(rows) == 4 * 6 + 3 * len(MIXING_METHODS.builtin_names()) * 6
 
 
 def test_one_expert_ensemble_equals_expert_for_every_method(first_run):
@@ -108,7 +108,7 @@ def test_numbers_follow_from_cached_scores(cfg, first_run):
         mixing.perplexity(mixing.prefix_posterior(lp, mixing.estimate_prior(val, cfg.eval.prior_alpha))), rel=1e-9)
     assert ens["ppl"]["best-expert"][d] == pytest.approx(min(res["experts"][e]["ppl"][d] for e in "abc"), rel=1e-9)
     assert res["experts"]["a"]["ppl"][d] == pytest.approx(mixing.perplexity(lp[0]), rel=1e-9)
-    assert len({round(v, 9) for v in (ens["ppl"][m][d] for m in MIXING_METHODS.names())}) >= 6
+    assert len({round(v, 9) for v in (ens["ppl"][m][d] for m in MIXING_METHODS.builtin_names())}) >= 6
 
 
 def test_rerun_reuses_cache_and_gives_same_numbers(cfg, experts, first_run, monkeypatch):

@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 SEQ = 8
 TOP_K = 2
-CACHED = [m.name for m in MIXING_METHODS if m.cached]
+CACHED = [name for name in MIXING_METHODS.builtin_names() if MIXING_METHODS.get(name).cached]
 ALPHA = 0.3
 
 

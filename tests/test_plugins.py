@@ -46,6 +46,7 @@ def _config(tmp_path: Path) -> Path:
     old = 'strategies = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "MHe-IHe", "dense"]'
     assert old in text
     text = f'plugins = ["{Path(__file__).stem}"]\n' + text.replace(old, f'strategies = ["MHo-IHo", "{STRATEGY}"]')
+    text = text.replace("[eval]\n", f'[eval]\nmethods = ["uniform", "prefix-posterior", "{METHOD}"]\n')
     path = tmp_path / "plugged.toml"
     path.write_text(text)
     return path
@@ -59,11 +60,13 @@ def _hdee(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_registering_is_one_call_and_the_traits_are_read():
+def test_registering_is_one_call_and_the_traits_are_read(tiny):
     entry = STRATEGIES.get(STRATEGY)
     assert entry.cls is FrontLoaded and entry.heterogeneous and not entry.needs_sizes
     method = MIXING_METHODS.get(METHOD)
     assert method.cached and not method.can_generate and method.candidate_default
+    # what a process has imported never changes a config's defaults: plugin methods are named
+    assert METHOD not in MIXING_METHODS.builtin_names() and METHOD not in tiny.eval.methods
 
 
 def test_config_without_the_plugin_refuses_its_names(tmp_path):
@@ -103,7 +106,7 @@ def test_hdee_run_with_a_plugin_strategy_and_mixing_method(tmp_path):
     assert res.returncode == 0, res.stderr
     results = json.loads((run_dir / "results/results.json").read_text())
     assert set(results["ensembles"]) == {"MHo-IHo", STRATEGY}
-    assert METHOD in results["methods"]  # the default eval methods are every registered one
+    assert results["methods"] == ["uniform", "prefix-posterior", METHOD]
     for ens in results["ensembles"].values():
         first = results["experts"][ens["experts"][0]]["ppl"]
         assert ens["ppl"][METHOD] == first  # the plugin's mixture is its first expert, exactly

@@ -75,6 +75,7 @@ class Registry(Generic[E]):
         self._builtins = builtins
         self._error = error
         self._entries: dict[str, E] = {}
+        self._builtin: list[str] = []
         self._loaded = False
 
     def _load(self) -> None:
@@ -86,16 +87,21 @@ class Registry(Generic[E]):
                 self._loaded = False
                 raise
 
-    def add(self, entry: E) -> E:
+    def add(self, entry: E, builtin: bool = False) -> E:
+        """Register `entry`; `builtin` marks hdee's own entries (see `builtin_names`)."""
         self._load()  # built-ins first, so they keep their place in the order
         old = self._entries.get(entry.name)
         if old is not None and _origin(old) != _origin(entry):
             raise ValueError(f"{self.what} {entry.name!r} is registered twice")
         self._entries[entry.name] = entry
+        if builtin and entry.name not in self._builtin:
+            self._builtin.append(entry.name)
         return entry
 
     def remove(self, name: str) -> None:
         self._entries.pop(name, None)
+        if name in self._builtin:
+            self._builtin.remove(name)
 
     def get(self, name: str) -> E:
         self._load()
@@ -110,6 +116,12 @@ class Registry(Generic[E]):
     def names(self) -> list[str]:
         self._load()
         return list(self._entries)
+
+    def builtin_names(self) -> list[str]:
+        """The names hdee itself registers, in order (a default must not depend on which plugins a
+        process happens to have imported)."""
+        self._load()
+        return list(self._builtin)
 
     def __contains__(self, name: object) -> bool:
         self._load()

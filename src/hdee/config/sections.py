@@ -227,7 +227,9 @@ class AutoConfig(Strict):
 
 
 class EvalConfig(Strict):
-    methods: list[str] = Field(default_factory=MIXING_METHODS.names, description="default: every registered method")
+    methods: list[str] = Field(
+        default_factory=MIXING_METHODS.builtin_names, description="default: the built-in methods; a plugin's are named here"
+    )
     max_tokens: int | None = Field(default=None, gt=0, description="per domain and split")
     batch_size: int = Field(default=8, gt=0)
     prior_sequences: int = Field(default=100, gt=0)

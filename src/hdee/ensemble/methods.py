@@ -32,10 +32,11 @@ def register_method(
     if (score is None) == (score_models is None):
         raise ValueError(f"mixing method {name!r} needs exactly one of score or score_models")
     entry = MixingEntry(name, score=score, score_models=score_models, generate=generate, needs_prior=needs_prior, oracle=oracle)
-    return MIXING_METHODS.add(entry)
+    return MIXING_METHODS.add(entry, builtin=_registering_builtins)
 
 
-# the built-ins, in the order results and reports list them
+# the built-ins, in the order results and reports list them; `eval.methods` defaults to them
+_registering_builtins = True
 register_method("uniform", score=lambda lp, log_prior, top_k: mixing.uniform(lp), generate=gen.weighted(gen.uniform_weights))
 register_method(
     "prefix-posterior", score=lambda lp, log_prior, top_k: mixing.prefix_posterior(lp), generate=gen.weighted(gen.prefix_weights)
@@ -64,3 +65,4 @@ register_method(
 )
 register_method("best-expert", score=lambda lp, log_prior, top_k: mixing.best_expert(lp), oracle=True)
 register_method("product", score_models=product_scores, generate=gen.product_step)
+_registering_builtins = False

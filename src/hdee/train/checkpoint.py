@@ -192,8 +192,8 @@ def verify_expert(expert_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{record_path}: not found; {expert_dir} is not a finished expert")
     try:
         record = load_record(expert_dir)
-    except ValueError as exc:
-        raise CheckpointError(f"{record_path}: not a valid record ({exc})") from None
+    except ValueError:
+        raise CheckpointError(f"{record_path}: not valid JSON, or not an expert record") from None
     weights = expert_dir / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
