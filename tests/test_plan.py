@@ -75,13 +75,18 @@ def test_dag_is_topological_and_branches_follow_lineages(paper_plan):
             assert paper_plan.job(j.parent).kind == "seed"
 
 
-def test_scores_cover_every_final_expert_and_eval_domain(paper, paper_plan):
+def test_scores_cover_every_expert_of_both_ensembles_on_every_eval_domain(paper, paper_plan):
     scores = paper_plan.jobs_of("score")
     pairs = {(j.expert, j.domain) for j in scores}
     assert pairs == {(e, d) for e in paper_plan.experts for d in paper.eval_domains}
-    # 3 + 2 + 2 + 3 final experts + dense (moderate M@400 shared), plus the S/M/L seed models
-    assert len(paper_plan.experts) == 14
+    # every trained expert, not only the final ones: MHo-IHo's 9 (M@400), MHo-IHe's own 2 in
+    # iteration 3, MHe-IHo's 6 S and L, MHe-IHe's own 3 in iteration 3, dense; plus 3 seed models
+    assert len(paper_plan.experts) == 9 + 2 + 6 + 3 + 1 + 3
     assert {paper_plan.job(e).kind for e in paper_plan.experts} == {"train", "dense", "seed"}
+    for ens in paper_plan.ensembles.values():
+        assert ens.experts == ens.members["final"]  # the config's ensemble = "final"
+        assert set(ens.members["final"]) <= set(ens.members["all"]) <= set(paper_plan.experts)
+    assert len(paper_plan.ensembles["MHe-IHe"].members["all"]) == 9
 
 
 def test_ids_are_stable_and_repeat_reseeds_the_domain_phase_only(paper, paper_plan):
@@ -104,9 +109,13 @@ def test_changing_the_schedule_changes_train_ids_not_seed_ids(paper, paper_plan)
 
 
 def test_ensemble_all_keeps_every_expert(tiny):
-    plan = build_plan(tiny.model_copy(update={"ensemble": "all"}), 512)
-    assert len(plan.ensembles["MHo-IHo"].experts) == 4
-    assert len(build_plan(tiny, 512).ensembles["MHo-IHo"].experts) == 2
+    forest = build_plan(tiny.model_copy(update={"ensemble": "all"}), 512)
+    final = build_plan(tiny, 512)
+    assert len(forest.ensembles["MHo-IHo"].experts) == 4
+    assert len(final.ensembles["MHo-IHo"].experts) == 2
+    # the same experts are trained and scored either way; only the main ensemble differs
+    assert forest.ensembles["MHo-IHo"].members == final.ensembles["MHo-IHo"].members
+    assert {j.id for j in forest.jobs} == {j.id for j in final.jobs}
 
 
 def test_plan_json_round_trip(tmp_path, tiny):

@@ -1,27 +1,42 @@
-"""FLOP accounting of the domain phase, in the budget convention (6 x non-embedding params x tokens).
+"""FLOP accounting of the domain phase, in either of two conventions (`budget.flops`).
 
-The plan charges every job with these numbers and the strategies aim at them; both sit above
-this module.
+* ``paper``: 6 x non-embedding parameters per trained token (`hdee.model.flops_per_token`), as in
+  the HDEE paper; it reproduces the paper's 5.61e17 domain-phase budget.
+* ``hardware``: every matmul of a training step, LM head and causal attention included
+  (`hdee.model.flops_per_token_full`). The head and attention cost the same at every size of a
+  family, so the paper's count makes small models look cheaper than they are when size is
+  traded for steps.
+
+The config's convention (`budget.flops`) is the one budgets are matched in; the plan records
+both counts for every job and strategy. The plan charges every job with these numbers and the
+strategies aim at them; both sit above this module.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from hdee.config import ExperimentConfig
 
+FlopConvention = Literal["paper", "hardware"]
+CONVENTIONS: tuple[FlopConvention, ...] = ("paper", "hardware")
 
-def size_flops_per_step(cfg: ExperimentConfig, vocab: int, size: str) -> float:
-    """Budget FLOPs of one optimizer step of `size` (6 x non-embedding params x batch tokens)."""
-    from hdee.model import SizeSpec, flops_per_token  # torch and transformers: only once FLOPs are counted
+
+def size_flops_per_step(cfg: ExperimentConfig, vocab: int, size: str, convention: FlopConvention | None = None) -> float:
+    """FLOPs of one optimizer step of `size` (per-token FLOPs x batch tokens), in `convention`
+    (default: the config's `budget.flops`)."""
+    from hdee.model import SizeSpec, flops_per_token, flops_per_token_full  # torch and transformers: only once FLOPs are counted
 
     spec = SizeSpec.from_family(cfg.model, size, vocab, cfg.data.seq_len)
-    return flops_per_token(spec) * cfg.train.batch_tokens
+    per_token = flops_per_token(spec) if (convention or cfg.budget.flops) == "paper" else flops_per_token_full(spec)
+    return per_token * cfg.train.batch_tokens
 
 
-def expert_flops(cfg: ExperimentConfig, vocab: int, size: str, steps: int) -> float:
-    return size_flops_per_step(cfg, vocab, size) * steps
+def expert_flops(cfg: ExperimentConfig, vocab: int, size: str, steps: int, convention: FlopConvention | None = None) -> float:
+    return size_flops_per_step(cfg, vocab, size, convention) * steps
 
 
-def budget_flops(cfg: ExperimentConfig, vocab: int) -> float:
+def budget_flops(cfg: ExperimentConfig, vocab: int, convention: FlopConvention | None = None) -> float:
     """The domain-phase budget: every (lineage, iteration) at the baseline size and steps."""
     rule = cfg.budget.baseline
-    return len(cfg.lineages) * cfg.iterations * expert_flops(cfg, vocab, rule.size, rule.steps)
+    return len(cfg.lineages) * cfg.iterations * expert_flops(cfg, vocab, rule.size, rule.steps, convention)

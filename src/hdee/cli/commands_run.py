@@ -38,30 +38,53 @@ def _jobs_table(plan: Plan) -> Table:
     return t
 
 
+def _flops_cell(flops: float, budget: float | None) -> str:
+    return f"{flops:.3e}" + (f" ({flops / budget - 1:+.2%})" if budget else "")
+
+
 def _totals_table(plan: Plan) -> Table:
+    """Per strategy: its seeds, each iteration's FLOPs (the plan's count) and its domain phase in
+    both FLOP counts against the baseline's (the plan's count is the one budgets are matched in)."""
     iterations = sorted({k for e in plan.ensembles.values() for k in e.iteration_flops}, key=int)
-    t = Table(title=f"per-strategy compute (domain-phase budget {plan.budget_flops:.3e} FLOPs)", header_style="bold")
+    conventions = sorted(plan.budget_by, key=lambda c: c != plan.flops_convention)
+    t = Table(
+        title=f"per-strategy compute (domain-phase budget {plan.budget_flops:.3e} FLOPs, {plan.flops_convention} count)",
+        header_style="bold",
+    )
     t.add_column("strategy")
     t.add_column("ensemble")
     t.add_column("seeds (one per size)")
-    t.add_column("seed FLOPs", justify="right")
+    for c in conventions:
+        t.add_column(f"seed FLOPs ({c})", justify="right")
     for k in iterations:
         t.add_column(f"iter {k} FLOPs", justify="right")
-    t.add_column("domain FLOPs", justify="right")
-    t.add_column("vs budget", justify="right")
+    for c in conventions:
+        t.add_column(f"domain FLOPs ({c}{', budget' if c == plan.flops_convention else ''}) vs baseline", justify="right")
     for name, e in plan.ensembles.items():
+        seeds = [_flops_cell(e.flops_by[c]["seed"], None) if c in e.flops_by else "-" for c in conventions]
         if e.pending:
-            t.add_row(name, "pending (pilots first)", ", ".join(e.sizes_needed), f"{e.seed_flops:.3e}",
-                      *["-"] * len(iterations), f"{e.domain_flops:.3e}", "-")
+            domain = [_flops_cell(e.flops_by[c]["domain"], None) + " + ?" if c in e.flops_by else "-" for c in conventions]
+            t.add_row(name, "pending (pilots first)", ", ".join(e.sizes_needed), *seeds, *["-"] * len(iterations), *domain)
             continue
         order = list(e.sizes_needed)
         sizes = sorted({str(plan.job(x).size) for x in e.experts}, key=lambda s: order.index(s) if s in order else 99)
         steps = sorted({plan.job(x).steps for x in e.experts})
         desc = f"{len(e.experts)} x {'/'.join(sizes)} @ {'/'.join(map(str, steps))} steps"
         iters = [f"{e.iteration_flops[k]:.3e}" if k in e.iteration_flops else "-" for k in iterations]
-        t.add_row(name, desc, ", ".join(e.sizes_needed), f"{e.seed_flops:.3e}", *iters, f"{e.domain_flops:.3e}",
-                  f"{e.domain_flops / plan.budget_flops - 1:+.2%}")
+        domain = [_flops_cell(e.flops_by[c]["domain"], plan.budget_by[c]) if c in e.flops_by else "-" for c in conventions]
+        t.add_row(name, desc, ", ".join(e.sizes_needed), *seeds, *iters, *domain)
     return t
+
+
+def _pilots_line(plan: Plan, strategy: str) -> str:
+    """What a pending strategy's pilots cost (its decision follows once they ran)."""
+    pilots = [j for j in plan.jobs_of("pilot") if strategy in j.used_by]
+    counts: dict[int, int] = {}
+    for j in pilots:
+        counts[int(j.steps or 0)] = counts.get(int(j.steps or 0), 0) + 1
+    runs = ", ".join(f"{n} x {steps} step{'s' if steps != 1 else ''}" for steps, n in sorted(counts.items(), reverse=True))
+    share = sum(j.flops for j in pilots) / plan.budget_flops
+    return f"{strategy}: pending until its {len(pilots)} pilot jobs ran ({runs}; {share:.2%} of the budget)"
 
 
 @app.command("plan")
@@ -82,14 +105,17 @@ def plan_cmd(
     console.print(_jobs_table(plan))
     console.print(_totals_table(plan))
     console.print(
-        f"vocab {v:,} from {source}. FLOPs = 6 x non-embedding params x tokens (the budget convention). "
-        "Seed compute is shown apart from the domain phase: a strategy with experts of several sizes needs one seed "
-        "model per size."
+        f"vocab {v:,} from {source}. FLOPs: paper = 6 x non-embedding params x tokens (the HDEE paper's count); "
+        "hardware = every matmul of a training step, LM head and causal attention included. Budgets are matched in "
+        f"the {plan.flops_convention} count (budget.flops), which the job and iteration columns show. Seed compute is "
+        "shown apart from the domain phase: a strategy with experts of several sizes needs one seed model per size."
     )
     for name, e in plan.ensembles.items():
         describe = STRATEGIES.get(name).describe
         if e.decision and describe is not None:
             console.print("\n".join(describe(e.decision)), highlight=False)
+        elif e.pending:
+            console.print(_pilots_line(plan, name), highlight=False)
     if json_out:
         plan.write(json_out)
 

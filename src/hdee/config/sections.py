@@ -205,6 +205,11 @@ class BudgetConfig(Strict):
     steps: dict[str, int] = Field(default_factory=dict, description="tier -> steps (IHe)")
     vary_steps_in: Literal["last", "all"] = "last"
     tolerance: float = Field(default=0.01, gt=0)
+    flops: Literal["paper", "hardware"] = Field(
+        default="hardware",
+        description="the FLOP count budgets are matched in: paper = 6 x non-embedding params per token; "
+        "hardware = every matmul, LM head and causal attention included (hdee.budget)",
+    )
     schedule: Schedule = Schedule(lr=1e-3, min_lr=1e-4, warmup=0.05)
 
 
@@ -230,9 +235,17 @@ class EvalConfig(Strict):
     methods: list[str] = Field(
         default_factory=MIXING_METHODS.builtin_names, description="default: the built-in methods; a plugin's are named here"
     )
+    method: str | None = Field(
+        default=None,
+        description="the main table's mixing method, fixed beforehand; default: chosen on validation windows "
+        "disjoint from the prior's (lowest mean log-perplexity)",
+    )
     max_tokens: int | None = Field(default=None, gt=0, description="per domain and split")
     batch_size: int = Field(default=8, gt=0)
-    prior_sequences: int = Field(default=100, gt=0)
+    prior_sequences: int = Field(default=100, gt=0, description="val windows the cached prior is estimated on (the first ones)")
+    select_sequences: int = Field(
+        default=32, gt=0, description="val windows after the prior's that choose the main table's method"
+    )
     prior_alpha: float = Field(default=0.3, gt=0, le=1)
     top_k: int = Field(default=2, gt=0)
     product_windows: int = Field(default=8, gt=0)
@@ -242,6 +255,13 @@ class EvalConfig(Strict):
         unknown = [m for m in self.methods if m not in MIXING_METHODS]
         if unknown:
             raise ValueError(f"unknown mixing method {unknown[0]!r}; known: {', '.join(MIXING_METHODS.names())}")
+        if self.method is not None:
+            if self.method not in self.methods:
+                raise ValueError(f"eval.method {self.method!r} is not in eval.methods")
+            if not MIXING_METHODS.get(self.method).candidate_default:
+                raise ValueError(
+                    f"eval.method {self.method!r} cannot be the main method: it is a test-set oracle or scored on a subset of windows"
+                )
         return self
 
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-from hdee.budget import budget_flops, expert_flops, size_flops_per_step
+from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_step
 from hdee.config import ExperimentConfig, check_lineages
 from hdee.errors import PlanError
 from hdee.layout import RunLayout
@@ -44,6 +44,9 @@ class _Builder:
             job.used_by.append(used_by)
         return job
 
+    def _flops_by(self, size: str, steps: int) -> dict[str, float]:
+        return {c: expert_flops(self.cfg, self.vocab, size, steps, c) for c in CONVENTIONS}
+
     def _family(self, size: str) -> dict:
         fam = _section(self.cfg, "model")
         fam["intermediate"] = fam["intermediate"][size]
@@ -67,6 +70,7 @@ class _Builder:
             steps=steps,
             tokens=steps * cfg.train.batch_tokens,
             flops=steps * per_step,
+            flops_by=self._flops_by(size, steps),
             domains=doms,
             weights=[1.0 / len(doms)] * len(doms),
             seed=cfg.seed,
@@ -84,6 +88,7 @@ class _Builder:
             steps=steps,
             tokens=steps * cfg.train.batch_tokens,
             flops=expert_flops(cfg, self.vocab, size, steps),
+            flops_by=self._flops_by(size, steps),
             domains=domains,
             weights=[1.0 / len(domains)] * len(domains),
             parent=parent.id,
@@ -158,13 +163,14 @@ def build_plan(
             continue
         trained = _expert_jobs(b, name, assignment.experts)
         model_jobs.extend(trained)
-        final = _final_experts(cfg, trained)
-        ensembles[name] = EnsemblePlan(experts=[j.id for j in final], decision=assignment.decision)
+        kinds = {"final": [j.id for j in _final_experts(trained)], "all": [j.id for j in trained]}
+        ensembles[name] = EnsemblePlan(experts=kinds[cfg.ensemble], members=kinds, decision=assignment.decision)
         members[name] = model_jobs
 
     experts: dict[str, str] = {}
     for name, ens in ensembles.items():
-        for expert_id in ens.experts:
+        # every expert of both kinds, so the final ensemble and the forest compare the same experts
+        for expert_id in dict.fromkeys(e for kind in ens.members.values() for e in kind):
             experts[expert_id] = RunLayout.expert_rel(expert_id)
             for dom in cfg.eval_domains:
                 b.score(b.jobs[expert_id], dom, name)
@@ -180,6 +186,10 @@ def build_plan(
         ens.sizes_needed = sizes
         ens.seed_flops = sum(j.flops for j in seed_jobs)
         ens.domain_flops = sum(j.flops for j in members[name])
+        ens.flops_by = {
+            c: {"seed": sum(j.flops_by[c] for j in seed_jobs), "domain": sum(j.flops_by[c] for j in members[name])}
+            for c in CONVENTIONS
+        }
         for j in members[name]:
             if j.kind == "train" and j.iteration is not None:
                 key = str(j.iteration)
@@ -192,14 +202,17 @@ def build_plan(
         off = ens.domain_flops / budget - 1.0
         if abs(off) > cfg.budget.tolerance:
             raise PlanError(
-                f"strategy {name!r} spends {ens.domain_flops:.3e} domain-phase FLOPs, {off:+.1%} off the baseline's "
-                f"{budget:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); the budget cannot be matched"
+                f"strategy {name!r} spends {ens.domain_flops:.3e} domain-phase FLOPs ({cfg.budget.flops} count), "
+                f"{off:+.1%} off the baseline's {budget:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); "
+                "the budget cannot be matched"
             )
     return Plan(
         config_name=cfg.name,
         repeat=repeat,
         vocab=vocab,
+        flops_convention=cfg.budget.flops,
         budget_flops=budget,
+        budget_by={c: budget_flops(cfg, vocab, c) for c in CONVENTIONS},
         jobs=topological(list(b.jobs.values())),
         ensembles=ensembles,
         experts=experts,
@@ -247,9 +260,8 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
     return out
 
 
-def _final_experts(cfg: ExperimentConfig, jobs: list[Job]) -> list[Job]:
-    if cfg.ensemble == "all":
-        return jobs
+def _final_experts(jobs: list[Job]) -> list[Job]:
+    """Each lineage's last expert (the paper's ensemble)."""
     last: dict[str, Job] = {}
     for job in jobs:
         if job.lineage not in last or job.iteration > last[job.lineage].iteration:

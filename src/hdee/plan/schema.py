@@ -29,7 +29,8 @@ class Job(BaseModel):
     size: str | None = None
     steps: int | None = None
     tokens: int | None = None
-    flops: float = 0.0
+    flops: float = 0.0  # in the plan's FLOP convention (Plan.flops_convention)
+    flops_by: dict[str, float] = {}  # in every convention (hdee.budget.CONVENTIONS)
     domains: list[str] = []
     weights: list[float] = []
     parent: str | None = None
@@ -45,9 +46,13 @@ class Job(BaseModel):
 class EnsemblePlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    experts: list[str] = []
-    seed_flops: float = 0.0
+    experts: list[str] = []  # the config's ensemble (`ensemble`: final or all)
+    # both kinds from the same experts: "final" (the paper's: each lineage's last expert) and
+    # "all" (BTM's forest: every expert the strategy trained)
+    members: dict[str, list[str]] = {}
+    seed_flops: float = 0.0  # in the plan's convention, like domain_flops and iteration_flops
     domain_flops: float = 0.0
+    flops_by: dict[str, dict[str, float]] = {}  # {convention: {"seed": .., "domain": ..}}
     sizes_needed: list[str] = []
     iteration_flops: dict[str, float] = {}
     pending: bool = False
@@ -60,7 +65,9 @@ class Plan(BaseModel):
     config_name: str
     repeat: int = 0
     vocab: int
+    flops_convention: str = "paper"  # what budget_flops, Job.flops and the equal-budget check count
     budget_flops: float
+    budget_by: dict[str, float] = {}  # the baseline's domain phase in every convention
     jobs: list[Job]
     ensembles: dict[str, EnsemblePlan]
     experts: dict[str, str]

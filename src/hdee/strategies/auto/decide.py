@@ -25,6 +25,7 @@ class AutoDecision:
     """Everything the allocation used and chose; `to_dict()` is what reports show."""
 
     objective: str
+    flops_convention: str  # the count budget_flops and every FLOP figure here are in (budget.flops)
     budget_flops: float
     pilot_flops: float
     allocation: Allocation
@@ -42,6 +43,7 @@ class AutoDecision:
         return {
             "strategy": "auto",
             "objective": self.objective,
+            "flops_convention": self.flops_convention,
             "budget_flops": self.budget_flops,
             "pilot_flops": self.pilot_flops,
             "expert_flops": self.allocation.flops,
@@ -128,6 +130,7 @@ def decide(cfg: ExperimentConfig, vocab: int, pilot_outputs: Mapping[str, str | 
             })
     return AutoDecision(
         objective=cfg.auto.objective,
+        flops_convention=cfg.budget.flops,
         budget_flops=budget,
         pilot_flops=pilot_flops,
         allocation=alloc,
@@ -141,10 +144,20 @@ def decide(cfg: ExperimentConfig, vocab: int, pilot_outputs: Mapping[str, str | 
 
 def describe(decision: Mapping[str, Any]) -> list[str]:
     """Human-readable lines of a decision dict (for `hdee plan` and reports)."""
+    budget = decision["budget_flops"]
     lines = [
         f"auto ({decision['objective']}): pilots {decision['pilot_flops']:.3e} + experts {decision['expert_flops']:.3e} "
-        f"= {decision['total_flops']:.3e} FLOPs ({decision['off_budget']:+.2%} vs budget {decision['budget_flops']:.3e})"
+        f"= {decision['total_flops']:.3e} FLOPs ({decision['off_budget']:+.2%} vs budget {budget:.3e}, "
+        f"{decision.get('flops_convention', 'paper')} count)"
     ]
+    pilots = decision.get("pilots", [])
+    measuring = sorted({p["steps"] for p in pilots if not p["name"].startswith("anchor-")})
+    anchors = [p for p in pilots if p["name"].startswith("anchor-")]
+    if pilots:
+        lines.append(
+            f"  pilots: {'/'.join(map(str, measuring))} steps per domain ({len(pilots) - len(anchors)} runs)"
+            + (f"; {len(anchors)} one-step anchors cost {sum(p['flops'] for p in anchors) / budget:.2%} of the budget" if anchors else "")
+        )
     for e in decision["experts"]:
         lines.append(
             f"  {e['lineage']} i{e['iteration']} {e['domain']}: {e['size']} x {e['steps']} steps, "
