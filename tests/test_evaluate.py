@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from hdee.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Reader:
@@ -83,7 +85,12 @@ def test_results_schema_and_counts(cfg, first_run):
         assert all(set(per) == set(cfg.eval_domains) for per in ens["ppl"].values())
     assert res["ensembles"]["MHo-IHo"]["meta"] == {"strategy": "MHo-IHo"}
     assert res["ensembles"]["MHe-IHo"]["product_windows"] == cfg.eval.product_windows
-    assert res["default_method"] in MIXING_METHODS.builtin_names() and res["default_method"] not in ("best-expert", "product")
+    choice = res["method_choice"]
+    assert choice["chosen_on"] == "val" and choice["method"] not in ("best-expert", "product")
+    assert res["ensemble"] == "final" and "alt" not in res  # no other kind was asked for
+    for ens in res["ensembles"].values():  # the chosen method's loss per test window, for the statistics
+        assert set(ens["window_nll"]) == set(MIXING_METHODS.builtin_names()) - {"product"}
+        assert all(len(ens["window_nll"]["uniform"][d["name"]]) == d["windows"] == 32 for d in res["domains"])
     rows = list(csv.DictReader((layout.results_dir / "results.csv").open()))
     assert len(rows) == 4 * 6 + 3 * len(MIXING_METHODS.builtin_names()) * 6
 
@@ -101,14 +108,103 @@ def test_numbers_follow_from_cached_scores(cfg, first_run):
     d = "py_license"
     lp = np.stack([np.load(layout.score_path(e, d, "test")) for e in ("a", "b", "c")])
     val = np.stack([np.load(layout.score_path(e, d, "val")) for e in ("a", "b", "c")])
-    assert val.shape == (3, cfg.eval.prior_sequences, 32)
+    assert val.shape == (3, 32, 32)  # the prior's 4 windows, then 28 to choose the method on (1,024 val tokens)
+    prior = val[:, : cfg.eval.prior_sequences]
     ens = res["ensembles"]["MHe-IHo"]
     assert ens["ppl"]["uniform"][d] == pytest.approx(mixing.perplexity(mixing.uniform(lp)), rel=1e-9)
     assert ens["ppl"]["cached-prior"][d] == pytest.approx(
-        mixing.perplexity(mixing.prefix_posterior(lp, mixing.estimate_prior(val, cfg.eval.prior_alpha))), rel=1e-9)
+        mixing.perplexity(mixing.prefix_posterior(lp, mixing.estimate_prior(prior, cfg.eval.prior_alpha))), rel=1e-9)
+    assert ens["val_ppl"]["cached-prior"][d] == pytest.approx(
+        mixing.perplexity(mixing.prefix_posterior(val[:, 4:], mixing.estimate_prior(prior, cfg.eval.prior_alpha))), rel=1e-9)
+    assert ens["select_windows"][d] == 28
+    method = res["method_choice"]["method"]
+    per_window = ens["window_nll"][method][d]
+    assert math.exp(sum(per_window) / len(per_window)) == pytest.approx(ens["ppl"][method][d], rel=1e-9)
     assert ens["ppl"]["best-expert"][d] == pytest.approx(min(res["experts"][e]["ppl"][d] for e in "abc"), rel=1e-9)
     assert res["experts"]["a"]["ppl"][d] == pytest.approx(mixing.perplexity(lp[0]), rel=1e-9)
     assert len({round(v, 9) for v in (ens["ppl"][m][d] for m in MIXING_METHODS.builtin_names())}) >= 6
+
+
+def test_method_is_chosen_on_validation_windows_after_the_priors(cfg, first_run):
+    """The main method has the lowest mean log-perplexity on the val windows the prior did not see,
+    over the ensembles of several experts; the test split plays no part."""
+    layout, _, res = first_run
+    multi = [n for n, e in res["ensembles"].items() if len(e["experts"]) > 1]
+    means = {}
+    for m in ("uniform", "prefix-posterior", "prevtoken-posterior", "cached-prior", "cached-prior-prevtoken", "top-k"):
+        logs = []
+        for name in multi:
+            ids = res["ensembles"][name]["experts"]
+            for d in cfg.eval_domains:
+                val = np.stack([np.load(layout.score_path(e, d, "val")) for e in ids])
+                mixed = mixing.mix_cached(m, val[:, 4:], val[:, :4], top_k_experts=cfg.eval.top_k, prior_alpha=cfg.eval.prior_alpha)
+                logs.append(math.log(mixing.perplexity(mixed)))
+        means[m] = sum(logs) / len(logs)
+    choice = res["method_choice"]
+    assert choice["val_mean_log_ppl"] == pytest.approx(means, rel=1e-9)
+    assert choice == {"method": min(means, key=means.get), "chosen_on": "val", "val_mean_log_ppl": choice["val_mean_log_ppl"]}
+
+
+def test_choice_ignores_the_test_split_and_the_priors_windows(cfg, experts, tmp_path):
+    reader = Reader(cfg.eval_domains)
+    layout = RunLayout(tmp_path)
+    spec = {"MHe-IHo": ENSEMBLES["MHe-IHo"]}
+    base = evaluate(cfg, layout, experts, spec, reader)
+    for d in cfg.eval_domains:  # another test split everywhere: other test numbers, the same choice
+        reader.tokens[(d, "test")] = np.random.default_rng(7).integers(0, 256, size=2000)
+    poisoned = evaluate(cfg, layout, experts, spec, reader)
+    assert poisoned["ensembles"]["MHe-IHo"]["ppl"] != base["ensembles"]["MHe-IHo"]["ppl"]
+    assert poisoned["method_choice"] == base["method_choice"]
+    d = "py_code"  # tokens after the prior's 4 windows of 33 (which share one boundary token) move the choice's numbers only
+    val = reader.tokens[(d, "val")].copy()
+    val[4 * 32 + 1 :] = np.random.default_rng(8).integers(0, 256, size=len(val) - 4 * 32 - 1)
+    reader.tokens[(d, "val")] = val
+    moved = evaluate(cfg, layout, experts, spec, reader)
+    assert moved["ensembles"]["MHe-IHo"]["priors"] == base["ensembles"]["MHe-IHo"]["priors"]
+    assert moved["ensembles"]["MHe-IHo"]["val_ppl"]["uniform"][d] != base["ensembles"]["MHe-IHo"]["val_ppl"]["uniform"][d]
+
+
+def test_choose_method_uses_validation_never_test_numbers():
+    from hdee.method_choice import choose_method
+
+    # on test, cached-prior would win; on the selection windows uniform does: uniform is chosen
+    val = {"e": {"uniform": {"x": 10.0, "y": 20.0}, "cached-prior": {"x": 11.0, "y": 21.0}, "best-expert": {"x": 1.0}}}
+    choice = choose_method(val, ["uniform", "cached-prior", "best-expert", "product"])
+    assert choice["method"] == "uniform" and choice["chosen_on"] == "val"
+    assert set(choice["val_mean_log_ppl"]) == {"uniform", "cached-prior"}  # never an oracle or a subset method
+    fixed = choose_method(val, ["uniform", "cached-prior"], fixed="cached-prior")
+    assert fixed["method"] == "cached-prior" and fixed["chosen_on"] == "config"
+    with pytest.raises(EnsembleError, match="no validation windows after the prior's .* eval.method"):
+        choose_method({"e": {"uniform": {}}}, ["uniform"])
+
+
+def test_fixed_method_is_recorded_as_chosen_in_the_config(cfg, experts, tmp_path):
+    fixed = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"method": "prevtoken-posterior"})})
+    res = evaluate(fixed, RunLayout(tmp_path), experts, {"MHe-IHo": ENSEMBLES["MHe-IHo"]}, Reader(cfg.eval_domains))
+    assert res["method_choice"]["method"] == "prevtoken-posterior" and res["method_choice"]["chosen_on"] == "config"
+
+
+@pytest.mark.parametrize("method", ["best-expert", "product"])
+def test_config_refuses_an_oracle_or_subset_method_as_the_main_one(tmp_path, method):
+    from hdee.errors import ConfigError
+
+    text = (ROOT / "configs/tiny.toml").read_text().replace("[eval]\n", f'[eval]\nmethod = "{method}"\n')
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError, match=f"c.toml: eval: eval.method '{method}' cannot be the main method"):
+        load_config(tmp_path / "c.toml")
+
+
+def test_both_ensemble_kinds_from_the_same_experts(cfg, experts, first_run):
+    layout, reader, _ = first_run
+    final = {"MHo-IHo": EnsembleSpec(["b"]), "dense": EnsembleSpec(["dense"])}
+    forest = {"MHo-IHo": EnsembleSpec(["a", "b"]), "dense": EnsembleSpec(["dense"])}
+    res = evaluate(cfg, layout, experts, final, reader, alt=forest)
+    assert res["ensemble"] == "final" and res["alt"]["ensemble"] == "all"
+    assert res["alt"]["ensembles"]["MHo-IHo"]["experts"] == ["a", "b"]
+    assert res["alt"]["method_choice"]["chosen_on"] == "val"
+    assert res["ensembles"]["dense"]["ppl"] == res["alt"]["ensembles"]["dense"]["ppl"]
+    rows = list(csv.DictReader((layout.results_dir / "results.csv").open()))
+    assert {r["kind"] for r in rows} == {"expert", "ensemble:final", "ensemble:all"}
 
 
 def test_rerun_reuses_cache_and_gives_same_numbers(cfg, experts, first_run, monkeypatch):
@@ -170,7 +266,8 @@ def test_cli_eval_reads_plan(cfg, experts, tmp_path, monkeypatch):
     assert set(out["ensembles"]) == {"pair", "dense"}
     # the same metadata the pipeline records, the strategy's decision included (the report shows it)
     assert out["ensembles"]["pair"]["meta"] == {
-        "seed_flops": 0.0, "domain_flops": 0.0, "sizes_needed": [], "repeat": 0, "decision": decision, "measured_val_loss": {},
+        "seed_flops": 0.0, "domain_flops": 0.0, "flops_convention": "paper", "flops_by": {}, "sizes_needed": [], "repeat": 0,
+        "decision": decision, "measured_val_loss": {},
     }
     assert "decision" not in out["ensembles"]["dense"]["meta"]
     assert math.isfinite(out["ensembles"]["pair"]["ppl"]["uniform"]["py_code"])

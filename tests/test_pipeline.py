@@ -77,9 +77,10 @@ def _check_report_matches_results(layout: RunLayout, results: dict) -> None:
     for name in ("report.png", "curves.png"):
         assert (layout.root / name).read_bytes()[:4] == b"\x89PNG"
     md = (layout.root / "report.md").read_text()
-    method = results["default_method"]
-    assert f"mixing method `{method}`" in md
-    main = md.split("\n\n**heterogeneous best in")[0]
+    method = results["method_choice"]["method"]
+    assert results["method_choice"]["chosen_on"] == "val"
+    assert f"mixing method `{method}`, chosen on validation windows" in md
+    main = md.split("\n\n**Against `MHo-IHo`")[0]
     header = next(line for line in main.splitlines() if line.startswith("| domain |"))
     strategies = [c.strip() for c in header.strip("|").split("|")][2:]
     assert set(strategies) == set(results["ensembles"])
@@ -94,7 +95,11 @@ def _check_report_matches_results(layout: RunLayout, results: dict) -> None:
     wins = sum(
         1 for d, row in table.items() if min(row[s] for s in ensembles if s != "MHo-IHo") <= row["MHo-IHo"]
     )
-    assert f"**heterogeneous best in {wins} of {len(table)} domains**" in md
+    assert f"Paper's count (secondary): heterogeneous best in {wins} of {len(table)} domains" in md
+    for s in ensembles[1:]:
+        lower = sum(1 for row in table.values() if row[s] < row["MHo-IHo"])
+        assert f"| {s} | {lower} of {len(table)}" in md
+    assert "## Both ensembles from the same experts" in md and results["alt"]["ensemble"] == "all"
     for section in ("## Every mixing method", "## Seed models", "## Experts against their seed"):
         assert section in md
 

@@ -1,4 +1,5 @@
-"""The report renders saved results faithfully: win counts, ties, repeats, files."""
+"""The report renders saved results faithfully: win counts with their chance rates, ties, repeats,
+both ensemble kinds, labels, files."""
 
 from __future__ import annotations
 
@@ -9,33 +10,52 @@ import re
 
 import pytest
 
-from hdee.compare import best_method, comparison, heterogeneous_wins, repeat_stats
+from hdee.compare import comparison, heterogeneous_wins
 from hdee.errors import HdeeError
 from hdee.fsutil import atomic_write_json
 from hdee.layout import RunLayout
 from hdee.report import write_report
 
 STRATS = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"]
-METHODS = ["uniform", "prefix-posterior"]
+METHODS = ["uniform", "prefix-posterior", "best-expert", "product"]
+WINDOWS = 5
 
 
-def fake_results(seed: int = 0, n_train: int = 3, n_held: int = 2) -> dict:
-    rng = random.Random(seed)
-    domains = [{"name": f"t{i}", "role": "train", "tier": "easy", "tokens": 640} for i in range(n_train)]
-    domains += [{"name": f"h{i}", "role": "heldout", "tier": None, "tokens": 640} for i in range(n_held)]
+def fake_ensembles(rng: random.Random, domains: list[dict]) -> dict:
     ensembles = {}
     for s in STRATS:
-        ppl = {m: {d["name"]: rng.uniform(5, 50) for d in domains} for m in METHODS}
+        window_nll = {m: {d["name"]: [rng.uniform(1.6, 3.9) for _ in range(WINDOWS)] for d in domains} for m in METHODS[:3]}
+        ppl = {m: {d: math.exp(sum(w) / WINDOWS) for d, w in per.items()} for m, per in window_nll.items()}
+        ppl["product"] = {d["name"]: rng.uniform(5, 50) for d in domains}
         ensembles[s] = {
             "experts": ["a"] if s == "dense" else ["a", "b", "c"],
-            "meta": {"seed_flops": 1e12, "domain_flops": 3e11},
+            "meta": {"seed_flops": 1e12, "domain_flops": 3e11, "flops_convention": "hardware",
+                     "flops_by": {"paper": {"seed": 7e11, "domain": 2e11}, "hardware": {"seed": 1e12, "domain": 3e11}}},
             "ppl": ppl,
+            "window_nll": window_nll,
+            "product_windows": 0 if s == "dense" else 2,
         }
+    return ensembles
+
+
+def fake_results(seed: int = 0, n_train: int = 3, n_held: int = 2, alt: bool = False) -> dict:
+    rng = random.Random(seed)
+    domains = [{"name": f"t{i}", "role": "train", "tier": "easy", "tokens": 640, "windows": WINDOWS} for i in range(n_train)]
+    domains += [{"name": f"h{i}", "role": "heldout", "tier": None, "tokens": 640, "windows": WINDOWS} for i in range(n_held)]
     experts = {
         "seed-M": {"meta": {"kind": "seed", "size_name": "M", "size": {"hidden": 8}}, "ppl": {d["name"]: 60.0 for d in domains}},
         "train-a": {"meta": {"kind": "train", "size_name": "M", "size": {"hidden": 8}, "domain": "t0", "steps": 8}, "ppl": {d["name"]: 30.0 for d in domains}},
     }
-    return {"config": "fake", "methods": METHODS, "domains": domains, "experts": experts, "ensembles": ensembles}
+    choice = {"method": "uniform", "chosen_on": "val", "val_mean_log_ppl": {"uniform": 2.0, "prefix-posterior": 2.1}}
+    res = {"config": "fake", "methods": METHODS, "domains": domains, "experts": experts, "ensemble": "final",
+           "method_choice": choice, "ensembles": fake_ensembles(rng, domains)}
+    if alt:
+        res["alt"] = {"ensemble": "all", "method_choice": {**choice, "method": "prefix-posterior"}, "ensembles": fake_ensembles(rng, domains)}
+    return res
+
+
+def uniform_table(res: dict, key: str = "ensembles") -> dict:
+    return {s: e["ppl"]["uniform"] for s, e in res[key].items()}
 
 
 def test_ties_count_as_heterogeneous_wins():
@@ -46,37 +66,53 @@ def test_ties_count_as_heterogeneous_wins():
     }
     h = heterogeneous_wins(table, ["a", "b", "c"])
     assert h["wins"] == 2 and h["domains"] == ["a", "b"]
+    assert h["chance"] == pytest.approx(3 * 1 / 2)  # 1 heterogeneous of 2 compared ensembles
     assert h["dense_best"] == ["a", "b", "c"]
 
 
-def test_best_method_minimises_mean_log_ppl():
-    res = fake_results()
-    for ens in res["ensembles"].values():
-        ens["ppl"]["prefix-posterior"] = {d: v * 0.5 for d, v in ens["ppl"]["uniform"].items()}
-    assert best_method(res) == "prefix-posterior"
+def test_wins_per_strategy_sit_beside_their_chance_rate():
+    from scipy.stats import binomtest
+
+    from hdee.stats import wins_against
+
+    table = {"MHo-IHo": {d: 10.0 for d in "abcdef"}, "MHe-IHo": {"a": 9, "b": 9, "c": 9, "d": 9, "e": 11, "f": 10.0}}
+    w = wins_against(table, "MHo-IHo", ["MHe-IHo"], list("abcdef"))["MHe-IHo"]
+    assert (w["wins"], w["ties"], w["of"], w["chance"]) == (4, 1, 6, 2.5)  # chance: half of the 5 that differ
+    assert w["sign_p"] == pytest.approx(binomtest(4, 5, 0.5, alternative="greater").pvalue)
 
 
-def test_repeat_stats_survival_needs_consistent_wins():
-    base = fake_results(0)
-    runs = [json.loads(json.dumps(base)) for _ in range(3)]
-    for k, r in enumerate(runs):
-        for m in METHODS:
-            r["ensembles"]["MHo-IHo"]["ppl"][m]["t0"] = 20.0 + k * 0.01
-            r["ensembles"]["MHo-IHe"]["ppl"][m]["t0"] = 10.0 + k * 0.01  # clearly better every repeat
-            r["ensembles"]["MHo-IHo"]["ppl"][m]["t1"] = 20.0
-            r["ensembles"]["MHo-IHe"]["ppl"][m]["t1"] = 19.0 if k == 0 else 21.0  # noise
-            r["ensembles"]["MHe-IHo"]["ppl"][m]["t1"] = 30.0
-    st = repeat_stats(runs, "uniform")
-    assert "t0" in st["wins_surviving_noise"]
-    assert "t1" not in st["wins_surviving_noise"]
-    m, sd = st["mean_std"]["MHo-IHo"]["t0"]
-    assert m == pytest.approx(20.01) and sd == pytest.approx(0.01)
+def test_paired_t_tests_are_holm_corrected_over_strategies_and_domains():
+    from scipy.stats import ttest_rel
+
+    from hdee.stats import paired_tests
+
+    base = [{"b": {"x": 10.0, "y": 10.0}, "s": {"x": 5.0 + k * 0.1, "y": 10.0 + (-1) ** k}, "u": {"x": 10.0, "y": 9.0 + k}}
+            for k in range(3)]
+    tables = [{"b": t["b"], "s": t["s"], "u": t["u"]} for t in base]
+    res = paired_tests(tables, "b", ["s", "u"], ["x", "y"])
+    assert res["df"] == 2 and res["t_crit"] == pytest.approx(4.303, abs=1e-3) and res["family"] == 4
+    cell = next(c for c in res["cells"] if (c["strategy"], c["domain"]) == ("s", "x"))
+    want = ttest_rel([math.log(5.0 + k * 0.1) for k in range(3)], [math.log(10.0)] * 3)
+    assert cell["t"] == pytest.approx(want.statistic) and cell["p"] == pytest.approx(want.pvalue)
+    ps = sorted(c["p"] for c in res["cells"])
+    assert min(c["p_holm"] for c in res["cells"]) == pytest.approx(min(1.0, 4 * ps[0]))  # Holm: smallest p x family size
+    assert cell["significant"] == (cell["p_holm"] < 0.05)
+    assert paired_tests(tables[:1], "b", ["s"], ["x"])["cells"] is None  # one repeat: nothing to test
+
+
+def test_bootstrap_interval_over_windows():
+    from hdee.stats import bootstrap_ci
+
+    diff = [0.1, -0.05, 0.2, 0.15, 0.05, 0.12, 0.08, 0.3]
+    m, lo, hi = bootstrap_ci(diff)
+    assert m == pytest.approx(sum(diff) / len(diff)) and lo < m < hi
+    assert bootstrap_ci(diff) == (m, lo, hi)  # seeded: the same results give the same report
+    assert bootstrap_ci([0.0] * 5) == (0.0, 0.0, 0.0)  # one expert shared by both: no difference at all
 
 
 def test_report_files_and_headline_match_results(tmp_path):
     layout = RunLayout(tmp_path)
     res = fake_results(3)
-    res["default_method"] = "uniform"
     atomic_write_json(layout.results_json, res)
     exp = layout.expert_dir("train-a")
     exp.mkdir(parents=True)
@@ -87,28 +123,60 @@ def test_report_files_and_headline_match_results(tmp_path):
     md = (tmp_path / "report.md").read_text()
     for name in ("report.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the headline recomputed from the rendered main table
-    table = res["ensembles"]
+    assert "mixing method `uniform`, chosen on validation windows disjoint from those its prior is estimated on" in md
+    table = uniform_table(res)
     domains = [d["name"] for d in res["domains"]]
     ens = [s for s in STRATS if s != "dense"]
-    wins = sum(
-        1
-        for d in domains
-        if min(table[s]["ppl"]["uniform"][d] for s in ens if s != "MHo-IHo")
-        <= table["MHo-IHo"]["ppl"]["uniform"][d]
-    )
-    assert f"heterogeneous best in {wins} of {len(domains)} domains" in md
+    wins = sum(1 for d in domains if min(table[s][d] for s in ens if s != "MHo-IHo") <= table["MHo-IHo"][d])
+    assert f"Paper's count (secondary): heterogeneous best in {wins} of {len(domains)} domains" in md
+    assert "Chance alone gives 3.3 of 5 if all 3 were equally good." in md
     assert cmp["headline"]["wins"] == wins
+    for s in ("MHo-IHe", "MHe-IHo", "dense"):  # per strategy, against the baseline, beside the chance rate
+        lower = sum(1 for d in domains if table[s][d] < table["MHo-IHo"][d])
+        assert re.search(rf"^\| {s} \| {lower} of 5 \| 2\.5 \| ", md, re.M), s
     for d in domains:
         row = next(line for line in md.splitlines() if line.startswith(f"| {d} |"))
         bold = re.findall(r"\*\*([0-9.]+)\*\*", row)
-        assert bold and float(bold[0]) == pytest.approx(min(table[s]["ppl"]["uniform"][d] for s in STRATS), abs=0.006)
+        assert bold and float(bold[0]) == pytest.approx(min(table[s][d] for s in STRATS), abs=0.006)
     assert "### `prefix-posterior`" in md
-    dense_best = sum(1 for d in domains if table["dense"]["ppl"]["uniform"][d] < min(table[s]["ppl"]["uniform"][d] for s in ens))
+    assert "### `best-expert` (test-set oracle" in md
+    assert "### `product` (scored on the first 2 test windows per domain, the others on up to 5)" in md
+    dense_best = sum(1 for d in domains if table["dense"][d] < min(table[s][d] for s in ens))
     assert f"lower than every ensemble in {dense_best} of {len(domains)} domains" in md
+    assert "One repeat: the training noise is not tested" in md
+    assert "bootstrap interval over the test windows" in md
+    assert "| strategy | mean log-perplexity (all domains) | seed FLOPs (hardware) | domain-phase FLOPs (hardware, budget) | seed FLOPs (paper) |" in md
     assert "| train-a | t0 | M | 8 | 60.00 | 30.00 | -50.0% |" in md
     seeds = md.split("## Seed models")[1]
     assert "| domain | tier | seed M |" in seeds and "| h1 | - | **60.00** |" in seeds
+
+
+def test_window_intervals_are_of_the_reported_difference():
+    res = fake_results(11)
+    cmp = comparison([res])
+    for s in ("MHo-IHe", "MHe-IHo"):
+        for d in ("t0", "h1"):
+            m, lo, hi = cmp["window_ci"][s][d]
+            want = math.log(res["ensembles"][s]["ppl"]["uniform"][d]) - math.log(res["ensembles"]["MHo-IHo"]["ppl"]["uniform"][d])
+            assert m == pytest.approx(want) and lo <= m <= hi
+
+
+def test_both_ensemble_kinds_side_by_side(tmp_path):
+    layout = RunLayout(tmp_path)
+    res = fake_results(4, alt=True)
+    atomic_write_json(layout.results_json, res)
+    cmp = write_report(layout)
+    assert list(cmp["kinds"]) == ["final", "all"] and cmp["kinds"]["all"]["method"] == "prefix-posterior"
+    md = (tmp_path / "report.md").read_text()
+    assert "## Both ensembles from the same experts" in md
+    forest = {s: e["ppl"]["prefix-posterior"] for s, e in res["alt"]["ensembles"].items()}
+    domains = [d["name"] for d in res["domains"]]
+    ens = [s for s in STRATS if s != "dense"]
+    n_final = sum(1 for d in domains if uniform_table(res)["dense"][d] < min(uniform_table(res)[s][d] for s in ens))
+    n_forest = sum(1 for d in domains if forest["dense"][d] < min(forest[s][d] for s in ens))
+    assert f"lower than every ensemble in {n_final} of 5 with the final ensembles; {n_forest} of 5 with the all ensembles" in md
+    mean = sum(math.log(forest["MHe-IHo"][d]) for d in domains) / len(domains)
+    assert re.search(rf"^\| MHe-IHo \| [0-9.]+ \| {mean:.4f} \|", md, re.M)
 
 
 def test_report_without_results_is_one_clear_error(tmp_path):
@@ -116,44 +184,53 @@ def test_report_without_results_is_one_clear_error(tmp_path):
         write_report(RunLayout(tmp_path))
 
 
+def test_results_chosen_on_test_are_refused(tmp_path):
+    res = fake_results(2)
+    del res["method_choice"]  # what results.json held when the main method was picked on the test split
+    atomic_write_json(RunLayout(tmp_path).results_json, res)
+    with pytest.raises(HdeeError, match="predate the validation choice of the mixing method; recompute them with `hdee eval RUN_DIR`"):
+        write_report(RunLayout(tmp_path))
+
+
 def test_comparison_mean_log_ppl():
     res = fake_results(5)
-    res["default_method"] = "uniform"
     cmp = comparison([res])
     domains = [d["name"] for d in res["domains"]]
     want = sum(math.log(res["ensembles"]["MHe-IHo"]["ppl"]["uniform"][d]) for d in domains) / len(domains)
-    assert cmp["mean_log_ppl"]["MHe-IHo"] == pytest.approx(want)
+    assert cmp["mean_log_ppl"]["MHe-IHo"] == (pytest.approx(want), 0.0)
 
 
 def test_allocation_predicted_against_measured(tmp_path):
     layout = RunLayout(tmp_path)
     res = fake_results(7)
-    res["default_method"] = "uniform"
     res["ensembles"]["auto"] = json.loads(json.dumps(res["ensembles"]["MHe-IHo"]))
     res["ensembles"]["auto"]["meta"].update(
         decision={
             "objective": "mean", "pilot_flops": 1e10, "expert_flops": 2.9e11, "total_flops": 3e11,
-            "budget_flops": 3e11, "off_budget": 0.0,
+            "budget_flops": 3e11, "off_budget": 0.0, "flops_convention": "hardware",
             "experts": [
                 {"lineage": "a", "iteration": 1, "domain": "t0", "size": "S", "steps": 9, "predicted_loss": 4.0},
                 {"lineage": "b", "iteration": 1, "domain": "t1", "size": "L", "steps": 7, "predicted_loss": 5.0},
+                {"lineage": "a", "iteration": 2, "domain": "t2", "size": "S", "steps": 9, "predicted_loss": 3.0},
             ],
         },
-        measured_val_loss={"t0": 4.5, "t1": 4.0},
+        measured_val_loss={"t0": 4.5, "t1": 4.0, "t2": 3.2},
     )
     atomic_write_json(layout.results_json, res)
     cmp = write_report(layout)
-    assert cmp["decisions"]["auto"]["mean_abs_error"] == pytest.approx(0.75)
+    err = cmp["decisions"]["auto"]["errors"]
+    assert err["by_iteration"][1] == {"n": 2, "mae": pytest.approx(0.75), "bias": pytest.approx(0.25)}
+    assert err["by_iteration"][2]["mae"] == pytest.approx(0.2)
     md = (tmp_path / "report.md").read_text()
     assert "| a | 1 | t0 | S | 9 | 4.000 | 4.500 |" in md
     assert "| b | 1 | t1 | L | 7 | 5.000 | 4.000 |" in md
+    assert "| 1 | 2 | 0.750 | +0.250 |" in md and "| 2 | 1 | 0.200 | -0.200 |" in md
+    assert "hardware count" in md
 
 
 def test_repeats_bold_and_count_the_means(tmp_path):
     layout = RunLayout(tmp_path)
     runs = [fake_results(0), fake_results(0)]
-    for r in runs:
-        r["default_method"] = "uniform"
     # repeat 0 says MHo-IHe wins t0; the mean over both says MHo-IHo does
     runs[0]["ensembles"]["MHo-IHo"]["ppl"]["uniform"]["t0"] = 11.0
     runs[0]["ensembles"]["MHo-IHe"]["ppl"]["uniform"]["t0"] = 10.0
@@ -167,5 +244,15 @@ def test_repeats_bold_and_count_the_means(tmp_path):
     cmp = write_report(layout)
     assert cmp["table"]["MHo-IHe"]["t0"] == pytest.approx(15.0)
     assert "t0" not in cmp["headline"]["domains"]
-    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| t0 |"))
+    md = (tmp_path / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| t0 |"))
     assert "**11.00 ± 0.00**" in row and "15.00 ± 7.07" in row
+    assert "Paired t-test over 2 repeats" in md and "t critical value 12.71" in md
+    assert "Holm-corrected over all 10 (strategy, domain) pairs" in md  # MHo-IHe and MHe-IHo x 5 domains
+
+
+def test_repeats_that_chose_differently_share_one_method_chosen_on_validation():
+    runs = [fake_results(0), fake_results(1)]
+    runs[1]["method_choice"] = {"method": "prefix-posterior", "chosen_on": "val", "val_mean_log_ppl": {"uniform": 2.3, "prefix-posterior": 2.25}}
+    cmp = comparison(runs)  # uniform: (2.0 + 2.3) / 2 = 2.15 against prefix-posterior (2.1 + 2.25) / 2 = 2.175
+    assert cmp["method"] == "uniform" and cmp["method_choice"]["pooled"]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import vocab_size
 from hdee.errors import ConfigError, EnsembleError, PlanError
-from hdee.evaluate import EnsembleSpec, evaluate
+from hdee.evaluate import ENSEMBLE_KINDS, EnsembleSpec, evaluate
 from hdee.expert_dir import is_finished, load_record
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
@@ -117,27 +117,35 @@ def _measured_val_losses(plan: Plan, layout: RunLayout, strategy: str) -> dict[s
     return out
 
 
-def ensemble_specs(plan: Plan, layout: RunLayout) -> dict[str, EnsembleSpec]:
+def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> dict[str, EnsembleSpec]:
     """What evaluation needs of each strategy's ensemble: its experts and the metadata the report
-    shows (FLOPs, sizes, the repeat, and the strategy's decision with the losses it led to)."""
+    shows (FLOPs in both counts, sizes, the repeat, and the strategy's decision with the losses it
+    led to). `kind` ("final" or "all") picks the members; default: the config's ensemble."""
     specs = {}
     for name, e in plan.ensembles.items():
         meta: dict[str, Any] = {
             "seed_flops": e.seed_flops,
             "domain_flops": e.domain_flops,
+            "flops_convention": plan.flops_convention,
+            "flops_by": e.flops_by,
             "sizes_needed": list(e.sizes_needed),
             "repeat": plan.repeat,
         }
         if e.decision:
             meta["decision"] = e.decision
             meta["measured_val_loss"] = _measured_val_losses(plan, layout, name)
-        specs[name] = EnsembleSpec(experts=list(e.experts), meta=meta)
+        specs[name] = EnsembleSpec(experts=list(e.members[kind] if kind else e.experts), meta=meta)
     return specs
 
 
 def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan) -> dict[str, Any]:
-    """Score, mix and write the results of one repeat's plan (results path by `plan.repeat`)."""
-    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat)
+    """Score, mix and write the results of one repeat's plan (results path by `plan.repeat`):
+    the config's ensemble of every strategy and, from the same experts, the other kind."""
+    alt = None
+    if all(e.members for e in plan.ensembles.values()):  # plans written before both kinds were planned lack them
+        other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
+        alt = ensemble_specs(plan, layout, other)
+    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, alt=alt)
 
 
 def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The comparison the report shows: strategy tables, the paper's win count, and repeat statistics.
+"""The comparison the report shows: strategy tables, wins against the baseline beside their
+chance rate, the paper's win count, corrected tests (`hdee.stats`), for both ensemble kinds.
 
 Everything here is computed from saved `results.json` files (one per repeat), so `hdee report`
 rebuilds the report without touching a model. The report module only renders this.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from hdee import stats
+from hdee.errors import HdeeError
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
-from hdee.registry import MIXING_METHODS, STRATEGIES
+from hdee.registry import STRATEGIES
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 
@@ -58,31 +61,33 @@ def mean_log_ppl(ppl: dict[str, float], domains: list[str]) -> float:
     return sum(math.log(ppl[d]) for d in domains) / len(domains)
 
 
-def choose_method(ensembles: Mapping[str, Mapping[str, Any]], methods: list[str], domains: list[str]) -> str:
-    """The mixing method with the lowest mean log-perplexity over all domains and ensembles of
-    more than one expert; oracles and methods scored on a bounded subset are never chosen."""
-    scores: dict[str, list[float]] = {}
-    for ens in ensembles.values():
-        if len(ens["experts"]) < 2:
-            continue
-        for method in methods:
-            entry = MIXING_METHODS.find(method)
-            if entry is not None and not entry.candidate_default:
-                continue
-            scores.setdefault(method, []).append(mean_log_ppl(ens["ppl"][method], domains))
-    if not scores:
-        return methods[0]
-    return min(scores, key=lambda m: (sum(scores[m]) / len(scores[m]), m))
+def kinds_of(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{ensemble kind: {"method_choice", "ensembles"}}: the config's kind first, then the other
+    one (`alt`) when the run evaluated both from the same experts."""
+    if "method_choice" not in run:
+        raise HdeeError(f"results of {run.get('config', 'this run')!r} predate the validation choice of the mixing method; "
+                        "recompute them with `hdee eval RUN_DIR`")
+    out = {run.get("ensemble", "final"): {"method_choice": run["method_choice"], "ensembles": run["ensembles"]}}
+    if run.get("alt"):
+        out[run["alt"]["ensemble"]] = run["alt"]
+    return out
 
 
-def best_method(results: dict[str, Any]) -> str:
-    """`choose_method` over a saved results dict."""
-    return choose_method(results["ensembles"], results["methods"], [d["name"] for d in results["domains"]])
+def method_for(choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method for every repeat: theirs when they agree, else the lowest validation mean
+    log-perplexity averaged over the repeats (still never the test split)."""
+    methods = {c["method"] for c in choices}
+    if len(methods) == 1:
+        return {**choices[0], "repeats": len(choices)}
+    shared = set.intersection(*(set(c["val_mean_log_ppl"]) for c in choices))
+    means = {m: sum(c["val_mean_log_ppl"][m] for c in choices) / len(choices) for m in shared}
+    best = min(sorted(means), key=means.get)
+    return {"method": best, "chosen_on": "val", "val_mean_log_ppl": means, "repeats": len(choices), "pooled": True}
 
 
-def strategy_table(results: dict[str, Any], method: str) -> dict[str, dict[str, float]]:
+def strategy_table(ensembles: dict[str, Any], method: str) -> dict[str, dict[str, float]]:
     """{strategy: {domain: ppl}} for one mixing method (single-model strategies ignore the method)."""
-    return {name: dict(ens["ppl"][method]) for name, ens in results["ensembles"].items()}
+    return {name: dict(ens["ppl"][method]) for name, ens in ensembles.items()}
 
 
 def lowest(table: dict[str, dict[str, float]], domain: str, among: list[str]) -> set[str]:
@@ -93,17 +98,19 @@ def lowest(table: dict[str, dict[str, float]], domain: str, among: list[str]) ->
 
 
 def heterogeneous_wins(table: dict[str, dict[str, float]], domains: list[str]) -> dict[str, Any]:
-    """The paper's headline: in how many domains is a heterogeneous ensemble lowest.
+    """The paper's count: in how many domains is some heterogeneous ensemble lowest.
 
     Compared among the expert ensembles (the dense baseline is reported separately); a tie
     with the baseline counts as a heterogeneous win, as in the paper (its three moderate
-    domains are served by the identical expert in every strategy).
+    domains are served by the identical expert in every strategy). `chance` is the count
+    expected if every compared ensemble were equally good: heterogeneous / compared per domain.
     """
     ensembles = [s for s in table if not _single_model(s)]
     hetero = [s for s in ensembles if _heterogeneous(s)]
     won = [d for d in domains if hetero and lowest(table, d, ensembles) & set(hetero)]
     references = [s for s in table if _single_model(s)]
-    out = {"wins": len(won), "of": len(domains), "domains": won, "compared": ensembles, "references": references}
+    chance = len(domains) * len(hetero) / len(ensembles) if ensembles else 0.0
+    out = {"wins": len(won), "of": len(domains), "chance": chance, "domains": won, "compared": ensembles, "references": references}
     for ref in references:
         if ensembles:
             beaten = [d for d in domains if table[ref][d] < min(table[s][d] for s in ensembles)]
@@ -111,45 +118,41 @@ def heterogeneous_wins(table: dict[str, dict[str, float]], domains: list[str]) -
     return out
 
 
-def repeat_stats(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
-    """Mean and std over repeats per (strategy, domain), and which heterogeneous wins survive noise.
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
-    A win survives when the paired difference to the baseline (baseline - heterogeneous, per
-    repeat, in log-perplexity) has a mean above two standard errors.
-    """
-    tables = [strategy_table(r, method) for r in runs]
-    domains = [d["name"] for d in runs[0]["domains"]]
+
+def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, Any]:
+    """One ensemble kind over its repeats: the method, the (mean) table, the paper's count, wins
+    per strategy against the baseline with their chance rate, corrected tests and window CIs."""
+    choice = method_for([k["method_choice"] for k in kind_runs])
+    method = choice["method"]
+    tables = [strategy_table(k["ensembles"], method) for k in kind_runs]
     strategies = list(tables[0])
-    n = len(tables)
-
-    def stats(xs: list[float]) -> tuple[float, float]:
-        m = sum(xs) / len(xs)
-        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-        return m, sd
-
-    mean_std = {
-        s: {d: stats([t[s][d] for t in tables]) for d in domains} for s in strategies
-    }
-    surviving: list[str] = []
-    base = baseline_of(strategies)
-    if base is not None and n > 1:
-        hetero = [s for s in strategies if _heterogeneous(s)]
-        for d in domains:
-            for s in hetero:
-                diffs = [math.log(t[base][d]) - math.log(t[s][d]) for t in tables]
-                m, sd = stats(diffs)
-                if m > 0 and m > 2 * sd / math.sqrt(n):
-                    surviving.append(d)
-                    break
-    per_run_wins = [heterogeneous_wins(t, domains)["wins"] for t in tables]
-    overall = {s: stats([mean_log_ppl(t[s], domains) for t in tables]) for s in strategies}
-    return {
-        "repeats": n,
+    mean_std = {s: {d: _mean_sd([t[s][d] for t in tables]) for d in domains} for s in strategies}
+    table = {s: {d: ms[0] for d, ms in per.items()} for s, per in mean_std.items()} if len(tables) > 1 else tables[0]
+    out: dict[str, Any] = {
+        "method": method,
+        "method_choice": choice,
+        "repeats": len(tables),
+        "table": table,
         "mean_std": mean_std,
-        "wins_per_repeat": per_run_wins,
-        "wins_surviving_noise": surviving,
-        "mean_log_ppl": overall,
+        "headline": heterogeneous_wins(table, domains),
+        "per_repeat_wins": [heterogeneous_wins(t, domains)["wins"] for t in tables],
+        "mean_log_ppl": {s: _mean_sd([mean_log_ppl(t[s], domains) for t in tables]) for s in strategies},
     }
+    base = baseline_of(strategies)
+    if base is None:
+        return out
+    others = [s for s in strategies if s != base and not _single_model(s)]
+    out["baseline"] = base
+    out["wins"] = stats.wins_against(table, base, [s for s in strategies if s != base], domains)
+    out["tests"] = stats.paired_tests(tables, base, others, domains)
+    per_window = [{s: k["ensembles"][s].get("window_nll", {}).get(method) for s in strategies} for k in kind_runs]
+    if all(r[s] is not None for r in per_window for s in [base, *others]):
+        out["window_ci"] = stats.window_cis(per_window, base, others, domains)
+    return out
 
 
 def seed_table(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -183,54 +186,71 @@ def seed_shift(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def decision_rows(results: dict[str, Any]) -> dict[str, Any]:
-    """For strategies whose decision predicts each expert's loss (auto): predicted vs measured loss."""
+def _decision_rows(ens: dict[str, Any]) -> list[dict[str, Any]] | None:
+    alloc = ens.get("meta", {}).get("decision")
+    rows_in = alloc.get("experts") if isinstance(alloc, dict) else None
+    if not rows_in or not isinstance(rows_in, list) or not all(isinstance(e, dict) and "predicted_loss" in e for e in rows_in):
+        return None
+    measured = ens["meta"].get("measured_val_loss", {})
+    return [
+        {**{k: e[k] for k in ("lineage", "iteration", "domain", "size", "steps", "predicted_loss")},
+         "measured_loss": measured.get(e["domain"])}
+        for e in rows_in
+    ]
+
+
+def prediction_errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean absolute and mean signed (predicted - measured) error, overall and by iteration."""
+
+    def summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        errs = [r["predicted_loss"] - r["measured_loss"] for r in rs if r["measured_loss"] is not None]
+        if not errs:
+            return {"n": 0, "mae": None, "bias": None}
+        return {"n": len(errs), "mae": sum(map(abs, errs)) / len(errs), "bias": sum(errs) / len(errs)}
+
+    iterations = sorted({r["iteration"] for r in rows})
+    return {"all": summary(rows), "by_iteration": {i: summary([r for r in rows if r["iteration"] == i]) for i in iterations}}
+
+
+def decision_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """For strategies whose decision predicts each expert's loss (auto): predicted against measured
+    loss in repeat 0, and the prediction error over every repeat, by iteration."""
     out = {}
-    for name, ens in results["ensembles"].items():
-        alloc = ens.get("meta", {}).get("decision")
-        rows_in = alloc.get("experts") if isinstance(alloc, dict) else None
-        if not rows_in or not isinstance(rows_in, list) or not all(isinstance(e, dict) and "predicted_loss" in e for e in rows_in):
+    for name, ens in runs[0]["ensembles"].items():
+        rows = _decision_rows(ens)
+        if rows is None:
             continue
-        measured = ens["meta"].get("measured_val_loss", {})
-        rows = [
-            {**{k: e[k] for k in ("lineage", "iteration", "domain", "size", "steps", "predicted_loss")},
-             "measured_loss": measured.get(e["domain"])}
-            for e in alloc["experts"]
-        ]
-        pairs = [(r["predicted_loss"], r["measured_loss"]) for r in rows if r["measured_loss"] is not None]
-        mae = sum(abs(p - m) for p, m in pairs) / len(pairs) if pairs else None
-        summary = {k: alloc.get(k) for k in ("objective", "pilot_flops", "expert_flops", "total_flops", "budget_flops", "off_budget")}
-        out[name] = {"rows": rows, "summary": summary, "mean_abs_error": mae}
+        pooled = [r for run in runs for r in (_decision_rows(run["ensembles"].get(name, {})) or [])]
+        alloc = ens["meta"]["decision"]
+        keys = ("objective", "flops_convention", "pilot_flops", "expert_flops", "total_flops", "budget_flops", "off_budget")
+        errors = prediction_errors(pooled)
+        out[name] = {"rows": rows, "summary": {k: alloc.get(k) for k in keys}, "mean_abs_error": prediction_errors(rows)["all"]["mae"],
+                     "errors": errors, "repeats": len(runs)}
     return out
 
 
 def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report renders, from the repeats' results.
 
-    With several repeats the main table, its bold marks and the headline use the mean over
-    repeats; the per-method tables, seed shift and allocation stay those of repeat 0.
+    `kinds` holds the analysis of each ensemble kind (the config's first); with several repeats
+    tables are means over repeats. The per-method tables, seed shift and allocation are those of
+    repeat 0.
     """
     main = runs[0]
-    method = main.get("default_method") or best_method(main)
     domains = [d["name"] for d in main["domains"]]
-    rep = repeat_stats(runs, method) if len(runs) > 1 else None
-    if rep:
-        table = {s: {d: ms[0] for d, ms in per.items()} for s, per in rep["mean_std"].items()}
-    else:
-        table = strategy_table(main, method)
-    out: dict[str, Any] = {
-        "method": method,
+    kinds = {kind: analyse([kinds_of(r)[kind] for r in runs], domains) for kind in kinds_of(main)}
+    primary = kinds[next(iter(kinds))]
+    first = next(iter(kinds_of(main).values()))
+    return {
+        **primary,
+        "kind": next(iter(kinds)),
+        "kinds": kinds,
         "domains": main["domains"],
-        "table": table,
-        "headline": heterogeneous_wins(table, domains),
-        "per_method": {m: strategy_table(main, m) for m in main["methods"]},
-        "flops": {s: e.get("meta", {}) for s, e in main["ensembles"].items()},
+        "methods": main["methods"],
+        "per_method": {m: strategy_table(first["ensembles"], m) for m in main["methods"]},
+        "product_windows": {s: e.get("product_windows", 0) for s, e in first["ensembles"].items() if len(e["experts"]) > 1},
+        "flops": {s: e.get("meta", {}) for s, e in first["ensembles"].items()},
         "seed_shift": seed_shift(main),
         "seeds": seed_table(main),
-        "decisions": decision_rows(main),
+        "decisions": decision_rows(runs),
     }
-    if baseline_of(list(table)) is not None:
-        out["mean_log_ppl"] = {s: mean_log_ppl(t, domains) for s, t in table.items()}
-    if rep:
-        out["repeats"] = rep
-    return out

@@ -3,6 +3,10 @@
 Each expert is scored once per domain (cached under scores/); every mixing method except
 `product` is then computed from those cached scores. `product` runs the models on the first
 `eval.product_windows` test windows of each domain (its token counts are in the results).
+Every method is also scored on the validation windows after the prior's, where the main
+table's method is chosen (`hdee.method_choice`); the chosen method's per-window losses are kept
+for the statistics. Both ensembles of each strategy are evaluated from the same experts: the
+config's `ensemble` (`ensembles`) and the other kind (`alt`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from hdee.compare import choose_method
 from hdee.config import ExperimentConfig
 from hdee.ensemble import scoring  # attributes looked up at call time, so a patched read_tokens is seen
 from hdee.ensemble.experts import load_model, read_expert
@@ -24,7 +27,10 @@ from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, 
 from hdee.errors import EnsembleError
 from hdee.fsutil import atomic_write_json, atomic_write_text
 from hdee.layout import RunLayout
+from hdee.method_choice import candidates, choose_method
 from hdee.registry import MIXING_METHODS
+
+ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
 
 
 @dataclass(frozen=True)
@@ -71,11 +77,103 @@ def _csv(results: dict[str, Any]) -> str:
     for eid, e in results["experts"].items():
         for d, v in e["ppl"].items():
             w.writerow(["expert", eid, "", d, repr(v)])
-    for name, ens in results["ensembles"].items():
-        for m, per in ens["ppl"].items():
-            for d, v in per.items():
-                w.writerow(["ensemble", name, m, d, repr(v)])
+    kinds = [(results["ensemble"], results["ensembles"])]
+    if results.get("alt"):
+        kinds.append((results["alt"]["ensemble"], results["alt"]["ensembles"]))
+    for kind, ensembles in kinds:
+        for name, ens in ensembles.items():
+            for m, per in ens["ppl"].items():
+                for d, v in per.items():
+                    w.writerow([f"ensemble:{kind}", name, m, d, repr(v)])
     return buf.getvalue()
+
+
+def _mix(
+    cfg: ExperimentConfig,
+    layout: RunLayout,
+    spec: EnsembleSpec,
+    experts: Mapping[str, Path],
+    expert_ppl: dict[str, dict[str, float]],
+    test_windows: dict[str, np.ndarray],
+) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
+    """One ensemble on every domain: test perplexity per method, perplexity on the selection
+    windows per candidate method, and (kept apart) each method's per-window mean log-prob."""
+    ids, methods, domains = list(spec.experts), list(cfg.eval.methods), cfg.eval_domains
+    selectable = candidates(methods)
+    ppl: dict[str, dict[str, float]] = {m: {} for m in methods}
+    val_ppl: dict[str, dict[str, float]] = {m: {} for m in selectable}
+    window_lp: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    priors: dict[str, list[float]] = {}
+    best: dict[str, str] = {}
+    product_tokens: dict[str, int] = {}
+    select_windows: dict[str, int] = {}
+    models: list[torch.nn.Module] = []
+    kw = {"top_k_experts": cfg.eval.top_k, "prior_alpha": cfg.eval.prior_alpha}
+    for d in domains:
+        lp = _stacked(layout, ids, d, "test")
+        prior_lp, select_lp = scoring.split_val(_stacked(layout, ids, d, "val"), cfg.eval.prior_sequences)
+        priors[d] = np.exp(estimate_prior(prior_lp, cfg.eval.prior_alpha)).tolist()
+        best[d] = ids[best_expert_index(lp)]
+        select_windows[d] = int(select_lp.shape[1])
+        for m in methods:
+            entry = MIXING_METHODS.get(m)
+            if entry.score is not None:
+                mixed = mix_cached(m, lp, prior_lp, **kw)
+                window_lp[m][d] = mixed.mean(axis=1).tolist()
+                ppl[m][d] = perplexity(mixed)
+                if m in val_ppl and select_lp.shape[1]:
+                    val_ppl[m][d] = perplexity(mix_cached(m, select_lp, prior_lp, **kw))
+            elif len(ids) == 1:  # a mixture of one distribution is itself: exact on all windows
+                ppl[m][d] = expert_ppl[ids[0]][d]
+                product_tokens[d] = int(lp.shape[1] * lp.shape[2])
+            else:  # it needs full distributions: the models run on the first product_windows windows
+                if not models:
+                    models = [load_model(experts[e]) for e in ids]
+                sub = test_windows[d][: cfg.eval.product_windows]
+                ppl[m][d] = perplexity(entry.score_models(models, sub, cfg.eval.batch_size))
+                product_tokens[d] = int(sub.shape[0] * (sub.shape[1] - 1))
+    models.clear()
+    out = {
+        "experts": ids,
+        "meta": dict(spec.meta),
+        "ppl": ppl,
+        "val_ppl": val_ppl,
+        "select_windows": select_windows,
+        "priors": priors,
+        "best_expert": best,
+        "product_windows": max(product_tokens.values(), default=0) // cfg.data.seq_len,
+        "product_tokens": product_tokens,
+    }
+    return out, window_lp
+
+
+def _evaluate_kind(
+    cfg: ExperimentConfig,
+    layout: RunLayout,
+    specs: Mapping[str, EnsembleSpec],
+    experts: Mapping[str, Path],
+    expert_ppl: dict[str, dict[str, float]],
+    test_windows: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Every ensemble of one kind, the main method chosen for them, and its per-window losses."""
+    ensembles: dict[str, Any] = {}
+    window_lp: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for name, spec in specs.items():
+        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows)
+    multi = {n: e["val_ppl"] for n, e in ensembles.items() if len(e["experts"]) > 1}
+    choice = choose_method(multi, list(cfg.eval.methods), cfg.eval.method)
+    for name, ens in ensembles.items():
+        # each test window's mean loss under every cached method, for the statistics (repeats may
+        # choose different methods; the comparison then picks one for all of them)
+        ens["window_nll"] = {m: {d: [-x for x in xs] for d, xs in per.items()} for m, per in window_lp[name].items() if per}
+    return {"method_choice": choice, "ensembles": ensembles}
+
+
+def _check_specs(ensembles: Mapping[str, EnsembleSpec], experts: Mapping[str, Path]) -> None:
+    for name, spec in ensembles.items():
+        missing = [e for e in spec.experts if e not in experts]
+        if not spec.experts or missing:
+            raise EnsembleError(f"ensemble {name!r}: unknown expert {missing[0]!r}" if missing else f"ensemble {name!r} has no experts")
 
 
 def evaluate(
@@ -85,76 +183,44 @@ def evaluate(
     ensembles: Mapping[str, EnsembleSpec],
     reader: scoring.TokenReader | None = None,
     repeat: int = 0,
+    alt: Mapping[str, EnsembleSpec] | None = None,
 ) -> dict[str, Any]:
     """Score (or reuse cached scores of) every expert on every eval domain, mix, write results.
 
+    `ensembles` are the config's kind (`cfg.ensemble`); `alt`, when given, the same strategies'
+    other kind from the same experts (the forest beside the final experts, or the reverse).
     `reader(layout, domain, split)` returns token ids; the default reads the run's shards.
     The results go to `layout.results_path(repeat)` with the CSV beside it (`results_csv`).
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}
-    for name, spec in ensembles.items():
-        missing = [e for e in spec.experts if e not in experts]
-        if not spec.experts or missing:
-            raise EnsembleError(f"ensemble {name!r}: unknown expert {missing[0]!r}" if missing else f"ensemble {name!r} has no experts")
+    _check_specs(ensembles, experts)
+    _check_specs(alt or {}, experts)
     metas = {eid: read_expert(d).record.as_dict() for eid, d in experts.items()}
     domains = cfg.eval_domains
-    methods = list(cfg.eval.methods)
     expert_ppl, test_windows = _score_all(cfg, layout, experts, reader)
-
-    out_ensembles: dict[str, Any] = {}
-    for name, spec in ensembles.items():
-        ids = list(spec.experts)
-        ppl: dict[str, dict[str, float]] = {m: {} for m in methods}
-        priors: dict[str, list[float]] = {}
-        best: dict[str, str] = {}
-        product_tokens: dict[str, int] = {}
-        models: list[torch.nn.Module] = []
-        for d in domains:
-            lp = _stacked(layout, ids, d, "test")
-            vlp = _stacked(layout, ids, d, "val")
-            priors[d] = np.exp(estimate_prior(vlp, cfg.eval.prior_alpha)).tolist()
-            best[d] = ids[best_expert_index(lp)]
-            for m in methods:
-                entry = MIXING_METHODS.get(m)
-                if entry.score is not None:
-                    ppl[m][d] = perplexity(mix_cached(m, lp, vlp, top_k_experts=cfg.eval.top_k, prior_alpha=cfg.eval.prior_alpha))
-                elif len(ids) == 1:  # a mixture of one distribution is itself: exact on all windows
-                    ppl[m][d] = expert_ppl[ids[0]][d]
-                    product_tokens[d] = int(lp.shape[1] * lp.shape[2])
-                else:  # it needs full distributions: the models run on the first product_windows windows
-                    if not models:
-                        models = [load_model(experts[e]) for e in ids]
-                    sub = test_windows[d][: cfg.eval.product_windows]
-                    ppl[m][d] = perplexity(entry.score_models(models, sub, cfg.eval.batch_size))
-                    product_tokens[d] = int(sub.shape[0] * (sub.shape[1] - 1))
-        models.clear()
-        out_ensembles[name] = {
-            "experts": ids,
-            "meta": dict(spec.meta),
-            "ppl": ppl,
-            "priors": priors,
-            "best_expert": best,
-            "product_windows": max(product_tokens.values(), default=0) // cfg.data.seq_len,
-            "product_tokens": product_tokens,
-        }
-
+    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows)
     results = {
         "config": cfg.name,
-        "methods": methods,
-        "default_method": choose_method(out_ensembles, methods, domains),
+        "methods": list(cfg.eval.methods),
+        "ensemble": cfg.ensemble,
+        "method_choice": main["method_choice"],
         "domains": [
             {
                 "name": d,
                 "role": cfg.domain(d).role,
                 "tier": cfg.tier_of(d),
                 "tokens": int(test_windows[d].shape[0] * cfg.data.seq_len),
+                "windows": int(test_windows[d].shape[0]),
             }
             for d in domains
         ],
         "experts": {eid: {"meta": metas[eid], "ppl": expert_ppl[eid]} for eid in experts},
-        "ensembles": out_ensembles,
+        "ensembles": main["ensembles"],
     }
+    if alt:
+        other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
+        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows)}
     atomic_write_json(layout.results_path(repeat), results)
     atomic_write_text(layout.results_csv(repeat), _csv(results))
     return results

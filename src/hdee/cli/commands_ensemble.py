@@ -20,8 +20,9 @@ def eval_command(run_dir: Path = typer.Argument(..., help="a run directory with 
     from hdee.api import evaluate_run
 
     run, results = evaluate_run(run_dir)
-    method = results["default_method"]
-    table = Table(title=f"perplexity ({method})")
+    choice = results["method_choice"]
+    method = choice["method"]
+    table = Table(title=f"perplexity ({method}, chosen on {choice['chosen_on']})")
     table.add_column("ensemble")
     domains = [d["name"] for d in results["domains"]]
     for d in domains:

@@ -144,7 +144,8 @@ def domain_windows(
     layout: "RunLayout", domain: str, split: str, cfg: "ExperimentConfig", reader: TokenReader = read_tokens
 ) -> np.ndarray:
     """The windows scored for one domain split: the capped test split, or the first
-    `eval.prior_sequences` windows of the val split (used only to estimate cached priors)."""
+    `eval.prior_sequences + eval.select_sequences` windows of the val split (the prior is
+    estimated on the first ones, the main table's method chosen on the rest: `split_val`)."""
     from hdee.data.loaders import eval_windows
 
     seq_len = cfg.data.seq_len
@@ -152,8 +153,16 @@ def domain_windows(
     if split == "test":
         return eval_windows(tokens, seq_len, eval_token_cap(cfg))
     if split == "val":
-        return eval_windows(tokens, seq_len, cfg.eval.prior_sequences * seq_len)
+        n = cfg.eval.prior_sequences + cfg.eval.select_sequences
+        cap = eval_token_cap(cfg)
+        return eval_windows(tokens, seq_len, n * seq_len if cap is None else min(cap, n * seq_len))
     raise EnsembleError(f"{domain}: cannot score split {split!r} (scored: {', '.join(SPLITS_SCORED)})")
+
+
+def split_val(val_lp: np.ndarray, prior_sequences: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the val windows [K, m, T] -> (the prior's windows, the method-selection windows);
+    disjoint, so no method is chosen on the windows its prior was estimated on."""
+    return val_lp[:, :prior_sequences], val_lp[:, prior_sequences:]
 
 
 def lazy_scorer() -> Callable[[str | Path, np.ndarray, int], np.ndarray]:

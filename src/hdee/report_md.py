@@ -1,0 +1,250 @@
+"""`report.md`: the comparison (`hdee.compare.comparison`) as markdown, section by section.
+
+Nothing here computes a metric; every number is one of the comparison's. Tables mark the two
+mixing methods that are not comparable with the others: `best-expert` (a test-set oracle) and
+`product` (scored on fewer windows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from hdee.compare import strategy_order
+from hdee.registry import MIXING_METHODS
+
+KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
+              "all": "forest (BTM's: every expert the strategy trained)"}
+
+
+def fmt_ppl(x: float) -> str:
+    return f"{x:.2f}" if x < 1000 else f"{x:.3g}"
+
+
+def _flops(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _p(x: float) -> str:
+    return f"{x:.2g}" if x >= 1e-4 else "<1e-4"
+
+
+def domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    trained = [d for d in domains if d["role"] == "train"]
+    heldout = [d for d in domains if d["role"] != "train"]
+    return [(g, ds) for g, ds in (("trained", trained), ("held-out", heldout)) if ds]
+
+
+def markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, Any]],
+                   cell: Callable[[str, str], str] | None = None, bold: bool = True) -> list[str]:
+    strategies = strategy_order(list(table))
+    lines = ["| domain | tier | " + " | ".join(strategies) + " |", "|---|---|" + "---:|" * len(strategies)]
+    for group, ds in domain_groups(domains):
+        lines.append(f"| *{group}* | |" + " |" * len(strategies))
+        for d in ds:
+            name = d["name"]
+            lo = min(table[s][name] for s in strategies)
+            cells = []
+            for s in strategies:
+                txt = cell(s, name) if cell else fmt_ppl(table[s][name])
+                cells.append(f"**{txt}**" if bold and math.isclose(table[s][name], lo, rel_tol=1e-9) else txt)
+            lines.append(f"| {name} | {d.get('tier') or '-'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def method_label(method: str, cmp: dict[str, Any]) -> str:
+    """`method` with what makes it incomparable, when anything does (every table says it)."""
+    entry = MIXING_METHODS.find(method)
+    if entry is not None and entry.oracle:
+        return f"`{method}` (test-set oracle: each domain's best expert picked on the test windows themselves; a reference, not a method)"
+    if entry is not None and not entry.cached:
+        windows = sorted(set(cmp.get("product_windows", {}).values()) - {0})
+        n = max((d.get("windows", 0) for d in cmp["domains"]), default=0)
+        return f"`{method}` (scored on the first {'/'.join(map(str, windows)) or '?'} test windows per domain, the others on up to {n})"
+    return f"`{method}`"
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    if choice["chosen_on"] == "config":
+        return "fixed in the config (`eval.method`)"
+    pooled = ", pooled over the repeats" if choice.get("pooled") else ""
+    return ("chosen on validation windows disjoint from those its prior is estimated on: lowest mean log-perplexity "
+            f"over every domain and ensemble{pooled}; the test split plays no part")
+
+
+def main_table(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
+    if k["repeats"] > 1:
+        ms = k["mean_std"]
+        return markdown_table(k["table"], domains, cell=lambda s, d: f"{fmt_ppl(ms[s][d][0])} ± {ms[s][d][1]:.2f}")
+    return markdown_table(k["table"], domains)
+
+
+def headline(k: dict[str, Any]) -> list[str]:
+    """Wins of each strategy against the baseline beside the chance rate, then the paper's count."""
+    out = []
+    base, n = k.get("baseline"), len(k["table"][next(iter(k["table"]))])
+    if base and k.get("wins"):
+        tests = {r["strategy"]: r for r in (k["tests"]["overall"] or [])}
+        out += [f"**Against `{base}` at equal compute**, per strategy: in how many of {n} domains its perplexity is "
+                f"lower, beside the count expected by chance if the two were equally good (half the domains where they "
+                "differ) and a one-sided sign test.", "",
+                "| strategy | lower than " + base + " | chance | sign-test p | Δ mean log-ppl | Holm p (repeats) |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for s in strategy_order(list(k["wins"])):
+            w = k["wins"][s]
+            ties = f" ({w['ties']} tied)" if w["ties"] else ""
+            t = tests.get(s)
+            diff = k["mean_log_ppl"][s][0] - k["mean_log_ppl"][base][0]
+            holm = "-" if t is None else _p(t["p_holm"]) + (" *" if t["significant"] and t["diff"] < 0 else "")
+            out.append(f"| {s} | {w['wins']} of {w['of']}{ties} | {w['chance']:.1f} | {_p(w['sign_p'])} | {diff:+.4f} | {holm} |")
+        out.append("")
+    h = k["headline"]
+    out.append(
+        f"Paper's count (secondary): heterogeneous best in {h['wins']} of {h['of']} domains (a heterogeneous ensemble "
+        f"lowest among {', '.join(strategy_order(h['compared']))}; ties count, as in the paper). Chance alone gives "
+        f"{h['chance']:.1f} of {h['of']} if all {len(h['compared'])} were equally good."
+        + (f" Per repeat: {', '.join(map(str, k['per_repeat_wins']))}." if k["repeats"] > 1 else "")
+    )
+    for ref in h.get("references", []):
+        out += ["", f"The compute-matched {ref} model is lower than every ensemble in {len(h[f'{ref}_best'])} of {h['of']} domains."]
+    return out
+
+
+def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
+    """Training noise (paired t-tests over repeats, Holm) and test-window noise (bootstrap CIs)."""
+    base, tests = k.get("baseline"), k.get("tests")
+    if not base or not tests:
+        return []
+    out = ["## Noise", ""]
+    if tests["cells"] is None:
+        out += ["One repeat: the training noise is not tested (run with `--seeds N` for paired t-tests over repeats).", ""]
+    else:
+        sig = [c for c in tests["cells"] if c["significant"] and c["diff"] < 0]
+        out += [
+            f"Paired t-test over {tests['repeats']} repeats of each strategy's log-perplexity difference to `{base}` "
+            f"(two-sided, df = {tests['df']}, t critical value {tests['t_crit']:.2f} at α = {tests['alpha']} before "
+            f"correction), Holm-corrected over all {tests['family']} (strategy, domain) pairs: {len(sig)} significant "
+            "improvements" + (": " + ", ".join(f"{c['strategy']} on {c['domain']}" for c in sig) if sig else "") + ".",
+            "",
+        ]
+    ci = k.get("window_ci")
+    if ci:
+        marks = {(c["strategy"], c["domain"]) for c in (tests["cells"] or []) if c["significant"]}
+        table = {s: {d: v[0] for d, v in per.items()} for s, per in ci.items()}
+
+        def cell(s: str, d: str) -> str:
+            m, lo, hi = ci[s][d]
+            return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" *" if (s, d) in marks else "")
+
+        out += [
+            f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {1 - 0.05:.0%} bootstrap "
+            "interval over the test windows (each window's loss averaged over the repeats first; windows of one document "
+            "are not independent, so the intervals are if anything too narrow)"
+            + ("; * = significant in the corrected t-test." if tests["cells"] is not None else "."),
+            "",
+        ]
+        out += markdown_table(table, domains, cell=cell, bold=False) + [""]
+    return out
+
+
+def compute_table(cmp: dict[str, Any]) -> list[str]:
+    """Mean log-perplexity per strategy with seed and domain-phase FLOPs in both counts."""
+    k = cmp["kinds"][cmp["kind"]]
+    meta0 = next(iter(cmp["flops"].values()), {})
+    chosen = meta0.get("flops_convention", "paper")
+    convs = sorted(meta0.get("flops_by") or {chosen: None}, key=lambda c: c != chosen)
+    head = "| strategy | mean log-perplexity (all domains) | " + " | ".join(
+        f"seed FLOPs ({c}) | domain-phase FLOPs ({c}{', budget' if c == chosen else ''})" for c in convs) + " |"
+    out = [head, "|---|---:|" + "---:|---:|" * len(convs)]
+    for s in strategy_order(list(k["mean_log_ppl"])):
+        m, sd = k["mean_log_ppl"][s]
+        meta = cmp["flops"].get(s, {})
+        by = meta.get("flops_by") or {chosen: {"seed": meta.get("seed_flops"), "domain": meta.get("domain_flops")}}
+        cells = [f"{_flops(by.get(c, {}).get('seed'))} | {_flops(by.get(c, {}).get('domain'))}" for c in convs]
+        out.append(f"| {s} | {m:.4f}" + (f" ± {sd:.4f}" if k["repeats"] > 1 else "") + " | " + " | ".join(cells) + " |")
+    return out
+
+
+def both_kinds(cmp: dict[str, Any]) -> list[str]:
+    """The final-expert ensemble and the forest side by side, from the same experts."""
+    if len(cmp["kinds"]) < 2:
+        return []
+    kinds = cmp["kinds"]
+    names = list(kinds)
+    out = ["## Both ensembles from the same experts", ""]
+    out += [f"- `{kn}`: {KIND_NAMES.get(kn, kn)}, mixing method `{kinds[kn]['method']}` ({choice_text(kinds[kn]['method_choice'])})."
+            for kn in names]
+    base = kinds[names[0]].get("baseline")
+    out += ["", "| strategy | " + " | ".join(f"mean log-ppl ({kn})" for kn in names)
+            + ("".join(f" | lower than {base} ({kn})" for kn in names) if base else "") + " |",
+            "|---|" + "---:|" * (len(names) * (2 if base else 1))]
+    for s in strategy_order(list(kinds[names[0]]["table"])):
+        cells = [f"{kinds[kn]['mean_log_ppl'][s][0]:.4f}" for kn in names]
+        if base:
+            cells += [(f"{kinds[kn]['wins'][s]['wins']} of {kinds[kn]['wins'][s]['of']}" if s in kinds[kn]["wins"] else "-") for kn in names]
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    for ref in kinds[names[0]]["headline"].get("references", []):
+        counts = "; ".join(f"{len(kinds[kn]['headline'][f'{ref}_best'])} of {kinds[kn]['headline']['of']} with the {kn} ensembles"
+                           for kn in names)
+        out += ["", f"The compute-matched {ref} model is lower than every ensemble in {counts}."]
+    other = kinds[names[1]]
+    out += ["", f"### The {names[1]} ensembles per domain, method `{other['method']}`", ""] + main_table(other, cmp["domains"]) + [""]
+    out += headline(other) + [""]
+    return out
+
+
+def allocation(cmp: dict[str, Any]) -> list[str]:
+    out = []
+    for name, alloc in cmp.get("decisions", {}).items():
+        sm = alloc["summary"]
+        out += ["", f"## `{name}`: its allocation, predicted against measured", "",
+                f"Objective `{sm['objective']}`; pilots {_flops(sm['pilot_flops'])} + experts {_flops(sm['expert_flops'])} = "
+                f"{_flops(sm['total_flops'])} FLOPs ({sm['off_budget']:+.2%} against the budget {_flops(sm['budget_flops'])}, "
+                f"{sm.get('flops_convention') or 'paper'} count). Losses are the expert's validation loss (nats/token) on its own "
+                "domain right after it trained.", "",
+                "| lineage | iteration | domain | size | steps | predicted loss | measured loss |", "|---|---:|---|---|---:|---:|---:|"]
+        for r in alloc["rows"]:
+            measured = "-" if r["measured_loss"] is None else f"{r['measured_loss']:.3f}"
+            out.append(f"| {r['lineage']} | {r['iteration']} | {r['domain']} | {r['size']} | {r['steps']} | "
+                       f"{r['predicted_loss']:.3f} | {measured} |")
+        err = alloc["errors"]
+        if err["all"]["mae"] is not None:
+            out += ["", f"Prediction error (predicted - measured, nats/token) over {alloc['repeats']} repeat(s):", "",
+                    "| iteration | experts | mean absolute error | mean error |", "|---|---:|---:|---:|"]
+            for i, e in [*err["by_iteration"].items(), ("all", err["all"])]:
+                if e["mae"] is not None:
+                    out.append(f"| {i} | {e['n']} | {e['mae']:.3f} | {e['bias']:+.3f} |")
+    return out
+
+
+def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
+    k = cmp["kinds"][cmp["kind"]]
+    domains = cmp["domains"]
+    out = [f"# hdee report: {run_name}", ""]
+    out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
+               f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
+    out.append("")
+    if k["repeats"] > 1:
+        out += [f"Mean ± std over {k['repeats']} repeats of the domain phase.", ""]
+    out += main_table(k, domains) + [""] + headline(k) + [""]
+    out += noise(k, domains)
+    if "mean_log_ppl" in k:
+        out += compute_table(cmp) + [""]
+    out += both_kinds(cmp)
+    out += allocation(cmp)
+    out += ["", "## Every mixing method", ""]
+    for m, table in cmp["per_method"].items():
+        out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains) + [""]
+    if cmp.get("seeds"):
+        out += ["## Seed models", "", "Perplexity of each seed model on every domain, before any branching.", ""]
+        out += markdown_table(cmp["seeds"], domains) + [""]
+    shift = cmp.get("seed_shift")
+    if shift:
+        out += ["## Experts against their seed", "",
+                "Perplexity on the expert's own domain before branching (the seed of its size) and after.", "",
+                "| expert | domain | size | steps | seed ppl | expert ppl | change |", "|---|---|---|---:|---:|---:|---:|"]
+        for r in shift:
+            change = r["expert_ppl"] / r["seed_ppl"] - 1
+            out.append(f"| {r['expert']} | {r['domain']} | {r['size']} | {r['steps']} | "
+                       f"{fmt_ppl(r['seed_ppl'])} | {fmt_ppl(r['expert_ppl'])} | {change:+.1%} |")
+    return "\n".join(out) + "\n"
