@@ -77,8 +77,8 @@ def test_dag_is_topological_and_branches_follow_lineages(paper_plan):
 
 def test_scores_cover_every_expert_of_both_ensembles_on_every_eval_domain(paper, paper_plan):
     scores = paper_plan.jobs_of("score")
-    pairs = {(j.expert, j.domain) for j in scores}
-    assert pairs == {(e, d) for e in paper_plan.experts for d in paper.eval_domains}
+    assert sorted(j.expert for j in scores) == sorted(paper_plan.experts)  # one job per expert
+    assert all(j.domains == paper.eval_domains for j in scores)
     # every trained expert, not only the final ones: MHo-IHo's 9 (M@400), MHo-IHe's own 2 in
     # iteration 3, MHe-IHo's 6 S and L, MHe-IHe's own 3 in iteration 3, dense; plus 3 seed models
     assert len(paper_plan.experts) == 9 + 2 + 6 + 3 + 1 + 3

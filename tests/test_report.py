@@ -174,7 +174,7 @@ def test_both_ensemble_kinds_side_by_side(tmp_path):
     ens = [s for s in STRATS if s != "dense"]
     n_final = sum(1 for d in domains if uniform_table(res)["dense"][d] < min(uniform_table(res)[s][d] for s in ens))
     n_forest = sum(1 for d in domains if forest["dense"][d] < min(forest[s][d] for s in ens))
-    assert f"lower than every ensemble in {n_final} of 5 with the final ensembles; {n_forest} of 5 with the all ensembles" in md
+    assert f"lower than every ensemble in {n_final} of 5 against the final experts; {n_forest} of 5 against the forest" in md
     mean = sum(math.log(forest["MHe-IHo"][d]) for d in domains) / len(domains)
     assert re.search(rf"^\| MHe-IHo \| [0-9.]+ \| {mean:.4f} \|", md, re.M)
 

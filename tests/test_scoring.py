@@ -98,7 +98,7 @@ def test_sha_of_weights_is_computed_when_hdee_json_lacks_it(expert, tmp_path):
     assert side["expert_sha256"] == sha256_file(copy / "model.safetensors")
 
 
-def test_score_domain_writes_capped_test_and_val_prior_windows(expert, tmp_path):
+def test_score_domains_writes_capped_test_and_val_windows(expert, tmp_path):
     cfg = load_config("configs/tiny.toml")
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_tokens": 96, "prior_sequences": 3})})
     seen = []
@@ -108,7 +108,7 @@ def test_score_domain_writes_capped_test_and_val_prior_windows(expert, tmp_path)
         return np.random.default_rng(len(split)).integers(0, 256, size=500)
 
     layout = RunLayout(tmp_path / "run")
-    scoring.score_domain(layout, "x", expert, "py_code", cfg, reader)
+    scoring.score_domains(layout, "x", expert, ["py_code"], cfg, reader)
     test = np.load(layout.scores_dir / "x" / "py_code.test.npy")
     val = np.load(layout.scores_dir / "x" / "py_code.val.npy")
     assert test.shape == (96 // 32, 32) and val.shape == (3, 32)

@@ -152,6 +152,7 @@ def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, An
     per_window = [{s: k["ensembles"][s].get("window_nll", {}).get(method) for s in strategies} for k in kind_runs]
     if all(r[s] is not None for r in per_window for s in [base, *others]):
         out["window_ci"] = stats.window_cis(per_window, base, others, domains)
+        out["ci_level"] = 1 - stats.ALPHA
     return out
 
 

@@ -95,10 +95,11 @@ def _mix(
     experts: Mapping[str, Path],
     expert_ppl: dict[str, dict[str, float]],
     test_windows: dict[str, np.ndarray],
+    methods: list[str],
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
     """One ensemble on every domain: test perplexity per method, perplexity on the selection
     windows per candidate method, and (kept apart) each method's per-window mean log-prob."""
-    ids, methods, domains = list(spec.experts), list(cfg.eval.methods), cfg.eval_domains
+    ids, domains = list(spec.experts), cfg.eval_domains
     selectable = candidates(methods)
     ppl: dict[str, dict[str, float]] = {m: {} for m in methods}
     val_ppl: dict[str, dict[str, float]] = {m: {} for m in selectable}
@@ -154,14 +155,15 @@ def _evaluate_kind(
     experts: Mapping[str, Path],
     expert_ppl: dict[str, dict[str, float]],
     test_windows: dict[str, np.ndarray],
+    methods: list[str],
 ) -> dict[str, Any]:
     """Every ensemble of one kind, the main method chosen for them, and its per-window losses."""
     ensembles: dict[str, Any] = {}
     window_lp: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name, spec in specs.items():
-        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows)
+        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows, methods)
     multi = {n: e["val_ppl"] for n, e in ensembles.items() if len(e["experts"]) > 1}
-    choice = choose_method(multi, list(cfg.eval.methods), cfg.eval.method)
+    choice = choose_method(multi, methods, cfg.eval.method)
     for name, ens in ensembles.items():
         # each test window's mean loss under every cached method, for the statistics (repeats may
         # choose different methods; the comparison then picks one for all of them)
@@ -199,7 +201,7 @@ def evaluate(
     metas = {eid: read_expert(d).record.as_dict() for eid, d in experts.items()}
     domains = cfg.eval_domains
     expert_ppl, test_windows = _score_all(cfg, layout, experts, reader)
-    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows)
+    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods))
     results = {
         "config": cfg.name,
         "methods": list(cfg.eval.methods),
@@ -218,9 +220,10 @@ def evaluate(
         "experts": {eid: {"meta": metas[eid], "ppl": expert_ppl[eid]} for eid in experts},
         "ensembles": main["ensembles"],
     }
-    if alt:
+    if alt:  # from the cached scores only: methods that run the models (product) stay with the main kind
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
-        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows)}
+        cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached]
+        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached)}
     atomic_write_json(layout.results_path(repeat), results)
     atomic_write_text(layout.results_csv(repeat), _csv(results))
     return results

@@ -15,6 +15,7 @@ from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
               "all": "forest (BTM's: every expert the strategy trained)"}
+KIND_SHORT = {"final": "final experts", "all": "forest"}
 
 
 def fmt_ppl(x: float) -> str:
@@ -137,7 +138,7 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
             return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" *" if (s, d) in marks else "")
 
         out += [
-            f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {1 - 0.05:.0%} bootstrap "
+            f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {k['ci_level']:.0%} bootstrap "
             "interval over the test windows (each window's loss averaged over the repeats first; windows of one document "
             "are not independent, so the intervals are if anything too narrow)"
             + ("; * = significant in the corrected t-test." if tests["cells"] is not None else "."),
@@ -172,11 +173,13 @@ def both_kinds(cmp: dict[str, Any]) -> list[str]:
     kinds = cmp["kinds"]
     names = list(kinds)
     out = ["## Both ensembles from the same experts", ""]
-    out += [f"- `{kn}`: {KIND_NAMES.get(kn, kn)}, mixing method `{kinds[kn]['method']}` ({choice_text(kinds[kn]['method_choice'])})."
-            for kn in names]
+    out += [f"- {KIND_SHORT.get(kn, kn)} (`ensemble = \"{kn}\"`): the {KIND_NAMES.get(kn, kn)}, mixing method "
+            f"`{kinds[kn]['method']}` (chosen on {kinds[kn]['method_choice']['chosen_on']})." for kn in names]
+    out += ["", f"The {KIND_SHORT.get(names[1], names[1])} is mixed from the cached scores only (no `product`)."]
     base = kinds[names[0]].get("baseline")
-    out += ["", "| strategy | " + " | ".join(f"mean log-ppl ({kn})" for kn in names)
-            + ("".join(f" | lower than {base} ({kn})" for kn in names) if base else "") + " |",
+    short = [KIND_SHORT.get(kn, kn) for kn in names]
+    out += ["", "| strategy | " + " | ".join(f"mean log-ppl ({kn})" for kn in short)
+            + ("".join(f" | lower than {base} ({kn})" for kn in short) if base else "") + " |",
             "|---|" + "---:|" * (len(names) * (2 if base else 1))]
     for s in strategy_order(list(kinds[names[0]]["table"])):
         cells = [f"{kinds[kn]['mean_log_ppl'][s][0]:.4f}" for kn in names]
@@ -184,11 +187,12 @@ def both_kinds(cmp: dict[str, Any]) -> list[str]:
             cells += [(f"{kinds[kn]['wins'][s]['wins']} of {kinds[kn]['wins'][s]['of']}" if s in kinds[kn]["wins"] else "-") for kn in names]
         out.append(f"| {s} | " + " | ".join(cells) + " |")
     for ref in kinds[names[0]]["headline"].get("references", []):
-        counts = "; ".join(f"{len(kinds[kn]['headline'][f'{ref}_best'])} of {kinds[kn]['headline']['of']} with the {kn} ensembles"
-                           for kn in names)
+        counts = "; ".join(f"{len(kinds[kn]['headline'][f'{ref}_best'])} of {kinds[kn]['headline']['of']} against the "
+                           f"{KIND_SHORT.get(kn, kn)}" for kn in names)
         out += ["", f"The compute-matched {ref} model is lower than every ensemble in {counts}."]
     other = kinds[names[1]]
-    out += ["", f"### The {names[1]} ensembles per domain, method `{other['method']}`", ""] + main_table(other, cmp["domains"]) + [""]
+    out += ["", f"### The {KIND_SHORT.get(names[1], names[1])} per domain, method `{other['method']}`", ""]
+    out += main_table(other, cmp["domains"]) + [""]
     out += headline(other) + [""]
     return out
 

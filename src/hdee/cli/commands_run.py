@@ -33,8 +33,7 @@ def _jobs_table(plan: Plan) -> Table:
         t.add_row(j.id, j.kind, j.size or "-", _fmt_int(j.steps), _fmt_int(j.tokens), f"{j.flops:.3g}" if j.flops else "-",
                   j.parent or "-", ", ".join(j.used_by) or "all")
     if scores:
-        experts = len({j.expert for j in scores})
-        t.add_row(f"score x {len(scores)}", "score", "-", "-", "-", "-", f"{experts} experts x {len(scores) // max(experts, 1)} domains", "")
+        t.add_row(f"score x {len(scores)}", "score", "-", "-", "-", "-", f"{len(scores)} experts x {len(scores[0].domains)} domains", "")
     return t
 
 

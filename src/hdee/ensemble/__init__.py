@@ -5,7 +5,7 @@ from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import Generation, generation_methods
 from hdee.ensemble.mixing import estimate_prior, mix_cached, perplexity
 from hdee.ensemble.product import product_scores
-from hdee.ensemble.scoring import score_cached, score_domain, score_expert
+from hdee.ensemble.scoring import score_cached, score_domains, score_expert
 
 __all__ = [
     "Ensemble",
@@ -17,6 +17,6 @@ __all__ = [
     "perplexity",
     "product_scores",
     "score_cached",
-    "score_domain",
+    "score_domains",
     "score_expert",
 ]

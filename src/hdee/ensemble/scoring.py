@@ -178,16 +178,20 @@ def lazy_scorer() -> Callable[[str | Path, np.ndarray, int], np.ndarray]:
     return scorer
 
 
-def score_domain(
+def score_domains(
     layout: "RunLayout",
     expert_id: str,
     expert_dir: str | Path,
-    domain: str,
+    domains: list[str],
     cfg: "ExperimentConfig",
     reader: TokenReader = read_tokens,
 ) -> None:
-    """One executor job: cache the expert's scores on the domain's test windows and val prior windows."""
-    scorer = lazy_scorer()  # the model is loaded once for both splits, and not at all on cache hits
-    for split in SPLITS_SCORED:
-        windows = domain_windows(layout, domain, split, cfg, reader)
-        score_cached(expert_dir, windows, layout.score_path(expert_id, domain, split), cfg.eval.batch_size, scorer)
+    """One executor job: cache the expert's scores on each domain's test windows and val windows
+    (the prior's, then the method choice's). The model is loaded once for every domain and split,
+    and not at all when everything is cached; each (domain, split) is its own cache file, so a
+    killed job resumes where it stopped."""
+    scorer = lazy_scorer()
+    for domain in domains:
+        for split in SPLITS_SCORED:
+            windows = domain_windows(layout, domain, split, cfg, reader)
+            score_cached(expert_dir, windows, layout.score_path(expert_id, domain, split), cfg.eval.batch_size, scorer)

@@ -61,9 +61,10 @@ def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
         from hdee.ensemble.scoring import SPLITS_SCORED, sidecar_path
 
         files = []
-        for split in SPLITS_SCORED:
-            path = layout.score_path(str(job.expert), str(job.domain), split)
-            files += [path, sidecar_path(path)]
+        for domain in job.domains:
+            for split in SPLITS_SCORED:
+                path = layout.score_path(str(job.expert), domain, split)
+                files += [path, sidecar_path(path)]
         return [p for p in files if p.is_file()]
     raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
 
@@ -132,9 +133,9 @@ def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None])
         result = run_train_job(_train_job(job, layout, cfg), progress=_train_progress(progress, int(job.steps or 0)))
         return dict(result or {})
     if job.kind == "score":
-        from hdee.ensemble.scoring import score_domain
+        from hdee.ensemble.scoring import score_domains
 
-        score_domain(layout, str(job.expert), layout.expert_dir(str(job.expert)), str(job.domain), cfg)
+        score_domains(layout, str(job.expert), layout.expert_dir(str(job.expert)), list(job.domains), cfg)
         return {}
     raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
 

@@ -98,15 +98,17 @@ class _Builder:
         )
         return self._add(job, used_by)
 
-    def score(self, expert: Job, domain: str, used_by: str) -> Job:
+    def score(self, expert: Job, used_by: str) -> Job:
+        """One job per expert for every eval domain: the model is loaded once, not once per domain."""
         stem = expert.id.rsplit("-", 1)[0]
-        key = ["score", expert.id, domain, self.prepare.id, _section(self.cfg, "eval")]
+        domains = self.cfg.eval_domains
+        key = ["score", expert.id, domains, self.prepare.id, _section(self.cfg, "eval")]
         job = Job(
-            id=f"score-{stem}-{domain}-{_hash(key)}",
+            id=f"score-{stem}-{_hash(key)}",
             kind="score",
             deps=[expert.id, self.prepare.id],
             expert=expert.id,
-            domain=domain,
+            domains=domains,
             repeat=self.repeat,
         )
         return self._add(job, used_by)
@@ -172,13 +174,11 @@ def build_plan(
         # every expert of both kinds, so the final ensemble and the forest compare the same experts
         for expert_id in dict.fromkeys(e for kind in ens.members.values() for e in kind):
             experts[expert_id] = RunLayout.expert_rel(expert_id)
-            for dom in cfg.eval_domains:
-                b.score(b.jobs[expert_id], dom, name)
+            b.score(b.jobs[expert_id], name)
     # seed models are scored too: the report shows how far branching moved each domain
     for seed in [j for j in b.jobs.values() if j.kind == "seed"]:
         experts[seed.id] = RunLayout.expert_rel(seed.id)
-        for dom in cfg.eval_domains:
-            b.score(seed, dom, "seeds")
+        b.score(seed, "seeds")
 
     for name, ens in ensembles.items():
         sizes = sorted({j.size for j in members[name] if j.size}, key=_size_order(cfg))
