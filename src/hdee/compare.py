@@ -8,7 +8,7 @@ rebuilds the report without touching a model. The report module only renders thi
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 from hdee import stats
 from hdee.errors import HdeeError
