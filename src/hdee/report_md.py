@@ -120,12 +120,16 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     if tests["cells"] is None:
         out += ["One repeat: the training noise is not tested (run with `--seeds N` for paired t-tests over repeats).", ""]
     else:
-        sig = [c for c in tests["cells"] if c["significant"] and c["diff"] < 0]
+        def listed(cells: list[dict[str, Any]]) -> str:
+            return (": " + ", ".join(f"{c['strategy']} on {c['domain']}" for c in cells)) if cells else ""
+
+        better = [c for c in tests["cells"] if c["significant"] and c["diff"] < 0]
+        worse = [c for c in tests["cells"] if c["significant"] and c["diff"] > 0]
         out += [
             f"Paired t-test over {tests['repeats']} repeats of each strategy's log-perplexity difference to `{base}` "
             f"(two-sided, df = {tests['df']}, t critical value {tests['t_crit']:.2f} at α = {tests['alpha']} before "
-            f"correction), Holm-corrected over all {tests['family']} (strategy, domain) pairs: {len(sig)} significant "
-            "improvements" + (": " + ", ".join(f"{c['strategy']} on {c['domain']}" for c in sig) if sig else "") + ".",
+            f"correction), Holm-corrected over all {tests['family']} (strategy, domain) pairs: {len(better)} significant "
+            f"improvements{listed(better)}; {len(worse)} significant deteriorations{listed(worse)}.",
             "",
         ]
     ci = k.get("window_ci")
@@ -139,8 +143,9 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
 
         out += [
             f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {k['ci_level']:.0%} bootstrap "
-            "interval over the test windows (each window's loss averaged over the repeats first; windows of one document "
-            "are not independent, so the intervals are if anything too narrow)"
+            "interval over the test windows"
+            + (" (each window's loss averaged over the repeats first)" if k["repeats"] > 1 else "")
+            + "; windows of one document are not independent, so the intervals are if anything too narrow"
             + ("; * = significant in the corrected t-test." if tests["cells"] is not None else "."),
             "",
         ]
