@@ -43,6 +43,7 @@ class ExpertRecord(BaseModel):
     job_id: str | None = None
     size_name: str | None = None
     domain: str | None = None  # the single training domain, else None
+    domains: list[str] | None = None  # every domain its training job read
     lineage: str | None = None
     params: dict[str, int] = Field(default_factory=dict, description="parameter counts (total, non_embedding, ...)")
     iteration: int | None = None
@@ -54,6 +55,23 @@ class ExpertRecord(BaseModel):
     final_val_loss: float | None = None
     model_sha256: str | None = None
     tokenizer_hash: str | None = None
+    source: str | None = Field(default=None, description="an imported seed's checkpoint (local dir or hub id)")
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        """A recorded setting without a typed field (budget, data, schedule, meta, ...)."""
+        return (self.model_extra or {}).get(key, default)
+
+    @property
+    def trained_domains(self) -> list[str]:
+        """The domains the model's own training job read (none for an average)."""
+        data = self.extra("data")
+        if isinstance(data, list) and data:
+            return [str(d["domain"]) for d in data if isinstance(d, dict) and "domain" in d]
+        meta = self.extra("meta")
+        domains = self.domains or (meta.get("domains") if isinstance(meta, dict) else None)
+        if domains:
+            return [str(d) for d in domains]
+        return [self.domain] if self.domain else []
 
     def as_dict(self) -> dict[str, Any]:
         """The record as written (keys that were not in the file are not added)."""

@@ -60,6 +60,7 @@ def train(
             if not layout.tokenizer_path.is_file():
                 raise ConfigError(f"{layout.tokenizer_path}: tokenizer not found (prepare the data first, or pass --vocab)")
             vocab, tok_hash = vocab_size(layout.tokenizer_path), tokenizer_hash(layout.tokenizer_path)
+        tok_file = layout.tokenizer_path if layout.tokenizer_path.is_file() else None
         dirs = [Path(d) if Path(d).is_dir() else layout.domain_dir(d) for d in domains]
         job = job_from_config(
             cfg,
@@ -70,6 +71,7 @@ def train(
             vocab=vocab,
             parent=parent,
             tokenizer_hash=tok_hash,
+            tokenizer=tok_file,
             seed=seed,
         )
     record = run_train_job(job, progress=progress)

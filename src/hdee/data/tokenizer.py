@@ -12,7 +12,7 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hdee.errors import DataError
-from hdee.fsutil import atomic_write_text, sha256_bytes, sha256_file
+from hdee.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 
 EOS_TOKEN = "<|endoftext|>"
 _KNOWN_EOS = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")
@@ -111,3 +111,33 @@ def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
     tok = load_tokenizer(path)
     eos = eos_token(tok, where=str(path)) if require_eos else find_eos_token(tok)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)
+
+
+#: the files `save_tokenizer_files` writes into a model directory
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def save_tokenizer_files(path: str | Path, out_dir: str | Path, model_max_length: int | None = None) -> list[Path]:
+    """Write `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` into `out_dir`.
+
+    The model directory then loads with `AutoTokenizer`, `transformers.pipeline` and tools
+    that read HF model dirs (lm-eval's `hf` model, mergekit). The class is recorded as
+    `PreTrainedTokenizerFast`, which every transformers version knows.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    hf = load_hf_tokenizer(path, require_eos=False)
+    if model_max_length:
+        hf.model_max_length = model_max_length
+    hf.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if config.get(k)}
+    # the run's own bytes, so the copy's sha256 is the `tokenizer_hash` every hdee.json records
+    atomic_write_bytes(out_dir / "tokenizer.json", Path(path).read_bytes())
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / "special_tokens_map.json", json.dumps(special, indent=2, sort_keys=True) + "\n")
+    return [out_dir / name for name in TOKENIZER_FILES]

@@ -5,6 +5,7 @@ Only meaningful for experts of one architecture that branched from a common seed
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ from hdee.ensemble.experts import check_compatible, load_model, read_expert
 from hdee.errors import EnsembleError
 from hdee.expert_dir import weights_path, write_record
 from hdee.fsutil import atomic_dir, sha256_file
+from hdee.modelcard import CARD_FILE, render_card
 
 # config.json keys that fix the parameter shapes or how they are used
 _ARCHITECTURE_KEYS = (
@@ -51,6 +53,15 @@ def _normalised_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise EnsembleError(f"averaging weights must be non-negative with a positive sum, got {w.tolist()}")
     return w / w.sum()
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    """The experts' tokenizer files (they share one tokenizer), when the first expert carries them."""
+    from hdee.data.tokenizer import TOKENIZER_FILES
+
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
 
 
 def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None, out_dir: str | Path) -> Path:
@@ -103,6 +114,8 @@ def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None,
             meta[key] = values.pop()
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
+        _copy_tokenizer(infos[0].path, tmp)
+        (tmp / CARD_FILE).write_text(render_card(meta, out_dir.name), encoding="utf-8")
         # both keys: `model_sha256` is what the trainer verifies when this model becomes a parent
         meta["sha256"] = meta["model_sha256"] = sha256_file(weights_path(tmp))
         write_record(tmp, meta)

@@ -103,6 +103,7 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
         data=[DataMix(domain_dir=layout.domain_dir(d), weight=w) for d, w in zip(job.domains, job.weights)],
         val=[layout.domain_dir(d) for d in job.domains],
         tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
+        tokenizer=layout.tokenizer_path,
         budget=Budget(steps=job.steps),
         schedule=cfg.schedule(seed=job.kind == "seed"),
         train=cfg.train,
@@ -116,6 +117,7 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
             "domains": job.domains,
             "repeat": job.repeat,
             "parent_id": job.parent,
+            "config": cfg.name,
         },
     )
 

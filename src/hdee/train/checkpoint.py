@@ -166,14 +166,26 @@ def remove_state(out_dir: Path) -> None:
 # ------------------------------------------------------------------ finished experts
 
 
-def save_expert(out_dir: Path, model: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """HF files first (each replaced atomically), then `hdee.json`, whose presence marks the job finished."""
+def save_expert(
+    out_dir: Path, model: Any, record: dict[str, Any], tokenizer: Path | None = None, max_length: int | None = None
+) -> dict[str, Any]:
+    """HF files first (each replaced atomically), then `hdee.json`, whose presence marks the job finished.
+
+    With `tokenizer` (the run's tokenizer.json) the directory also gets the tokenizer files, so it
+    is a self-contained HF model dir; every directory gets a model card (README.md).
+    """
+    from hdee.data.tokenizer import save_tokenizer_files
+    from hdee.modelcard import CARD_FILE, render_card
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export.", suffix=".tmp") as tmp:
             hf_logging.disable_progress_bar()  # one bar per save would drown the job's own progress
             model.save_pretrained(tmp)
+            if tokenizer is not None:
+                save_tokenizer_files(tokenizer, tmp, max_length)
+            (Path(tmp) / CARD_FILE).write_text(render_card(record, out_dir.name), encoding="utf-8")
             for name in sorted(os.listdir(tmp)):
                 os.replace(Path(tmp) / name, out_dir / name)
         record = write_record(out_dir, {**record, "model_sha256": sha256_file(out_dir / WEIGHTS)})

@@ -46,6 +46,7 @@ class TrainJob(_Strict):
     data: list[DataMix] = Field(min_length=1)
     val: list[Path] = Field(default_factory=list)
     tokenizer_hash: str | None = None
+    tokenizer: Path | None = None  # its files are saved beside the weights, so the dir loads on its own
     budget: Budget
     schedule: Schedule
     train: TrainConfig = TrainConfig()
@@ -143,6 +144,7 @@ def job_from_config(
     val_dirs: list[Path] | None = None,
     parent: Path | None = None,
     tokenizer_hash: str | None = None,
+    tokenizer: Path | None = None,
     seed: int | None = None,
     meta: dict[str, Any] | None = None,
 ) -> TrainJob:
@@ -154,9 +156,16 @@ def job_from_config(
         data=[DataMix(domain_dir=d) for d in domain_dirs],
         val=list(val_dirs if val_dirs is not None else domain_dirs),
         tokenizer_hash=tokenizer_hash,
+        tokenizer=tokenizer,
         budget=budget,
         schedule=config.schedule(seed=parent is None),
         train=config.train,
         seed=config.seed if seed is None else seed,
-        meta=meta or {"domain": "+".join(Path(d).name for d in domain_dirs), "size": size},
+        meta=meta or {
+            "domain": "+".join(Path(d).name for d in domain_dirs),
+            "domains": [Path(d).name for d in domain_dirs],
+            "size": size,
+            "kind": "seed" if parent is None else "train",
+            "config": config.name,
+        },
     )

@@ -37,7 +37,7 @@ __all__ = ["DistContext", "job_fingerprint", "run_train_job"]
 
 def job_fingerprint(job: TrainJob) -> str:
     """What a saved state must match to be resumed (display-only settings excluded)."""
-    return sha256_bytes(job.model_dump_json(exclude={"tensorboard"}).encode())
+    return sha256_bytes(job.model_dump_json(exclude={"tensorboard", "tokenizer"}).encode())
 
 
 def run_train_job(
@@ -147,7 +147,9 @@ def run_train_job(
 
     record = None
     if ctx.is_main:
-        record = ckpt.save_expert(out, model, job_record(job, plan, parent, train_data, sampler, last_val, val_names))
+        record = ckpt.save_expert(
+            out, model, job_record(job, plan, parent, train_data, sampler, last_val, val_names), job.tokenizer, job.size.seq_len
+        )
         ckpt.remove_state(out)
     ctx.barrier()
     return record if record is not None else ckpt.verify_expert(out)
