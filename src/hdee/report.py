@@ -2,7 +2,7 @@
 rich table.
 
 Nothing here computes a metric: the numbers come from `hdee.compare` over `results*.json`,
-and the curves from each expert's own metrics (hdee.expert_dir).
+and the curves (`hdee.curves`) from each expert's own metrics (hdee.expert_dir).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from hdee.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
+from hdee.curves import plot_curves  # noqa: E402
 from hdee.errors import HdeeError  # noqa: E402
-from hdee.report_md import domain_groups, fmt_ppl, render_markdown  # noqa: E402
-from hdee.expert_dir import METRICS, read_metrics  # noqa: E402
 from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
+from hdee.report_md import domain_groups, fmt_ppl, render_markdown  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:
@@ -55,26 +55,6 @@ def plot_relative(cmp: dict[str, Any], path: Path) -> None:
     axes[0][0].set_ylabel(f"perplexity relative to {base}")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"method: {cmp['method']} (below zero = better than {base})")
-    _save_png(fig, path)
-
-
-def plot_curves(experts_dir: Path, path: Path) -> None:
-    """Validation loss against training FLOPs for every expert (one line per metrics.jsonl)."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    n = 0
-    for metrics in sorted(experts_dir.glob(f"*/{METRICS}")):
-        pts = [(row.get("flops", 0), row["val_loss"]) for row in read_metrics(metrics) if row.get("val_loss") is not None]
-        if len(pts) < 2:
-            continue
-        xs, ys = zip(*sorted(pts))
-        kind = metrics.parent.name.split("-")[0]
-        ax.plot(xs, ys, lw=1.2 if kind != "seed" else 2.0, alpha=0.8, label=metrics.parent.name)
-        n += 1
-    ax.set_xlabel("training FLOPs of the job (6 x non-embedding params x tokens)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"validation loss of {n} training jobs")
-    if 0 < n <= 30:
-        ax.legend(fontsize=6, ncol=2)
     _save_png(fig, path)
 
 
@@ -115,5 +95,5 @@ def write_report(layout: RunLayout) -> dict[str, Any]:
     name = runs[0].get("config", layout.root.name)
     atomic_write_text(layout.report_md, render_markdown(cmp, name))
     plot_relative(cmp, layout.report_png)
-    plot_curves(layout.experts_dir, layout.curves_png)
+    plot_curves(layout, layout.curves_png, _save_png)
     return cmp

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hdee.cli.app import app
+from hdee.cli.output import make_console
 
 
 def _mb(n: int) -> str:
@@ -28,7 +28,7 @@ def prepare(
 
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)
-    console = Console()
+    console = make_console()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("prepare", total=1)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hdee.cli.app import app
+from hdee.cli.output import make_console
 from hdee.errors import EnsembleError
 
-_out = Console()
+_out = make_console()
 
 
 @app.command("eval")

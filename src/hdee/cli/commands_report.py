@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from hdee.api import report_run
 from hdee.cli.app import app
+from hdee.cli.output import make_console
 from hdee.layout import RunLayout
 from hdee.report import rich_table
 
@@ -18,6 +18,6 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory with result
     """Rebuild report.md, report.png and curves.png from a run's saved results (no recomputation)."""
     cmp = report_run(run_dir)
     layout = RunLayout(run_dir)
-    console = Console()
+    console = make_console()
     console.print(rich_table(cmp))
     console.print(f"wrote {layout.report_md}, {layout.report_png}, {layout.curves_png}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hdee.cli.app import app
+from hdee.cli.output import make_console
 from hdee.config import load_config
 from hdee.layout import RunLayout
 from hdee.plan import Plan
@@ -92,7 +92,7 @@ def plan_cmd(
     vocab: int | None = typer.Option(None, "--vocab", help="vocab for embedding sizes when no tokenizer is prepared"),
     repeat: int = typer.Option(0, "--repeat", min=0, help="which domain-phase repeat to plan"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
-    json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here (- : print only the JSON)"),
 ) -> None:
     """Show the jobs of CONFIG's strategies and their compute, without running anything."""
     from hdee.api import preview_plan
@@ -100,7 +100,10 @@ def plan_cmd(
     cfg = load_config(config)
     preview = preview_plan(cfg, RunLayout.of(cfg.name, run_dir), vocab, repeat)
     plan, v, source = preview.plan, preview.vocab, preview.vocab_source
-    console = Console()
+    if json_out is not None and str(json_out) == "-":
+        typer.echo(plan.model_dump_json(indent=2))  # every number in full, nothing else on stdout
+        return
+    console = make_console()
     console.print(_jobs_table(plan))
     console.print(_totals_table(plan))
     console.print(
@@ -135,8 +138,10 @@ def run_cmd(
 
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)
-    summary = run_experiment(cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view)
-    console = Console()
+    console = make_console()
+    summary = run_experiment(
+        cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view, console=console
+    )
     console.print(rich_table(summary["comparison"]))
     console.print(
         f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run): {', '.join(summary['results'])}; report {summary['report']}",

@@ -6,14 +6,14 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from hdee.cli.app import app
+from hdee.cli.output import make_console
 from hdee.config import load_config
 from hdee.errors import ConfigError
 from hdee.layout import RunLayout
 
-_out = Console()
+_out = make_console()
 
 
 @app.command("train")
