@@ -5,6 +5,7 @@ plan, and say what each ensemble is. The CLI only parses arguments and prints th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,22 @@ class Run:
     cfg: ExperimentConfig
     layout: RunLayout
     plan: Plan
+
+    @cached_property
+    def experts(self) -> dict[str, Path]:
+        """Every model the plan scores (ensemble members and seed models) -> its directory."""
+        return expert_dirs(self.plan, self.layout)
+
+    @cached_property
+    def ensembles(self) -> dict[str, EnsembleSpec]:
+        """Each strategy's ensemble of the config's kind (`cfg.ensemble`), as evaluation takes it."""
+        return ensemble_specs(self.plan, self.layout)
+
+    def ensemble_dirs(self, strategy: str) -> list[Path]:
+        """The model directories of one strategy's ensemble."""
+        if strategy not in self.ensembles:
+            raise EnsembleError(f"{self.layout.plan_json}: no strategy {strategy!r} (has: {', '.join(self.ensembles)})")
+        return [self.experts[e] for e in self.ensembles[strategy].experts]
 
 
 @dataclass(frozen=True)

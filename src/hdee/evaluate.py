@@ -15,7 +15,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -39,8 +39,16 @@ class EnsembleSpec:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: called after each expert is scored (or found cached): (expert id, experts done, experts in all)
+ScoreProgress = Callable[[str, int, int], None]
+
+
 def _score_all(
-    cfg: ExperimentConfig, layout: RunLayout, experts: Mapping[str, Path], reader: scoring.TokenReader
+    cfg: ExperimentConfig,
+    layout: RunLayout,
+    experts: Mapping[str, Path],
+    reader: scoring.TokenReader,
+    progress: ScoreProgress | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Make sure every (expert, domain, split) score file is cached and valid.
 
@@ -63,6 +71,8 @@ def _score_all(
                 lp = scoring.score_cached(edir, w, layout.score_path(eid, d, split), cfg.eval.batch_size, scorer)
                 if split == "test":
                     ppl[eid][d] = perplexity(lp)
+        if progress is not None:
+            progress(eid, len(ppl), len(experts))
     return ppl, windows["test"]
 
 
@@ -186,13 +196,18 @@ def evaluate(
     reader: scoring.TokenReader | None = None,
     repeat: int = 0,
     alt: Mapping[str, EnsembleSpec] | None = None,
+    results_path: Path | None = None,
+    progress: ScoreProgress | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score (or reuse cached scores of) every expert on every eval domain, mix, write results.
 
     `ensembles` are the config's kind (`cfg.ensemble`); `alt`, when given, the same strategies'
     other kind from the same experts (the forest beside the final experts, or the reverse).
     `reader(layout, domain, split)` returns token ids; the default reads the run's shards.
-    The results go to `layout.results_path(repeat)` with the CSV beside it (`results_csv`).
+    The results go to `layout.results_path(repeat)`, or to `results_path` (another file of
+    `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`).
+    `extra` adds top-level keys (what was evaluated, when not the run's own data).
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}
@@ -200,7 +215,7 @@ def evaluate(
     _check_specs(alt or {}, experts)
     metas = {eid: read_expert(d).record.as_dict() for eid, d in experts.items()}
     domains = cfg.eval_domains
-    expert_ppl, test_windows = _score_all(cfg, layout, experts, reader)
+    expert_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
     main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods))
     results = {
         "config": cfg.name,
@@ -219,11 +234,13 @@ def evaluate(
         ],
         "experts": {eid: {"meta": metas[eid], "ppl": expert_ppl[eid]} for eid in experts},
         "ensembles": main["ensembles"],
+        **dict(extra or {}),
     }
     if alt:  # from the cached scores only: methods that run the models (product) stay with the main kind
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached]
         results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached)}
-    atomic_write_json(layout.results_path(repeat), results)
-    atomic_write_text(layout.results_csv(repeat), _csv(results))
+    json_path = results_path if results_path is not None else layout.results_path(repeat)
+    atomic_write_json(json_path, results)
+    atomic_write_text(RunLayout.csv_beside(json_path), _csv(results))
     return results

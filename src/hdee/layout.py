@@ -82,7 +82,16 @@ class RunLayout:
 
     def results_csv(self, repeat: int) -> Path:
         """The same numbers as `results_path(repeat)`, one row per (expert or ensemble, method, domain)."""
-        return self.results_path(repeat).with_suffix(".csv")
+        return self.csv_beside(self.results_path(repeat))
+
+    @staticmethod
+    def csv_beside(results_json: Path) -> Path:
+        """The CSV twin of any results JSON (same folder, same stem)."""
+        return results_json.with_suffix(".csv")
+
+    def text_results_path(self, name: str) -> Path:
+        """`hdee eval --data ... --name NAME`: the run's ensembles on new text."""
+        return self.results_dir / f"eval-{name}.json"
 
     # report (owned by hdee.report)
     @property

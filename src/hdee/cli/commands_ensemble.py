@@ -9,28 +9,90 @@ from rich.table import Table
 
 from hdee.cli.app import app
 from hdee.cli.output import make_console
-from hdee.errors import EnsembleError
+from hdee.errors import ConfigError, EnsembleError
+from hdee.expert_dir import ExpertRecord
 
 _out = make_console()
 
 
-@app.command("eval")
-def eval_command(run_dir: Path = typer.Argument(..., help="a run directory with config.json and plan.json")) -> None:
-    """(Re)compute per-domain perplexities of a run's experts and ensembles (cached scores are reused)."""
-    from hdee.api import evaluate_run
-
-    run, results = evaluate_run(run_dir)
+def _eval_table(results: dict, title: str) -> Table:
+    """One row per ensemble, one column per domain, in the main method."""
     choice = results["method_choice"]
     method = choice["method"]
-    table = Table(title=f"perplexity ({method}, chosen on {choice['chosen_on']})")
+    table = Table(title=f"{title} ({method}, chosen on {choice['chosen_on']})")
     table.add_column("ensemble")
     domains = [d["name"] for d in results["domains"]]
     for d in domains:
         table.add_column(d, justify="right")
     for name, ens in results["ensembles"].items():
         table.add_row(name, *(f"{ens['ppl'][method][d]:.3f}" for d in domains))
-    _out.print(table)
-    _out.print(f"wrote {run.layout.results_json}")
+    return table
+
+
+def _text_tables(results: dict) -> list[Table]:
+    """For one new domain: every ensemble under every method, then every model on its own."""
+    domain = results["domains"][0]["name"]
+    methods = results["methods"]
+    ens_table = Table(title=f"perplexity on {domain} ({results['domains'][0]['tokens']:,} tokens), every mixing method")
+    ens_table.add_column("ensemble")
+    for m in methods:
+        ens_table.add_column(m + (" *" if m == results["method_choice"]["method"] else ""), justify="right")
+    for name, ens in results["ensembles"].items():
+        ens_table.add_row(name, *(f"{ens['ppl'][m][domain]:.3f}" for m in methods))
+    fixed = results["method_choice"]["chosen_on"] == "config"
+    ens_table.caption = "* the main method: " + ("eval.method of the run's config" if fixed else "lowest on the held-out selection windows")
+    models = Table(title=f"each model on {domain}")
+    for col in ("model", "kind", "size", "trained on"):
+        models.add_column(col)
+    models.add_column("perplexity", justify="right")
+    for eid, e in sorted(results["experts"].items(), key=lambda kv: kv[1]["ppl"][domain]):
+        rec = ExpertRecord.model_validate(e["meta"])
+        trained = ", ".join(rec.trained_domains) or "-"
+        models.add_row(eid, rec.kind or "-", rec.size_name or "-", trained, f"{e['ppl'][domain]:.3f}")
+    return [ens_table, models]
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="a run directory with config.json and plan.json"),
+    data: str | None = typer.Option(None, "--data", help="evaluate on this text instead: a file or glob (txt, jsonl, parquet) or hf:DATASET[:CONFIG][:SPLIT]"),
+    name: str | None = typer.Option(None, "--name", help="the new domain's name (default: from the file or dataset)"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="scored tokens of --data (default: the run's eval cap)"),
+    text_field: str = typer.Option("text", "--text-field", help="the text column of jsonl / parquet / datasets"),
+) -> None:
+    """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hdee.api import evaluate_run, load_run
+    from hdee.evaluate_text import evaluate_text
+
+    if data is None:
+        if name is not None or max_tokens is not None:
+            raise ConfigError("--name and --max-tokens go with --data")
+        run, results = evaluate_run(run_dir)
+        _out.print(_eval_table(results, "perplexity"))
+        _out.print(f"wrote {run.layout.results_json}", highlight=False)
+        return
+    run = load_run(run_dir)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=make_console(stderr=True), transient=True) as bar:
+        reading = bar.add_task("tokenizing", total=None)
+        scoring = bar.add_task("scoring", total=len(run.experts))
+        results = evaluate_text(
+            run, data, name, max_tokens, text_field,
+            read_progress=lambda n: bar.update(reading, completed=n, description=f"tokenizing: {n:,} tokens"),
+            score_progress=lambda eid, done, total: bar.update(scoring, completed=done, description=f"scoring {eid}"),
+        )
+    for table in _text_tables(results):
+        _out.print(table)
+    prior, select = results["prior"], results["select"]
+    domain = results["domains"][0]["name"]
+    _out.print(
+        f"The cached-prior methods' prior was estimated on the first {prior['windows']} windows ({prior['tokens']:,} tokens) "
+        f"of the text and the main method chosen on the next {select['windows']} ({select['tokens']:,} tokens), "
+        f"which are never scored.\nwrote {run.layout.text_results_path(domain)}",
+        highlight=False,
+    )
 
 
 @app.command()
