@@ -17,6 +17,10 @@ from hdee.layout import RunLayout
 from hdee.registry import STRATEGIES
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
+NOT_REMOVED = (
+    "Opt-out does not remove what the leaving data taught the models that stay: the seed models were "
+    "trained on every training domain, and later experts of a lineage inherit their parents' weights."
+)
 
 
 # ---------------------------------------------------------------- strategy traits (hdee.registry)
@@ -230,6 +234,19 @@ def decision_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def opt_out_effects(ensembles: dict[str, Any], method: str) -> dict[str, dict[str, dict[str, float]]]:
+    """{strategy: {removed expert: {domain: relative perplexity change}}} from the ensembles' leave-one-out
+    numbers (`without_each`), when they were mixed with `method`."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, ens in ensembles.items():
+        loo = ens.get("without_each") or {}
+        if loo.get("method") != method or not loo.get("ppl"):
+            continue
+        base = ens["ppl"][method]
+        out[name] = {e: {d: v / base[d] - 1 for d, v in per.items()} for e, per in loo["ppl"].items()}
+    return out
+
+
 def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report renders, from the repeats' results.
 
@@ -254,4 +271,5 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seed_shift": seed_shift(main),
         "seeds": seed_table(main),
         "decisions": decision_rows(runs),
+        "opt_out": opt_out_effects(first["ensembles"], primary["method"]),
     }

@@ -80,6 +80,21 @@ def _stacked(layout: RunLayout, ids: list[str], domain: str, split: str) -> np.n
     return np.stack([np.load(layout.score_path(e, domain, split), allow_pickle=False) for e in ids])
 
 
+def _without_each(cfg: ExperimentConfig, layout: RunLayout, ids: list[str], method: str) -> dict[str, Any]:
+    """Opt-out of one expert at a time: the ensemble's test perplexity per domain without it, from cached scores."""
+    if len(ids) < 2 or not MIXING_METHODS.get(method).cached:
+        return {}
+    ppl: dict[str, dict[str, float]] = {e: {} for e in ids}
+    kw = {"top_k_experts": cfg.eval.top_k, "prior_alpha": cfg.eval.prior_alpha}
+    for d in cfg.eval_domains:
+        lp = _stacked(layout, ids, d, "test")
+        prior_lp, _ = scoring.split_val(_stacked(layout, ids, d, "val"), cfg.eval.prior_sequences)
+        for k, e in enumerate(ids):
+            keep = [i for i in range(len(ids)) if i != k]
+            ppl[e][d] = perplexity(mix_cached(method, lp[keep], prior_lp[keep], **kw))
+    return {"method": method, "ppl": ppl}
+
+
 def _csv(results: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -206,8 +221,9 @@ def evaluate(
     other kind from the same experts (the forest beside the final experts, or the reverse).
     `reader(layout, domain, split)` returns token ids; the default reads the run's shards.
     The results go to `layout.results_path(repeat)`, or to `results_path` (another file of
-    `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`).
-    `extra` adds top-level keys (what was evaluated, when not the run's own data).
+    `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`). Each
+    ensemble of the main kind also gets its leave-one-out perplexities (`without_each`, in the
+    chosen method). `extra` adds top-level keys (what was evaluated, when not the run's own data).
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}
@@ -217,6 +233,8 @@ def evaluate(
     domains = cfg.eval_domains
     expert_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
     main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods))
+    for name, spec in ensembles.items():
+        main["ensembles"][name]["without_each"] = _without_each(cfg, layout, list(spec.experts), main["method_choice"]["method"])
     results = {
         "config": cfg.name,
         "methods": list(cfg.eval.methods),

@@ -93,6 +93,10 @@ class RunLayout:
         """`hdee eval --data ... --name NAME`: the run's ensembles on new text."""
         return self.results_dir / f"eval-{name}.json"
 
+    def opt_out_path(self, tag: str) -> Path:
+        """`hdee eval --without ...`: the run's ensembles with some experts removed."""
+        return self.results_dir / f"without-{tag}.json"
+
     # report (owned by hdee.report)
     @property
     def report_md(self) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from hdee.compare import strategy_order
+from hdee.compare import NOT_REMOVED, strategy_order
 from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
@@ -226,6 +226,24 @@ def allocation(cmp: dict[str, Any]) -> list[str]:
     return out
 
 
+def opt_out(cmp: dict[str, Any]) -> list[str]:
+    """Per strategy: each domain's perplexity change when one expert leaves the ensemble."""
+    effects = cmp.get("opt_out") or {}
+    if not effects:
+        return []
+    out = ["", "## Opting out: one expert removed", "",
+           f"Perplexity change per domain when one expert leaves its ensemble (method `{cmp['method']}`, mixed again "
+           "from cached scores, nothing retrained; `hdee eval RUN_DIR --without EXPERT_OR_DOMAIN` for any set). " + NOT_REMOVED]
+    for s in strategy_order(list(effects)):
+        removed = list(effects[s])
+        out += ["", f"### `{s}`", "", "| domain | " + " | ".join(f"without `{e}`" for e in removed) + " |",
+                "|---|" + "---:|" * len(removed)]
+        for _, ds in domain_groups(cmp["domains"]):
+            for d in ds:
+                out.append(f"| {d['name']} | " + " | ".join(f"{effects[s][e][d['name']]:+.1%}" for e in removed) + " |")
+    return out
+
+
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
@@ -256,4 +274,5 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
             change = r["expert_ppl"] / r["seed_ppl"] - 1
             out.append(f"| {r['expert']} | {r['domain']} | {r['size']} | {r['steps']} | "
                        f"{fmt_ppl(r['seed_ppl'])} | {fmt_ppl(r['expert_ppl'])} | {change:+.1%} |")
+    out += opt_out(cmp)
     return "\n".join(out) + "\n"

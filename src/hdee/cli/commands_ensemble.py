@@ -52,6 +52,27 @@ def _text_tables(results: dict) -> list[Table]:
     return [ens_table, models]
 
 
+def _print_opt_out(run, targets: list[str]) -> None:
+    from hdee.optout import against_whole, opt_out, results_path
+
+    res = opt_out(run, targets)
+    method, rows = against_whole(run, res)
+    table = Table(title=f"perplexity without {', '.join(targets)} ({method}; change against the whole ensemble)")
+    table.add_column("domain")
+    names = [*res["ensembles"], *res["emptied"]]
+    for name in names:
+        table.add_column(name, justify="right")
+    for d, cells in rows.items():
+        shown = ["removed" if c is None else f"{c[0]:.3f}" + (f" ({c[1]:+.1%})" if c[1] is not None else "") for c in cells.values()]
+        table.add_row(d, *shown)
+    _out.print(table)
+    for target, ids in res["without"].items():
+        _out.print(f"--without {target}: removed {', '.join(ids) or 'nothing (no ensemble member trained on it)'}", highlight=False)
+    _out.print(res["not_removed"], highlight=False)
+    _out.print(f"wrote {results_path(run, targets)} (from cached scores; methods that need the models are left out)",
+               highlight=False)
+
+
 @app.command("eval")
 def eval_command(
     run_dir: Path = typer.Argument(..., help="a run directory with config.json and plan.json"),
@@ -59,6 +80,7 @@ def eval_command(
     name: str | None = typer.Option(None, "--name", help="the new domain's name (default: from the file or dataset)"),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="scored tokens of --data (default: the run's eval cap)"),
     text_field: str = typer.Option("text", "--text-field", help="the text column of jsonl / parquet / datasets"),
+    without: list[str] = typer.Option([], "--without", help="opt-out: remove this expert, or every expert trained on this domain (repeatable)"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,6 +88,11 @@ def eval_command(
     from hdee.api import evaluate_run, load_run
     from hdee.evaluate_text import evaluate_text
 
+    if without:
+        if data is not None:
+            raise ConfigError("--without evaluates the run's own domains; run it without --data")
+        _print_opt_out(load_run(run_dir), without)
+        return
     if data is None:
         if name is not None or max_tokens is not None:
             raise ConfigError("--name and --max-tokens go with --data")
