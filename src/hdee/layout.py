@@ -97,6 +97,10 @@ class RunLayout:
         """`hdee eval --without ...`: the run's ensembles with some experts removed."""
         return self.results_dir / f"without-{tag}.json"
 
+    def lm_eval_path(self, strategy: str, method: str) -> Path:
+        """`hdee lm-eval`: lm-eval's results and samples for one strategy's mixture."""
+        return self.results_dir / f"lm-eval-{strategy}-{method}.json"
+
     # report (owned by hdee.report)
     @property
     def report_md(self) -> Path:

@@ -10,7 +10,7 @@ from hdee.cli.app import app
 from hdee.errors import HdeeError
 
 # Each module registers its commands on `app` when imported.
-from hdee.cli import commands_data, commands_ensemble, commands_report, commands_run, commands_train  # noqa: F401,E402
+from hdee.cli import commands_data, commands_ensemble, commands_lm_eval, commands_report, commands_run, commands_train  # noqa: F401,E402
 
 _err = Console(stderr=True)
 

@@ -1,0 +1,40 @@
+"""`hdee lm-eval`: lm-evaluation-harness tasks on one strategy's ensemble (needs the lm-eval extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hdee.cli.app import app
+from hdee.cli.output import make_console
+from hdee.errors import ConfigError
+
+
+@app.command("lm-eval")
+def lm_eval_command(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    strategy: str = typer.Option(..., "--strategy", help="whose ensemble (a strategy of the run)"),
+    method: str = typer.Option("prefix-posterior", "--method", help="mixing method"),
+    tasks: str = typer.Option(..., "--tasks", help="comma-separated lm-eval task names"),
+    include_path: Path | None = typer.Option(None, "--include-path", help="a folder of extra task YAMLs"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="at most N examples per task"),
+    prior_domain: str | None = typer.Option(None, "--prior-domain", help="cached-prior methods: the run domain whose prior to use"),
+    num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0),
+) -> None:
+    """Run lm-eval TASKS on the mixture of STRATEGY's experts and print lm-eval's table."""
+    try:
+        from hdee.lm_eval import run_lm_eval
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    from lm_eval.utils import make_table
+
+    from hdee.api import load_run
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("--tasks names no task")
+    results, path = run_lm_eval(load_run(run_dir), strategy, method, names, include_path, limit, prior_domain, num_fewshot)
+    console = make_console()
+    console.print(make_table(results), markup=False, highlight=False)
+    console.print(f"wrote {path}", highlight=False)
