@@ -25,9 +25,9 @@ CONVENTIONS: tuple[FlopConvention, ...] = ("paper", "hardware")
 def size_flops_per_step(cfg: ExperimentConfig, vocab: int, size: str, convention: FlopConvention | None = None) -> float:
     """FLOPs of one optimizer step of `size` (per-token FLOPs x batch tokens), in `convention`
     (default: the config's `budget.flops`)."""
-    from hdee.model import SizeSpec, flops_per_token, flops_per_token_full  # torch and transformers: only once FLOPs are counted
+    from hdee.model import flops_per_token, flops_per_token_full, size_spec  # torch and transformers: only once FLOPs are counted
 
-    spec = SizeSpec.from_family(cfg.model, size, vocab, cfg.data.seq_len)
+    spec = size_spec(cfg, size, vocab)  # a family size, or an imported seed checkpoint's real shape
     per_token = flops_per_token(spec) if (convention or cfg.budget.flops) == "paper" else flops_per_token_full(spec)
     return per_token * cfg.train.batch_tokens
 

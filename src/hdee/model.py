@@ -17,6 +17,9 @@ Two FLOP conventions are used, and every record says which:
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -24,6 +27,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hdee.config import ModelFamily
 from hdee.config.sections import check_heads
 from hdee.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hdee.config import ExperimentConfig
 
 
 class SizeSpec(BaseModel):
@@ -41,6 +47,9 @@ class SizeSpec(BaseModel):
     seq_len: int = Field(gt=0)
     rope_theta: float = 10000.0
     tie_embeddings: bool = False
+    # an imported checkpoint: its model type and exact parameter counts (family sizes leave both out)
+    arch: str = Field(default="llama", exclude_if=lambda v: v == "llama")
+    counts: dict[str, int] | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _shape(self) -> "SizeSpec":
@@ -68,6 +77,54 @@ class SizeSpec(BaseModel):
             rope_theta=family.rope_theta,
             tie_embeddings=family.tie_embeddings,
         )
+
+
+@functools.lru_cache(maxsize=32)
+def pretrained_spec(source: str, size: str, seq_len: int) -> SizeSpec:
+    """The shape of an existing HF causal-LM checkpoint (local dir or hub id), with its exact parameter counts.
+
+    The model is built on the meta device (no weights read); non-embedding = every parameter but
+    the input embedding table and an untied output head, as for the family sizes.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"seed_models.from.{size} = {source!r}: cannot read its config ({first})") from None
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and seq_len > positions:
+        raise ConfigError(f"seed_models.from.{size} = {source!r}: data.seq_len {seq_len} exceeds its {positions} positions")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
+    head_n = 0 if head is None or head.weight is emb else head.weight.numel()
+    heads = int(config.num_attention_heads)
+    return SizeSpec(
+        name=size,
+        vocab=int(config.vocab_size),
+        hidden=int(config.hidden_size),
+        layers=int(config.num_hidden_layers),
+        heads=heads,
+        kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+        intermediate=int(getattr(config, "intermediate_size", None) or 4 * config.hidden_size),
+        seq_len=seq_len,
+        tie_embeddings=head_n == 0,
+        arch=str(config.model_type),
+        counts={"total": total, "embedding": emb.numel(), "head": head_n, "non_embedding": total - emb.numel() - head_n},
+    )
+
+
+def size_spec(cfg: "ExperimentConfig", size: str, vocab: int) -> SizeSpec:
+    """The architecture of `size` in `cfg`: a size of its family, or the shape of its seed checkpoint."""
+    if cfg.seed_models.from_ is not None:
+        if size not in cfg.seed_models.from_:
+            raise ConfigError(f"size {size!r} is not in seed_models.from ({', '.join(cfg.seed_models.from_)})")
+        return pretrained_spec(cfg.seed_models.from_[size], size, cfg.data.seq_len)
+    return SizeSpec.from_family(cfg.model, size, vocab, cfg.data.seq_len)
 
 
 def attn_implementation() -> str:
@@ -109,6 +166,8 @@ def build_model(spec: SizeSpec, seed: int) -> LlamaForCausalLM:
 
 def param_counts(spec: SizeSpec) -> dict[str, int]:
     """Exact counts: total, embedding (input table), head (0 if tied), non_embedding (the rest)."""
+    if spec.counts is not None:
+        return dict(spec.counts)
     d, kv = spec.hidden, spec.kv_heads * spec.head_dim
     attention = d * d + 2 * d * kv + d * d  # q, k, v, o projections (no biases)
     mlp = 3 * d * spec.intermediate  # gate, up, down

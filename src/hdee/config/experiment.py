@@ -44,7 +44,7 @@ class ExperimentConfig(Strict):
     seed: int = 0
     domains: list[DomainConfig] = Field(min_length=1)
     data: DataConfig = DataConfig()
-    model: ModelFamily
+    model: ModelFamily | None = Field(default=None, exclude_if=lambda v: v is None)  # not with seed_models.from
     train: TrainConfig = TrainConfig()
     seed_models: SeedConfig
     lineages: list[LineageConfig] = Field(min_length=1)
@@ -83,10 +83,15 @@ class ExperimentConfig(Strict):
         if len({len(lin.domains) for lin in self.lineages}) != 1:
             raise ValueError("every lineage must have the same number of iterations")
         check_lineages(self)
-        sizes = set(self.model.intermediate)
+        if (self.model is None) == (self.seed_models.from_ is None):
+            raise ValueError("give exactly one of [model] (seeds trained from scratch) or seed_models.from (existing checkpoints)")
+        if self.seed_models.from_ is not None and self.data.tokenizer.kind != "pretrained":
+            raise ValueError("seed_models.from needs the checkpoints' tokenizer: data.tokenizer = { kind = 'pretrained', path = ... }")
+        sizes = set(self.size_names)
         for rule_size in [self.budget.baseline.size, *self.budget.sizes.values()]:
             if rule_size not in sizes:
-                raise ValueError(f"size {rule_size!r} is not in model.intermediate ({', '.join(sorted(sizes))})")
+                where = "model.intermediate" if self.model is not None else "seed_models.from"
+                raise ValueError(f"size {rule_size!r} is not in {where} ({', '.join(sorted(sizes))})")
         for tier_map, what in ((self.budget.sizes, "budget.sizes"), (self.budget.steps, "budget.steps")):
             missing = sorted({lin.tier for lin in self.lineages} - set(tier_map))
             if tier_map and missing:
@@ -115,6 +120,11 @@ class ExperimentConfig(Strict):
         return self.seed_models.schedule if seed else self.budget.schedule
 
     # convenience views used across modules
+    @property
+    def size_names(self) -> list[str]:
+        """The sizes experts can have, smallest first as the config lists them."""
+        return list(self.model.intermediate) if self.model is not None else list(self.seed_models.from_ or {})
+
     def domain(self, name: str) -> DomainConfig:
         for d in self.domains:
             if d.name == name:

@@ -172,8 +172,15 @@ class TrainConfig(Strict):
 
 
 class SeedConfig(Strict):
-    """Seed models, one per size a strategy needs, trained from scratch on `domains` (default: all train domains)."""
+    """Seed models, one per size a strategy needs: trained from scratch on `domains` (default: all train
+    domains), or taken from existing HF causal-LM checkpoints of one family with `from`."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    from_: dict[str, str] | None = Field(
+        default=None, alias="from", exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
+        description="size -> HF checkpoint (local dir or hub id); replaces [model]",
+    )
     tokens: int | None = Field(default=None, gt=0)
     flops: float | None = Field(default=None, gt=0)
     domains: list[str] | None = None
@@ -181,7 +188,12 @@ class SeedConfig(Strict):
 
     @model_validator(mode="after")
     def _one_budget(self) -> "SeedConfig":
-        if (self.tokens is None) == (self.flops is None):
+        if self.from_ is not None:
+            if not self.from_:
+                raise ValueError("seed_models.from must name at least one size")
+            if self.tokens is not None or self.flops is not None:
+                raise ValueError("seed_models.from takes trained checkpoints: drop tokens and flops")
+        elif (self.tokens is None) == (self.flops is None):
             raise ValueError("seed needs exactly one of tokens or flops")
         return self
 

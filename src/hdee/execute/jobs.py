@@ -91,11 +91,11 @@ def is_done(job: Job, run_dir: str | Path) -> bool:
 
 def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
     from hdee.data.tokenizer import tokenizer_hash
-    from hdee.model import SizeSpec
+    from hdee.model import size_spec
     from hdee.train import TrainJob
     from hdee.train.job import Budget, DataMix
 
-    spec = SizeSpec.from_family(cfg.model, str(job.size), run_vocab(layout), cfg.data.seq_len)
+    spec = size_spec(cfg, str(job.size), run_vocab(layout))
     return TrainJob(
         out_dir=layout.expert_dir(job.id),
         size=spec,
@@ -122,6 +122,18 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
     )
 
 
+def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig) -> dict:
+    from hdee.data.tokenizer import tokenizer_hash
+    from hdee.model import size_spec
+    from hdee.train.pretrained import import_seed
+
+    spec = size_spec(cfg, str(job.size), run_vocab(layout))
+    meta = {"job_id": job.id, "kind": "seed", "domains": job.domains, "repeat": job.repeat, "config": cfg.name}
+    return import_seed(cfg.seed_models.from_[str(job.size)], layout.expert_dir(job.id), spec,
+                       tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
+                       val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.train.eval_tokens, meta=meta)
+
+
 def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None]) -> dict:
     cfg = run_config(layout)
     if job.kind == "prepare":
@@ -129,6 +141,8 @@ def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None])
 
         prepare(cfg, layout)
         return {"vocab": run_vocab(layout)}
+    if job.kind == "seed" and cfg.seed_models.from_ is not None:
+        return _import_seed(job, layout, cfg)
     if job.kind in MODEL_KINDS:
         from hdee.train import run_train_job
 

@@ -55,6 +55,8 @@ class _Builder:
     def seed(self, size: str, used_by: str) -> Job:
         cfg = self.cfg
         sm = cfg.seed_models
+        if sm.from_ is not None:
+            return self._add(self.imported_seed(size), used_by)
         per_step = size_flops_per_step(cfg, self.vocab, size)
         if sm.tokens is not None:
             steps = max(1, math.ceil(sm.tokens / cfg.train.batch_tokens))
@@ -76,6 +78,19 @@ class _Builder:
             seed=cfg.seed,
         )
         return self._add(job, used_by)
+
+    def imported_seed(self, size: str) -> Job:
+        """A seed taken from an existing checkpoint: no training, no FLOPs."""
+        from hdee.model import size_spec  # reads the checkpoint's config: only for configs that import seeds
+
+        cfg = self.cfg
+        source = cfg.seed_models.from_[size]
+        spec = size_spec(cfg, size, self.vocab)
+        doms = cfg.seed_domains
+        key = ["seed-from", self.prepare.id, size, source, spec.model_dump(mode="json"), doms, self.train_common]
+        return Job(id=f"seed-{size}-{_hash(key)}", kind="seed", deps=[self.prepare.id], size=size, steps=0, tokens=0,
+                   flops=0.0, flops_by={c: 0.0 for c in CONVENTIONS}, domains=doms, weights=[1.0 / len(doms)] * len(doms),
+                   seed=cfg.seed)
 
     def branch(self, kind: str, name: str, parent: Job, size: str, steps: int, domains: list[str], used_by: str, **extra) -> Job:
         cfg = self.cfg
@@ -220,7 +235,7 @@ def build_plan(
 
 
 def _size_order(cfg: ExperimentConfig):
-    order = list(cfg.model.intermediate)
+    order = cfg.size_names
     return lambda s: order.index(s) if s in order else len(order)
 
 

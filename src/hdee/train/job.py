@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hdee.config import ExperimentConfig, Schedule, TrainConfig
 from hdee.errors import TrainingError
-from hdee.model import SizeSpec, flops_per_token
+from hdee.model import SizeSpec, flops_per_token, size_spec
 from hdee.train.memory import GIB, estimate_bytes, micro_tokens_for_budget
 
 
@@ -151,7 +151,7 @@ def job_from_config(
     """A job for one expert of `config`'s family: a seed (no parent) or a branch (parent given)."""
     return TrainJob(
         out_dir=out_dir,
-        size=SizeSpec.from_family(config.model, size, vocab=vocab, seq_len=config.data.seq_len),
+        size=size_spec(config, size, vocab),
         parent=parent,
         data=[DataMix(domain_dir=d) for d in domain_dirs],
         val=list(val_dirs if val_dirs is not None else domain_dirs),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from hdee.errors import CheckpointError
 from hdee.fsutil import read_json
@@ -31,8 +31,10 @@ def parent_record(job: TrainJob) -> dict[str, Any] | None:
         return None
     record = ckpt.verify_expert(job.parent)
     config = read_json(Path(job.parent) / "config.json")
-    want = llama_config(job.size).to_dict()
-    for key in _ARCH_KEYS:
+    want = llama_config(job.size).to_dict() if job.size.counts is None else {  # an imported checkpoint's shape
+        "vocab_size": job.size.vocab, "hidden_size": job.size.hidden, "num_hidden_layers": job.size.layers,
+        "num_attention_heads": job.size.heads}
+    for key in (_ARCH_KEYS if job.size.counts is None else tuple(want)):
         if config.get(key) != want.get(key):
             raise CheckpointError(
                 f"{job.parent}: parent has {key}={config.get(key)}, the job's size {job.size.name or ''} needs {want.get(key)}"
@@ -40,9 +42,9 @@ def parent_record(job: TrainJob) -> dict[str, Any] | None:
     return {"path": str(job.parent), "model_sha256": record["model_sha256"]}
 
 
-def initial_model(job: TrainJob) -> LlamaForCausalLM:
+def initial_model(job: TrainJob) -> torch.nn.Module:
     """fp32 weights: from the seed for a job without parent, else the parent's."""
     if job.parent is None:
         return build_model(job.size, job.seed)
-    model = LlamaForCausalLM.from_pretrained(job.parent, dtype=torch.float32, attn_implementation=attn_implementation())
+    model = AutoModelForCausalLM.from_pretrained(job.parent, dtype=torch.float32, attn_implementation=attn_implementation())
     return model.float()

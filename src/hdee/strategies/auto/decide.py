@@ -75,7 +75,7 @@ def decide(cfg: ExperimentConfig, vocab: int, pilot_outputs: Mapping[str, str | 
     if missing:
         raise PlanError(f"auto: pilot {missing[0]!r} has no output")
     tps = cfg.train.batch_tokens
-    sizes = list(cfg.model.intermediate)
+    sizes = cfg.size_names
     base = cfg.budget.baseline.size
     fitted: dict[tuple[str, str], Curve] = {}
     seed_loss: dict[str, dict[str, float]] = {}

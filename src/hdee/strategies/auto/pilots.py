@@ -21,7 +21,7 @@ def pilot_specs(cfg: ExperimentConfig, vocab: int) -> list[PilotSpec]:
     """The measuring runs, sized so that together they cost about pilot_fraction of the budget."""
     auto = cfg.auto
     base = cfg.budget.baseline.size
-    sizes = list(cfg.model.intermediate)
+    sizes = cfg.size_names
     domains = [d for lin in cfg.lineages for d in lin.domains]
     total = auto.pilot_fraction * budget_flops(cfg, vocab)
     pilot_sizes = sizes if auto.pilot_sizes == "all" else [base]
