@@ -24,7 +24,8 @@ def test_snapshot_refuses_a_different_config(tmp_path, tiny):
     first = layout.config_snapshot.read_text()
     snapshot_config(tiny, layout)  # same config: fine
     other = tiny.model_copy(update={"budget": tiny.budget.model_copy(update={"steps": {"easy": 4, "hard": 12}})})
-    with pytest.raises(ConfigError, match="made by a different config \\(differs in budget\\); use --force") as exc:
+    with pytest.raises(ConfigError, match="made by a different config \\(differs in budget.steps.easy, budget.steps.hard\\); "
+                       "nothing is trained there yet; use --force") as exc:
         snapshot_config(other, layout)
     assert "\n" not in str(exc.value)
     assert layout.config_snapshot.read_text() == first  # nothing was damaged

@@ -13,13 +13,14 @@ from typing import Any
 
 from rich.console import Console
 
-from hdee.api import evaluate_plan, pilot_outputs
+from hdee.api import evaluate_plan, pilot_outputs, resolve_vocab
 from hdee.config import ExperimentConfig
-from hdee.errors import ConfigError, PlanError
+from hdee.errors import ConfigError, HdeeError, PlanError
 from hdee.execute import fault, make_executor
 from hdee.execute.base import Executor
 from hdee.execute.jobs import run_vocab
 from hdee.execute.view import RunView
+from hdee.expert_dir import is_finished
 from hdee.fsutil import atomic_write_json, clean_stale_temps, read_json
 from hdee.layout import RunLayout
 from hdee.plan import Job, build_plan, prepare_job
@@ -29,8 +30,53 @@ from hdee.report import write_report
 RUNTIME_SECTIONS = ("execute",)
 
 
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the settings that differ; domains by name (+added, -removed, ~changed)."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b or (not prefix and key in RUNTIME_SECTIONS):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif key == "domains" and not prefix and isinstance(a, list) and isinstance(b, list):
+            was, now = {d.get("name"): d for d in a}, {d.get("name"): d for d in b}
+            out += [f"domains +{n}" for n in now if n not in was] + [f"domains -{n}" for n in was if n not in now]
+            out += [f"domains ~{n}" for n in now if n in was and now[n] != was[n]]
+            if not out and [d.get("name") for d in a] != [d.get("name") for d in b]:
+                out.append("domains (order)")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def trained_not_reused(cfg: ExperimentConfig, layout: RunLayout) -> tuple[int, int] | None:
+    """(trained models in `layout` that `cfg`'s plans no longer contain, trained models), or None when unknown."""
+    trained = {d.name for d in layout.experts_dir.glob("*") if is_finished(d)}
+    if not trained:
+        return 0, 0
+    repeats = 1
+    while layout.plan_path(repeats).is_file():
+        repeats += 1
+    wanted: set[str] = set()
+    try:
+        vocab, _ = resolve_vocab(cfg, layout.tokenizer_path)
+        for repeat in range(repeats):
+            plan = build_plan(cfg, vocab, repeat=repeat)
+            if plan.pending and (outputs := pilot_outputs(plan, layout)) is not None:
+                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs)
+            wanted |= {j.id for j in plan.jobs_of("seed", "train", "pilot", "dense")}
+    except HdeeError:
+        return None
+    return len(trained - wanted), len(trained)
+
+
 def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = False) -> None:
-    """Write config.json; refuse a run directory made by a different config unless `force`."""
+    """Write config.json; refuse a run directory made by a different config unless `force`.
+
+    The refusal names the settings that differ and says whether models already trained there
+    would be reused (job ids hash only each job's real inputs).
+    """
     new = cfg.model_dump(mode="json")
     path = layout.config_snapshot
     if path.is_file() and not force:
@@ -40,10 +86,20 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
             old = None
         if not isinstance(old, dict):
             raise ConfigError(f"{path}: unreadable config snapshot; use --force to overwrite it")
-        differs = sorted(k for k in set(old) | set(new) if k not in RUNTIME_SECTIONS and old.get(k) != new.get(k))
+        differs = config_diff(old, new)
         if differs:
+            shown = ", ".join(differs[:8]) + (f", and {len(differs) - 8} more" if len(differs) > 8 else "")
+            impact = trained_not_reused(cfg, layout)
+            if impact is None:
+                effect = ""
+            elif impact[1] == 0:
+                effect = "nothing is trained there yet; "
+            elif impact[0] == 0:
+                effect = f"all {impact[1]} trained models would be reused; "
+            else:
+                effect = f"{impact[0]} of {impact[1]} trained models would not be reused (their inputs changed); "
             raise ConfigError(
-                f"{layout.root} was made by a different config (differs in {', '.join(differs)}); "
+                f"{layout.root} was made by a different config (differs in {shown}); {effect}"
                 "use --force to reuse it or --run-dir for a new one"
             )
         if old == new:

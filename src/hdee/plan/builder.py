@@ -1,8 +1,10 @@
 """The plan builder: strategies -> one DAG of jobs with sizes, steps, FLOPs and content-hash ids.
 
-A job's id hashes everything that decides its output (kind, the config slice it reads, its
-parents' ids, its seed), so a job several strategies share appears once and runs once, and a
-rerun of the same config finds the same ids. `repeat` reseeds the domain phase only.
+A job's id hashes everything that decides its output and nothing else (kind, the data it reads,
+its parents' ids, size, schedule, steps, seed: `hdee.job_keys`), so a job several strategies share
+appears once and runs once, a rerun finds the same ids, and a config that only adds held-out
+domains, strategies or evaluation settings reuses every trained model. `repeat` reseeds the
+domain phase only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Mapping
 from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_step
 from hdee.config import ExperimentConfig, check_lineages
 from hdee.errors import PlanError
+from hdee.job_keys import data_key, score_key, train_key
 from hdee.layout import RunLayout
 from hdee.plan.schema import EnsemblePlan, Job, Plan, topological
 from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy
@@ -36,7 +39,7 @@ class _Builder:
         self.domain_seed = cfg.seed + repeat
         self.prepare = self._add(prepare_job(cfg))
         self.seeds: dict[str, Job] = {}
-        self.train_common = {"train": _section(cfg, "train"), "vocab": vocab}
+        self.train_common = train_key(cfg)
 
     def _add(self, job: Job, used_by: str | None = None) -> Job:
         job = self.jobs.setdefault(job.id, job)
@@ -63,7 +66,7 @@ class _Builder:
         else:
             steps = max(1, round(sm.flops / per_step))
         doms = cfg.seed_domains
-        key = ["seed", self.prepare.id, size, self._family(size), steps, doms, _section(cfg, "seed_models"), self.train_common, cfg.seed]
+        key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common, cfg.seed]
         job = Job(
             id=f"seed-{size}-{_hash(key)}",
             kind="seed",
@@ -87,14 +90,15 @@ class _Builder:
         source = cfg.seed_models.from_[size]
         spec = size_spec(cfg, size, self.vocab)
         doms = cfg.seed_domains
-        key = ["seed-from", self.prepare.id, size, source, spec.model_dump(mode="json"), doms, self.train_common]
+        key = ["seed-from", size, source, spec.model_dump(mode="json"), data_key(cfg, doms), self.train_common]
         return Job(id=f"seed-{size}-{_hash(key)}", kind="seed", deps=[self.prepare.id], size=size, steps=0, tokens=0,
                    flops=0.0, flops_by={c: 0.0 for c in CONVENTIONS}, domains=doms, weights=[1.0 / len(doms)] * len(doms),
                    seed=cfg.seed)
 
     def branch(self, kind: str, name: str, parent: Job, size: str, steps: int, domains: list[str], used_by: str, **extra) -> Job:
         cfg = self.cfg
-        key = [kind, parent.id, size, steps, domains, _section(cfg, "budget")["schedule"], self.train_common, self.domain_seed]
+        key = [kind, parent.id, size, steps, data_key(cfg, domains), _section(cfg, "budget")["schedule"], self.train_common,
+               self.domain_seed]
         job = Job(
             id=f"{name}-{_hash(key)}",
             kind=kind,
@@ -117,7 +121,7 @@ class _Builder:
         """One job per expert for every eval domain: the model is loaded once, not once per domain."""
         stem = expert.id.rsplit("-", 1)[0]
         domains = self.cfg.eval_domains
-        key = ["score", expert.id, domains, self.prepare.id, _section(self.cfg, "eval")]
+        key = ["score", expert.id, data_key(self.cfg, domains), score_key(self.cfg)]
         job = Job(
             id=f"score-{stem}-{_hash(key)}",
             kind="score",

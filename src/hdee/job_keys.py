@@ -1,0 +1,60 @@
+"""What each job's id hashes: exactly the inputs that decide its output, nothing else.
+
+A training job reads a few domains through the run's tokenizer, so its key holds those
+domains' source and prepare settings and the tokenizer's own inputs, never the rest of the
+config: adding a held-out domain, a strategy or changing `eval.*` leaves every trained model's
+id (and so its directory) as it is. Keys are built from the config alone, so `hdee plan` prints
+the same ids before and after anything is prepared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hdee.config import ExperimentConfig
+from hdee.data.sources import default_max_bytes
+
+#: settings that only change how a job runs or reports, not the weights it writes
+TRAIN_DISPLAY_ONLY = ("compile",)
+
+
+def domain_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
+    """What decides one domain's token shards: its source and the prepare settings (not its tier)."""
+    d = cfg.domain(name)
+    data = cfg.data
+    return {
+        "name": d.name,
+        "source": d.source.model_dump(mode="json"),
+        "role": d.role,
+        "max_bytes": default_max_bytes(d),
+        "split": data.split.model_dump(mode="json"),
+        "caps": [data.max_train_tokens, data.max_eval_tokens],
+        "dtype": data.token_dtype,
+    }
+
+
+def tokenizer_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What decides the tokenizer: a pretrained one's path, or the BPE's settings and training domains."""
+    t = cfg.data.tokenizer
+    if t.kind == "pretrained":
+        return {"pretrained": t.path}
+    trained_on = [d.name for d in cfg.domains if d.role in ("train", "seed")]  # as hdee.data.prepare trains it
+    return {"bpe": t.vocab_size, "train_bytes": t.train_bytes, "split": cfg.data.split.model_dump(mode="json"),
+            "domains": [domain_key(cfg, n) for n in trained_on]}
+
+
+def data_key(cfg: ExperimentConfig, domains: list[str]) -> dict[str, Any]:
+    """The token windows a job reads: its domains, the tokenizer, the window length."""
+    return {"domains": [domain_key(cfg, d) for d in domains], "tokenizer": tokenizer_key(cfg), "seq_len": cfg.data.seq_len}
+
+
+def train_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Trainer settings every training job shares (batch, optimizer, validation)."""
+    return {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in TRAIN_DISPLAY_ONLY}
+
+
+def score_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What decides a score job's windows (test, and the val windows of the prior and the method
+    choice); mixing settings (`prior_alpha`, `top_k`, `method`, methods) only re-mix."""
+    e = cfg.eval
+    return {"max_tokens": e.max_tokens, "prior_sequences": e.prior_sequences, "select_sequences": e.select_sequences}
