@@ -78,3 +78,14 @@ def test_averaged_dir_is_self_contained_too(trained, tmp_path):
     assert card.data.base_model == [e.name for e in experts] and "average" in card.data.tags
     generate = pipeline("text-generation", model=str(out), device="cpu")
     assert generate("import", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("import")
+
+
+def test_lm_eval_hf_model_loads_an_expert_dir(trained):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    _, _, experts, _ = trained
+    lm = HFLM(pretrained=str(experts[0]), device="cpu", batch_size=1)
+    (ll, _greedy), = lm.loglikelihood([Instance("loglikelihood", {}, ("def f(x):", " return x"), 0)])
+    assert ll < 0
