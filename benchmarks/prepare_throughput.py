@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/prepare_throughput.py [--mb 16] [--vocab 4096]
 
-Prints MB/s and tokens/s for (1) encode_batch alone and (2) the whole per-domain shard build
-(read JSON lines, split, encode, pack, checksum, manifest).
+Prints MB/s and tokens/s for (1) encode_batch alone, (2) the whole per-domain shard build
+(read JSON lines, split, encode, pack, checksum, manifest) and MB/s for (3) indexing the text
+for de-duplication and (4) checking it against that index (exact, MinHash, n-gram containment).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hdee.config import DataConfig, DomainConfig, ExperimentConfig, FilesSource
+from hdee.config import DataConfig, DedupConfig, DomainConfig, ExperimentConfig, FilesSource
+from hdee.data.dedup import TrainingIndex
+from hdee.data.documents import Document
 from hdee.data.prepare import build_domain_shards
+from hdee.data.routing import Encoder
 from hdee.data.sources import open_source
 from hdee.data.tokenizer import train_bpe
 
@@ -61,10 +65,21 @@ def main() -> None:
         dom = DomainConfig(name="code", role="train", source=FilesSource(paths=[str(corpus)]))
         cfg = ExperimentConfig.model_validate({**_BASE, "domains": [dom.model_dump()], "data": DataConfig().model_dump()})
         t0 = time.perf_counter()
-        m = build_domain_shards(cfg, dom, open_source(dom), {}, tok, "bench", "uint16", Path(tmp) / "out")
+        m = build_domain_shards(cfg, dom, open_source(dom), {}, Encoder(tok), "bench", "uint16", Path(tmp) / "out")
         dt = time.perf_counter() - t0
     tokens = sum(s.tokens for s in m.splits.values())
     print(f"end to end shards : {mb:6.1f} MB in {dt:5.2f}s = {mb / dt:6.2f} MB/s, {tokens / dt / 1e6:5.2f} M tokens/s")
+
+    docs = [Document(str(i), t) for i, t in enumerate(texts)]
+    index = TrainingIndex(DedupConfig())
+    t0 = time.perf_counter()
+    index.add("code", docs)
+    dt = time.perf_counter() - t0
+    print(f"dedup index       : {mb:6.1f} MB in {dt:5.2f}s = {mb / dt:6.2f} MB/s")
+    t0 = time.perf_counter()
+    found = sum(m is not None for m in index.matches([Document(d.id, d.text + " one more line") for d in docs]))
+    dt = time.perf_counter() - t0
+    print(f"dedup check       : {mb:6.1f} MB in {dt:5.2f}s = {mb / dt:6.2f} MB/s (copies with a line added: {found} of {len(docs)} found)")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def prepare(
     table.add_column("domain", no_wrap=True)
     for col in ("role", "tier"):
         table.add_column(col)
-    for col in ("docs", "MB", "train tok", "val tok", "test tok", "B/tok", "bad utf-8"):
+    for col in ("docs", "MB", "train tok", "val tok", "test tok", "B/tok", "bad utf-8", "dup docs", "dup share"):
         table.add_column(col, justify="right")
     for name, m in manifests.items():
         bpt = m.bytes_per_token()
@@ -51,5 +51,8 @@ def prepare(
             _mb(sum(s.bytes for s in m.splits.values())),
             *(f"{m.splits[s].tokens:,}" for s in ("train", "val", "test")),
             f"{bpt:.2f}" if bpt else "-", str(m.invalid_utf8),
+            str(sum(s.dup_docs for s in m.splits.values())), f"{100 * m.duplicate_share():.0f}%",
         )
     console.print(table)
+    console.print("dup docs: val/test documents dropped because they copy training text "
+                  "(exact, near-duplicate or contained); dup share: their share of the val/test text read")

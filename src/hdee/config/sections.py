@@ -88,6 +88,16 @@ class SplitConfig(Strict):
         return self
 
 
+class DedupConfig(Strict):
+    """Val/test documents of every domain that duplicate training text are dropped (hdee.data.dedup)."""
+
+    exact: bool = Field(default=True, description="same text up to case, spacing and punctuation")
+    near: float = Field(default=0.8, ge=0, le=1, description="MinHash Jaccard of word n-gram sets; 0: off")
+    contained: float = Field(default=0.5, ge=0, le=1, description="share of word n-grams found in training text; 0: off")
+    ngram: int = Field(default=8, gt=0, description="words per n-gram")
+    num_perm: int = Field(default=128, ge=16, description="MinHash permutations")
+
+
 class DataConfig(Strict):
     seq_len: int = Field(default=128, gt=0)
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -98,6 +108,7 @@ class DataConfig(Strict):
     token_dtype: Literal["auto", "uint16", "uint32"] = Field(
         default="auto", description="shard dtype; auto: uint16 when the vocabulary fits, else uint32"
     )
+    dedup: DedupConfig = DedupConfig()
 
 
 # -------------------------------------------------------------------------- model

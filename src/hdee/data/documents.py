@@ -11,11 +11,20 @@ _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 @dataclass(frozen=True)
 class Document:
-    """`id` must be stable across runs: the split of a document is a function of it."""
+    """`id` must be stable across runs: the split of a document is a function of it (or of `parent`).
+
+    `parent` is the id of the document a piece was cut from: all pieces of one document share
+    its split, so no piece of a test document is trained on.
+    """
 
     id: str
     text: str
     invalid_utf8: int = 0  # byte sequences replaced by U+FFFD while decoding
+    parent: str | None = None
+
+    @property
+    def split_key(self) -> str:
+        return self.parent or self.id
 
 
 def decode_utf8(raw: bytes) -> tuple[str, int]:

@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tokenizers import Tokenizer
-
 from hdee.config import DomainConfig, ExperimentConfig
-from hdee.data.documents import Document
+from hdee.data.dedup import TrainingIndex
+from hdee.data.routing import DuplicateFilter, Encoder, route, split_caps, training_domains, training_index
 from hdee.data.shards import (
     MANIFEST,
     SHARD_FORMAT,
@@ -27,9 +26,8 @@ from hdee.data.shards import (
     load_manifest,
 )
 from hdee.data.sources import DocumentSource, capped, default_max_bytes, open_source
-from hdee.data.split import SPLITS, split_for_role, split_of, splits_for_role
+from hdee.data.split import SPLITS, split_of, splits_for_role
 from hdee.data.tokenizer import (
-    eos_token,
     load_tokenizer,
     pretrained_tokenizer,
     save_tokenizer,
@@ -42,10 +40,6 @@ from hdee.fsutil import atomic_dir, atomic_write_json, clean_stale_temps, read_j
 from hdee.layout import RunLayout
 
 ProgressFn = Callable[[str, int, int], None]  # (what is happening, steps done, steps in all)
-
-BATCH_BYTES = 1 << 20  # text handed to one encode_batch call
-BATCH_DOCS = 1024
-MAX_BYTES_PER_TOKEN = 8  # pending text this many times a split's remaining room surely fills it
 
 
 def _hash(obj: Any) -> str:
@@ -67,22 +61,18 @@ def _tokenizer_inputs(cfg: ExperimentConfig, fingerprints: dict[str, dict]) -> d
         "domains": [
             {"name": d.name, "source": d.source.model_dump(mode="json"), "fingerprint": fingerprints[d.name],
              "max_bytes": default_max_bytes(d)}
-            for d in _tokenizer_domains(cfg)
+            for d in training_domains(cfg)
         ],
     }
 
 
-def _tokenizer_domains(cfg: ExperimentConfig) -> list[DomainConfig]:
-    return [d for d in cfg.domains if d.role in ("train", "seed")]
-
-
 def tokenizer_texts(cfg: ExperimentConfig, sources: dict[str, DocumentSource]) -> Iterator[str]:
     """Training-split text of the training domains, `train_bytes` in all, the same share from each."""
-    doms = _tokenizer_domains(cfg)
+    doms = training_domains(cfg)
     share = cfg.data.tokenizer.train_bytes // max(len(doms), 1)
     for d in doms:
         docs = capped(sources[d.name].documents(), default_max_bytes(d))
-        train_docs = (doc for doc in docs if split_of(doc.id, cfg.data.split) == "train")
+        train_docs = (doc for doc in docs if split_of(doc.split_key, d.name, cfg.data.split) == "train")
         for doc in capped(train_docs, share):
             yield doc.text
 
@@ -133,7 +123,9 @@ def ensure_tokenizer(cfg: ExperimentConfig, layout: RunLayout, sources: dict[str
 # ------------------------------------------------------------------ shards
 
 
-def domain_fingerprint(cfg: ExperimentConfig, d: DomainConfig, source_fp: dict, tok_hash: str, dtype: str) -> str:
+def domain_fingerprint(cfg: ExperimentConfig, d: DomainConfig, source_fp: dict, tok_hash: str, dtype: str,
+                       reference: str = "") -> str:
+    """Hash of every input of a domain's shards; `reference` is `reference_fingerprint` (what dedup compares with)."""
     return _hash({
         "format": SHARD_FORMAT,
         "domain": d.name,
@@ -147,55 +139,37 @@ def domain_fingerprint(cfg: ExperimentConfig, d: DomainConfig, source_fp: dict, 
         "dtype": dtype,
         "max_train_tokens": cfg.data.max_train_tokens,
         "max_eval_tokens": cfg.data.max_eval_tokens,
+        "reference": reference,
     })
 
 
-def _split_caps(cfg: ExperimentConfig, role: str) -> dict[str, int | None]:
-    wanted = splits_for_role(role)
-    caps = {"train": cfg.data.max_train_tokens, "val": cfg.data.max_eval_tokens, "test": cfg.data.max_eval_tokens}
-    return {s: (caps[s] if s in wanted else 0) for s in SPLITS}
+def reference_fingerprint(cfg: ExperimentConfig, fingerprints: dict[str, dict], tok_hash: str, dtype: str) -> str:
+    """What the training index depends on: the dedup settings and the training domains' train inputs only."""
+    dedup = cfg.data.dedup
+    if not (dedup.exact or dedup.near or dedup.contained):
+        return ""
+    return _hash({
+        "dedup": dedup.model_dump(mode="json"),
+        "training": [domain_fingerprint(cfg, d, fingerprints[d.name], tok_hash, dtype) for d in training_domains(cfg)],
+    })
 
 
 def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: DocumentSource, source_fp: dict,
-                        tok: Tokenizer, tok_hash: str, dtype: str, out_dir: Path) -> DomainManifest:
-    """Tokenize one domain into {train,val,test}.bin + manifest.json, atomically replacing `out_dir`."""
-    eos_id = tok.token_to_id(eos_token(tok))
-    caps = _split_caps(cfg, d.role)
+                        encode: Encoder, tok_hash: str, dtype: str, out_dir: Path,
+                        index: TrainingIndex | None = None, reference: str = "") -> DomainManifest:
+    """Tokenize one domain into {train,val,test}.bin + manifest.json, atomically replacing `out_dir`.
+
+    With `index`, val/test documents that duplicate training documents are dropped (and counted).
+    """
+    caps = split_caps(cfg, d.role)
     wanted = splits_for_role(d.role)
-    docs_read = bytes_read = invalid = 0
     with atomic_dir(out_dir) as tmp:
         writers: dict[str, SplitWriter] = {}
-        pending: dict[str, list[Document]] = {s: [] for s in SPLITS}
-        pending_bytes = dict.fromkeys(SPLITS, 0)
-
-        def flush(s: str) -> None:
-            docs = pending[s]
-            if docs:
-                encodings = tok.encode_batch([doc.text for doc in docs], add_special_tokens=False)
-                writers[s].add([e.ids for e in encodings], [len(doc.text.encode("utf-8")) for doc in docs], eos_id)
-            pending[s], pending_bytes[s] = [], 0
-
         try:
             for s in SPLITS:  # inside the try: a failed open still closes the files already opened
                 writers[s] = SplitWriter(tmp / f"{s}.bin", dtype, caps[s])
-            for doc in capped(source.documents(), default_max_bytes(d)):
-                if all(writers[s].full for s in wanted):
-                    break
-                docs_read += 1
-                size = len(doc.text.encode("utf-8"))
-                bytes_read += size
-                invalid += doc.invalid_utf8
-                s = split_for_role(doc.id, cfg.data.split, d.role)
-                if writers[s].full:
-                    continue
-                pending[s].append(doc)
-                pending_bytes[s] += size
-                room = writers[s].remaining()
-                if (pending_bytes[s] >= BATCH_BYTES or len(pending[s]) >= BATCH_DOCS
-                        or (room is not None and pending_bytes[s] >= room * MAX_BYTES_PER_TOKEN)):
-                    flush(s)
-            for s in SPLITS:
-                flush(s)
+            docs_read, bytes_read, invalid = route(d, cfg, source, encode, writers, wanted,
+                                                   keep=DuplicateFilter(index, writers))
         finally:
             for w in writers.values():
                 w.close()
@@ -203,9 +177,11 @@ def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: Document
             raise DataError(f"domain {d.name!r}: no documents (the source is empty or every text is blank)")
         for s in wanted:
             if writers[s].stats.tokens == 0:
+                dups = writers[s].stats.dup_docs
                 raise DataError(
-                    f"domain {d.name!r}: split {s!r} is empty ({docs_read} documents in all); "
-                    f"the domain needs more documents"
+                    f"domain {d.name!r}: split {s!r} is empty ({docs_read} documents in all"
+                    + (f", {dups} of them in {s!r} dropped as duplicates of training documents" if dups else "")
+                    + "); the domain needs more documents"
                 )
         stats = {}
         for s, w in writers.items():
@@ -217,11 +193,11 @@ def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: Document
             tier=cfg.tier_of(d.name),
             source=d.source.model_dump(mode="json"),
             source_fingerprint=source_fp,
-            fingerprint=domain_fingerprint(cfg, d, source_fp, tok_hash, dtype),
+            fingerprint=domain_fingerprint(cfg, d, source_fp, tok_hash, dtype, reference),
             max_bytes=default_max_bytes(d),
             tokenizer_hash=tok_hash,
-            vocab_size=tok.get_vocab_size(),
-            eos_id=eos_id,
+            vocab_size=encode.tok.get_vocab_size(),
+            eos_id=encode.eos_id,
             dtype=dtype,  # type: ignore[arg-type]
             docs_read=docs_read,
             bytes_read=bytes_read,
@@ -267,14 +243,19 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
     tok_hash = tokenizer_hash(tok_path)
     dtype = dtype_for_vocab(tok.get_vocab_size(), cfg.data.token_dtype)
 
+    reference = reference_fingerprint(cfg, fingerprints, tok_hash, dtype)
+    encode = Encoder(tok)
     manifests: dict[str, DomainManifest] = {}
+    index: TrainingIndex | None = None
     for i, d in enumerate(cfg.domains):
-        report(f"tokenizing {d.name}", len(cfg.domains) + 1 + i, total)
         out_dir = layout.domain_dir(d.name)
-        fp = domain_fingerprint(cfg, d, fingerprints[d.name], tok_hash, dtype)
-        manifest = _finished(out_dir, fp)
+        manifest = _finished(out_dir, domain_fingerprint(cfg, d, fingerprints[d.name], tok_hash, dtype, reference))
         if manifest is None:
-            manifest = build_domain_shards(cfg, d, sources[d.name], fingerprints[d.name], tok, tok_hash, dtype, out_dir)
+            if index is None and reference:
+                index = training_index(cfg, sources, encode, dtype, lambda what: report(what, len(cfg.domains) + 1 + i, total))
+            report(f"tokenizing {d.name}", len(cfg.domains) + 1 + i, total)
+            manifest = build_domain_shards(cfg, d, sources[d.name], fingerprints[d.name], encode, tok_hash, dtype,
+                                           out_dir, index, reference)
         manifests[d.name] = manifest
     report("done", total, total)
     return manifests

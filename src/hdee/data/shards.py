@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hdee.errors import DataError
 from hdee.fsutil import read_json
 
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: splits by parent document and domain; eval splits de-duplicated against training
 MANIFEST = "manifest.json"
 UINT16_MAX_VOCAB = 1 << 16
 
@@ -32,6 +32,14 @@ class SplitStats(BaseModel):
     text_tokens: int = 0  # tokens of the documents taken, before the cap, EOS excluded
     capped: bool = False  # the token cap cut this split
     sha256: str = ""
+    dup_exact: int = 0  # documents dropped as exact duplicates of training documents (hdee.data.dedup)
+    dup_near: int = 0  # ... as MinHash near-duplicates of a training document
+    dup_contained: int = 0  # ... because most of their n-grams occur in training text
+    dup_bytes: int = 0  # UTF-8 bytes of the dropped documents
+
+    @property
+    def dup_docs(self) -> int:
+        return self.dup_exact + self.dup_near + self.dup_contained
 
 
 class DomainManifest(BaseModel):
@@ -53,6 +61,12 @@ class DomainManifest(BaseModel):
     bytes_read: int = 0
     invalid_utf8: int = 0  # byte sequences replaced by U+FFFD while decoding
     splits: dict[str, SplitStats]
+
+    def duplicate_share(self) -> float:
+        """Share of the evaluation text read (bytes) that was dropped as a duplicate of training data."""
+        dropped = sum(s.dup_bytes for s in self.splits.values())
+        kept = sum(s.bytes for name, s in self.splits.items() if name != "train")
+        return dropped / (dropped + kept) if dropped else 0.0
 
     def bytes_per_token(self) -> float | None:
         text_tokens = sum(s.text_tokens for s in self.splits.values())
@@ -108,14 +122,14 @@ def read_split(domain_dir: str | Path, split: str) -> np.ndarray:
 
 
 class SplitWriter:
-    """Appends token ids to one split file, up to an optional cap."""
+    """Appends token ids to one split file, up to an optional cap; with no path it only counts."""
 
-    def __init__(self, path: Path, dtype: str, cap: int | None):
+    def __init__(self, path: Path | None, dtype: str, cap: int | None, name: str = ""):
         self.path = path
         self.dtype = np_dtype(dtype)
         self.cap = cap
-        self.stats = SplitStats(file=path.name)
-        self._f = open(path, "wb")
+        self.stats = SplitStats(file=path.name if path else name)
+        self._f = open(path, "wb") if path else None
 
     @property
     def full(self) -> bool:
@@ -124,10 +138,10 @@ class SplitWriter:
     def remaining(self) -> int | None:
         return None if self.cap is None else max(self.cap - self.stats.tokens, 0)
 
-    def add(self, ids: list[list[int]], texts_bytes: list[int], eos_id: int) -> None:
-        """Append documents, each followed by EOS; documents past the cap are not counted."""
+    def add(self, ids: list[list[int]], texts_bytes: list[int], eos_id: int) -> int:
+        """Append documents, each followed by EOS; return how many were taken (those past the cap are not)."""
         if self.full or not ids:
-            return
+            return 0
         lengths = np.array([len(d) + 1 for d in ids], dtype=np.int64)
         flat = np.fromiter(itertools.chain.from_iterable(d + [eos_id] for d in ids), dtype=np.int64, count=int(lengths.sum()))
         n_docs = len(ids)
@@ -141,9 +155,13 @@ class SplitWriter:
         self.stats.bytes += sum(texts_bytes[:n_docs])
         self.stats.text_tokens += int(lengths[:n_docs].sum()) - n_docs
         self.stats.tokens += len(flat)
-        self._f.write(flat.astype(self.dtype).tobytes())
+        if self._f is not None:
+            self._f.write(flat.astype(self.dtype).tobytes())
+        return n_docs
 
     def close(self) -> None:
+        if self._f is None:
+            return
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -201,7 +202,7 @@ def capped(docs: Iterator[Document], max_bytes: int | None) -> Iterator[Document
         if len(raw) >= room:
             cut = raw[:room].decode("utf-8", errors="ignore")
             if cut.strip():
-                yield Document(doc.id, cut, doc.invalid_utf8)
+                yield replace(doc, text=cut)
             return
         total += len(raw)
         yield doc

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Iterator
 
 from hdee.data.documents import Document, decode_utf8
 from hdee.data.embedded.domain import BuildContext, register
-from hdee.data.embedded.text_extract import docstrings
+from hdee.data.embedded.text_extract import docstrings, html_to_text
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3"}
 
@@ -56,6 +57,20 @@ def pydoc_topics(ctx: BuildContext) -> Iterator[Document]:
             topics = ast.literal_eval(node.value)
             for key in sorted(topics):
                 yield Document(key, topics[key])
+
+
+@register("idle_docs", "IDLE's manual (idlelib/help.html, one document per section) and change logs (one per entry)")
+def idle_docs(ctx: BuildContext) -> Iterator[Document]:
+    # prose about an editor: unlike the stdlib's docstrings, none of it is in the stdlib's code
+    root = ctx.stdlib / "idlelib"
+    for part in re.split(r'(?=<section id=")', _read(root / "help.html")):
+        m = re.match(r'<section id="([^"]+)"', part)
+        if m:
+            yield Document(f"help.html#{m.group(1)}", html_to_text(part).replace("\u00b6", ""))
+    for name in ("NEWS.txt", "NEWS2x.txt", "HISTORY.txt", "README.txt", "TODO.txt", "extend.txt"):
+        if (root / name).is_file():
+            for i, entry in enumerate(_read(root / name).split("\n\n")):
+                yield Document(f"{name}#{i:04d}", entry)
 
 
 @register("py_c_headers", "CPython's C API headers (include/python3.x/**/*.h)")

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from hdee.data.documents import Document
 from hdee.data.wheels import PINS, fetch_wheel
 
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3  # 3: pieces of a long document record their parent's id
 BUILD_LIMIT_BYTES = 16_000_000  # a built domain text holds at most this much (before the config's caps)
 MIN_DOC_CHARS = 20
 CHUNK_CHARS = 4_000  # longer documents are cut at blank lines, so small caps still give many documents

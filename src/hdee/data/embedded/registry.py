@@ -57,19 +57,20 @@ def build_domain(domain: EmbeddedDomain) -> Path:
     if path.exists():
         return path
     ctx = BuildContext(domain.wheels)
-    docs: dict[str, str] = {}
+    docs: dict[str, dict[str, str]] = {}
     seen: set[str] = set()
     total = 0
     try:
         for doc in domain.build(ctx):
-            for doc_id, text in chunks(doc.id, normalize_text(doc.text)):
+            pieces = chunks(doc.id, normalize_text(doc.text))
+            for doc_id, text in pieces:
                 if len(text) < MIN_DOC_CHARS or doc_id in docs:
                     continue
                 key = dedupe_key(text)
                 if key in seen:
                     continue
                 seen.add(key)
-                docs[doc_id] = text
+                docs[doc_id] = {"id": doc_id, "text": text} | ({"parent": doc.id} if len(pieces) > 1 else {})
                 total += len(text.encode("utf-8"))
             if total >= BUILD_LIMIT_BYTES:
                 break
@@ -77,7 +78,7 @@ def build_domain(domain: EmbeddedDomain) -> Path:
         ctx.close()
     if not docs:
         raise DataError(f"embedded domain {domain.name!r} built no documents")
-    lines = [json.dumps({"id": i, "text": docs[i]}, ensure_ascii=False) for i in sorted(docs, key=_order_key)]
+    lines = [json.dumps(docs[i], ensure_ascii=False) for i in sorted(docs, key=_order_key)]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 
@@ -86,7 +87,7 @@ def iter_built(path: Path) -> Iterator[Document]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
-            yield Document(rec["id"], rec["text"])
+            yield Document(rec["id"], rec["text"], parent=rec.get("parent"))
 
 
 def built_sha256(path: Path) -> str:
