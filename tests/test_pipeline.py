@@ -101,8 +101,17 @@ def _check_report_matches_results(layout: RunLayout, results: dict) -> None:
         lower = sum(1 for row in table.values() if row[s] < row["MHo-IHo"])
         assert f"| {s} | {lower} of {len(table)}" in md
     assert "## Both ensembles from the same experts" in md and results["alt"]["ensemble"] == "all"
-    for section in ("## Every mixing method", "## Seed models", "## Experts against their seed"):
+    for section in ("## Every mixing method", "## Seed models", "## Experts against their seed", "## How this was made"):
         assert section in md
+    prov = results["provenance"]
+    assert prov["packages"]["torch"] and prov["hardware"]["cpus"] and prov["command"] in md
+    for s in results["ensembles"]:
+        cost = prov["costs"][s]
+        assert cost["domain_phase"]["seconds"] > 0
+        scored = set(results["ensembles"][s]["experts"]) | set(results["alt"]["ensembles"][s]["experts"])
+        assert cost["scoring"]["jobs"] == len(scored)  # one score job per expert of either ensemble kind
+        assert cost["seed_jobs"] and all(c["seconds"] > 0 for c in cost["seed_jobs"].values())
+        assert f"| {s} | " in md.split("## How this was made")[1]
 
 
 @pytest.mark.slow
@@ -123,7 +132,10 @@ def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
     assert summary["jobs_run"] == len(plan["jobs"])
     again = run_experiment(tiny, layout, backend="local", workers=2, view=False)
     assert again["jobs_run"] == 0
-    assert json.loads(layout.results_json.read_text()) == results
+    rerun = json.loads(layout.results_json.read_text())
+    # the same numbers; provenance tells about the invocation that wrote them, job costs stay those of the jobs
+    assert {k: v for k, v in rerun.items() if k != "provenance"} == {k: v for k, v in results.items() if k != "provenance"}
+    assert rerun["provenance"]["costs"] == results["provenance"]["costs"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ plan, and say what each ensemble is. The CLI only parses arguments and prints th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from hdee.expert_dir import is_finished, load_record
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.plan import Plan, build_plan
+from hdee.provenance import environment, strategy_costs
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 
@@ -155,14 +157,34 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
     return specs
 
 
-def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan) -> dict[str, Any]:
+def results_provenance(plan: Plan, layout: RunLayout, env: dict[str, Any] | None = None,
+                       started: float | None = None) -> dict[str, Any]:
+    """What results.json records of how it was made: `env` (`hdee.provenance.environment()`, taken
+    now when not given), the costs of the plan's jobs from their done records, and how long this
+    invocation had run (from `started`, a `time.monotonic()` reading)."""
+    records = {}
+    for job in plan.jobs:
+        path = layout.job_record(job.id)
+        if path.is_file():
+            records[job.id] = read_json(path)
+    return {
+        **(env if env is not None else environment()),
+        "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
+        "costs": strategy_costs(plan.jobs, records),
+    }
+
+
+def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, env: dict[str, Any] | None = None,
+                  started: float | None = None) -> dict[str, Any]:
     """Score, mix and write the results of one repeat's plan (results path by `plan.repeat`):
-    the config's ensemble of every strategy and, from the same experts, the other kind."""
+    the config's ensemble of every strategy and, from the same experts, the other kind; with
+    their provenance (`results_provenance`)."""
     alt = None
     if all(e.members for e in plan.ensembles.values()):  # plans written before both kinds were planned lack them
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         alt = ensemble_specs(plan, layout, other)
-    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, alt=alt)
+    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, alt=alt,
+                    provenance=results_provenance(plan, layout, env, started))
 
 
 def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:

@@ -14,6 +14,7 @@ from hdee import stats
 from hdee.errors import HdeeError
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
+from hdee.provenance import total_costs
 from hdee.registry import STRATEGIES
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
@@ -247,6 +248,16 @@ def opt_out_effects(ensembles: dict[str, Any], method: str) -> dict[str, dict[st
     return out
 
 
+def provenance(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Repeat 0's environment and command, and each strategy's job time added up over all repeats."""
+    first = runs[0].get("provenance")
+    if not first:
+        return None
+    env = {k: v for k, v in first.items() if k != "costs"}
+    costs = total_costs([r["provenance"]["costs"] for r in runs if r.get("provenance")])
+    return {"environment": env, "costs": costs, "repeats": len(runs)}
+
+
 def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report renders, from the repeats' results.
 
@@ -259,7 +270,7 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
     kinds = {kind: analyse([kinds_of(r)[kind] for r in runs], domains) for kind in kinds_of(main)}
     primary = kinds[next(iter(kinds))]
     first = next(iter(kinds_of(main).values()))
-    return {
+    out = {
         **primary,
         "kind": next(iter(kinds)),
         "kinds": kinds,
@@ -273,3 +284,7 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "decisions": decision_rows(runs),
         "opt_out": opt_out_effects(first["ensembles"], primary["method"]),
     }
+    prov = provenance(runs)
+    if prov:
+        out["provenance"] = prov
+    return out

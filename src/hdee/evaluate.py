@@ -214,6 +214,7 @@ def evaluate(
     results_path: Path | None = None,
     progress: ScoreProgress | None = None,
     extra: Mapping[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score (or reuse cached scores of) every expert on every eval domain, mix, write results.
 
@@ -224,6 +225,7 @@ def evaluate(
     `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`). Each
     ensemble of the main kind also gets its leave-one-out perplexities (`without_each`, in the
     chosen method). `extra` adds top-level keys (what was evaluated, when not the run's own data).
+    `provenance` (hdee.provenance: versions, hardware, command, job costs) is stored as given.
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}
@@ -258,6 +260,8 @@ def evaluate(
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached]
         results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached)}
+    if provenance is not None:
+        results["provenance"] = provenance
     json_path = results_path if results_path is not None else layout.results_path(repeat)
     atomic_write_json(json_path, results)
     atomic_write_text(RunLayout.csv_beside(json_path), _csv(results))

@@ -24,6 +24,7 @@ from hdee.expert_dir import is_finished
 from hdee.fsutil import atomic_write_json, clean_stale_temps, read_json
 from hdee.layout import RunLayout
 from hdee.plan import Job, build_plan, prepare_job
+from hdee.provenance import environment
 from hdee.report import write_report
 
 #: config sections that change how a run executes, not what it computes
@@ -138,6 +139,7 @@ def run_experiment(
         clean_stale_temps(d)
 
     ran = 0
+    env = environment()
     summary: dict[str, Any] = {"run_dir": str(layout.root), "plans": [], "results": []}
     with RunView(console=console, live=view, title=cfg.name) as live, make_executor(
         cfg, layout.root, backend=backend, address=address, workers=workers
@@ -158,7 +160,7 @@ def run_experiment(
                 stage += 1
             live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
-            evaluate_plan(cfg, layout, plan)
+            evaluate_plan(cfg, layout, plan, env, t0)
             trap.before_record()
             summary["plans"].append(str(layout.plan_path(repeat)))
             summary["results"].append(str(layout.results_path(repeat)))

@@ -244,6 +244,38 @@ def opt_out(cmp: dict[str, Any]) -> list[str]:
     return out
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def provenance(prov: dict[str, Any]) -> list[str]:
+    """How the results were made: code, packages, machine, command, and each strategy's job time."""
+    env = prov["environment"]
+    git = env.get("git")
+    code = f"hdee {env.get('hdee')}, " + (
+        f"commit `{git['commit'][:12]}`" + (" with uncommitted changes" if git.get("dirty") else "")
+        if git else "not run from a git checkout"
+    )
+    pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    hw = env.get("hardware", {})
+    gpus = hw.get("gpus") or []
+    machine = f"{hw.get('cpu')}, {hw.get('cpus')} CPUs" + (f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU")
+    out = ["## How this was made", "",
+           f"{code}; Python {env.get('python')}; {pkgs}.",
+           f"Evaluated on {hw.get('host')} ({machine}; {env.get('platform')}).",
+           f"Command: `{env.get('command')}`.", "",
+           "| strategy | seed models | domain phase | scoring | GPU-hours |", "|---|---:|---:|---:|---:|"]
+    for s in strategy_order([k for k in prov["costs"] if k != "seeds"]):  # "seeds": the seed models' own scoring
+        c = prov["costs"][s]
+        out.append(f"| {s} | {_clock(c['seed'])} | {_clock(c['domain_phase'])} | {_clock(c['scoring'])} | {c['gpu_hours']:.3f} |")
+    out += ["", f"Job time (h:mm:ss): the summed wall time of the strategy's jobs over {prov['repeats']} repeat(s), as each "
+            "job's done record keeps it (jobs run side by side, so it adds up to more than the elapsed time; a resumed "
+            "job counts its last run only). Seed models serve several strategies and count once in each."]
+    return out
+
+
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
@@ -275,4 +307,6 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
             out.append(f"| {r['expert']} | {r['domain']} | {r['size']} | {r['steps']} | "
                        f"{fmt_ppl(r['seed_ppl'])} | {fmt_ppl(r['expert_ppl'])} | {change:+.1%} |")
     out += opt_out(cmp)
+    if cmp.get("provenance"):
+        out += [""] + provenance(cmp["provenance"])
     return "\n".join(out) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ from hdee.execute import fault
 from hdee.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.layout import RunLayout
 from hdee.plan.schema import MODEL_KINDS, Job
+from hdee.provenance import job_cost
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result
@@ -177,14 +179,22 @@ def run_job(job_spec_json: str, run_dir: str | Path, progress: ProgressFn | None
             progress(job.id, step, steps)
         trap.progress(step, steps)
 
+    t0 = time.perf_counter()
     result = _dispatch(job, layout, on_progress)
+    cost = job_cost(time.perf_counter() - t0, job.kind != "prepare" and _cuda_available())
     trap.before_record()
-    write_record(job, layout.root, result, outputs_of(job, layout))
+    write_record(job, layout.root, result, outputs_of(job, layout), cost)
     return result
 
 
-def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path]) -> None:
-    """Mark `job` done: its result and the sha256 of each output file (paths relative to run_dir)."""
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path], cost: dict | None = None) -> None:
+    """Mark `job` done: its result, the sha256 of each output file (paths relative to run_dir) and its cost."""
     root = Path(run_dir)
     if not outputs:
         raise ExecutionError(f"job {job.id} finished but left no outputs under {root}")
@@ -195,5 +205,6 @@ def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path
             "kind": job.kind,
             "result": result,
             "outputs": {os.path.relpath(p, root): sha256_file(p) for p in outputs},
+            **({"cost": cost} if cost is not None else {}),
         },
     )
