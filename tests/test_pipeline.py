@@ -155,3 +155,21 @@ def test_seeds_repeat_the_domain_phase_only(tmp_path, tiny):
     r1 = json.loads((layout.results_dir / "results-repeat1.json").read_text())
     assert r0["ensembles"]["MHo-IHo"]["experts"] != r1["ensembles"]["MHo-IHo"]["experts"]
     assert r0["ensembles"]["MHo-IHo"]["ppl"] != r1["ensembles"]["MHo-IHo"]["ppl"]  # another seed, other numbers
+    assert "covers domain-phase noise only" in (layout.root / "report.md").read_text()
+
+    # repeats that retrain the seed models: their own files, next to the domain-phase repeats
+    before = {p.name: p.read_bytes() for p in [*layout.results_dir.glob("results*"), *layout.root.glob("plan*.json")]}
+    run_experiment(cfg, layout, backend="local", workers=2, seeds=2, vary="seed-models", view=False)
+    assert {p.name: p.read_bytes() for p in [*layout.results_dir.glob("results*"), *layout.root.glob("plan*.json")]
+            if p.name in before and p.name != "results.json"} == {k: v for k, v in before.items() if k != "results.json"}
+    s1 = json.loads((layout.root / "plan-seed-models-repeat1.json").read_text())
+    seeds0 = {j["id"]: j for j in p0["jobs"] if j["kind"] == "seed"}
+    seeds1 = {j["id"]: j for j in s1["jobs"] if j["kind"] == "seed"}
+    assert seeds0 and not set(seeds0) & set(seeds1)  # retrained seed models, under ids of their own
+    assert {j["seed"] for j in seeds0.values()} == {cfg.seed} and cfg.seed not in {j["seed"] for j in seeds1.values()}
+    for sid in seeds1:
+        assert (layout.expert_dir(sid) / "model.safetensors").is_file()
+    rs = json.loads((layout.results_dir / "results-seed-models-repeat1.json").read_text())
+    assert rs["provenance"]["vary"] == "seed-models" and rs["ensembles"]["MHo-IHo"]["ppl"] != r1["ensembles"]["MHo-IHo"]["ppl"]
+    assert "seed-model and domain-phase noise" in (layout.root / "report-seed-models.md").read_text()
+    assert "covers domain-phase noise only" in (layout.root / "report.md").read_text()

@@ -123,3 +123,18 @@ def test_experiment_branches_gpt_neox_experts_from_imported_seeds(tmp_path):
     for name, ens in plan["ensembles"].items():
         assert ens["seed_flops"] == 0
         assert abs(ens["domain_flops"] / plan["budget_flops"] - 1) <= cfg.budget.tolerance
+
+
+def test_seed_model_repeats_refuse_imported_seeds(tmp_path):
+    from hdee.pipeline import run_experiment
+
+    cfg = _config(tmp_path, "llama", ["MHo-IHo"])
+    assert build_plan(cfg, 300, repeat=1).jobs_of("seed") == build_plan(cfg, 300).jobs_of("seed")  # shared, as imported
+    assert build_plan(cfg, 300, vary="seed-models").jobs  # repeat 0 is the same either way
+    with pytest.raises(ConfigError, match="--vary seed-models retrains the seed models, but this config imports them") as exc:
+        build_plan(cfg, 300, repeat=1, vary="seed-models")
+    assert "\n" not in str(exc.value)
+    layout = RunLayout(tmp_path / "run")
+    with pytest.raises(ConfigError, match="imports them"):
+        run_experiment(cfg, layout, backend="local", workers=1, seeds=2, vary="seed-models", view=False)
+    assert not layout.root.exists()  # refused before anything was written

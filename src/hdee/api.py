@@ -21,6 +21,7 @@ from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.plan import Plan, build_plan
 from hdee.provenance import environment, strategy_costs
+from hdee.seeds import Vary, check_vary
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 
@@ -86,12 +87,14 @@ def pilot_outputs(plan: Plan, layout: RunLayout) -> dict[str, Path] | None:
     return dirs if dirs and all(is_finished(d) for d in dirs.values()) else None
 
 
-def preview_plan(cfg: ExperimentConfig, layout: RunLayout, vocab: int | None = None, repeat: int = 0) -> PlanPreview:
+def preview_plan(cfg: ExperimentConfig, layout: RunLayout, vocab: int | None = None, repeat: int = 0,
+                 vary: str = "domain-phase") -> PlanPreview:
     """The plan `hdee plan` shows: with the strategies' decisions once their pilots have run."""
+    kind = check_vary(vary)
     v, source = resolve_vocab(cfg, layout.tokenizer_path, vocab)
-    plan = build_plan(cfg, v, repeat=repeat)
+    plan = build_plan(cfg, v, repeat=repeat, vary=kind)
     if plan.pending and (outputs := pilot_outputs(plan, layout)) is not None:
-        plan = build_plan(cfg, v, repeat=repeat, pilot_outputs=outputs)
+        plan = build_plan(cfg, v, repeat=repeat, pilot_outputs=outputs, vary=kind)
     return PlanPreview(plan, v, source)
 
 
@@ -157,11 +160,11 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
     return specs
 
 
-def results_provenance(plan: Plan, layout: RunLayout, env: dict[str, Any] | None = None,
+def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
                        started: float | None = None) -> dict[str, Any]:
     """What results.json records of how it was made: `env` (`hdee.provenance.environment()`, taken
-    now when not given), the costs of the plan's jobs from their done records, and how long this
-    invocation had run (from `started`, a `time.monotonic()` reading)."""
+    now when not given), the repeat and what it varies, the costs of the plan's jobs from their done
+    records, and how long this invocation had run (from `started`, a `time.monotonic()` reading)."""
     records = {}
     for job in plan.jobs:
         path = layout.job_record(job.id)
@@ -169,22 +172,25 @@ def results_provenance(plan: Plan, layout: RunLayout, env: dict[str, Any] | None
             records[job.id] = read_json(path)
     return {
         **(env if env is not None else environment()),
+        # repeat 0 is the same experiment whatever later repeats vary
+        "repeat": plan.repeat,
+        "vary": vary if plan.repeat else None,
         "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
         "costs": strategy_costs(plan.jobs, records),
     }
 
 
-def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, env: dict[str, Any] | None = None,
-                  started: float | None = None) -> dict[str, Any]:
-    """Score, mix and write the results of one repeat's plan (results path by `plan.repeat`):
-    the config's ensemble of every strategy and, from the same experts, the other kind; with
-    their provenance (`results_provenance`)."""
+def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Vary = "domain-phase",
+                  env: dict[str, Any] | None = None, started: float | None = None) -> dict[str, Any]:
+    """Score, mix and write the results of one repeat's plan (results path by `plan.repeat` and
+    `vary`): the config's ensemble of every strategy and, from the same experts, the other kind;
+    with their provenance (`results_provenance`)."""
     alt = None
     if all(e.members for e in plan.ensembles.values()):  # plans written before both kinds were planned lack them
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         alt = ensemble_specs(plan, layout, other)
-    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, alt=alt,
-                    provenance=results_provenance(plan, layout, env, started))
+    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, vary=vary,
+                    alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
 
 
 def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:
@@ -193,12 +199,13 @@ def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:
     return run, evaluate_plan(run.cfg, run.layout, run.plan)
 
 
-def report_run(run_dir: str | Path) -> dict[str, Any]:
-    """`hdee report`: rebuild the report from saved results (the run's plugins imported first, so
-    their strategies' traits order and classify them)."""
+def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
+    """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
+    run's plugins imported first, so their strategies' traits order and classify them)."""
     from hdee.report import write_report
 
+    kind = check_vary(vary)
     layout = RunLayout(run_dir)
     if layout.config_snapshot.is_file():
         read_config_snapshot(layout)
-    return write_report(layout)
+    return write_report(layout, kind)

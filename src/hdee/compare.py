@@ -16,6 +16,7 @@ from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.provenance import total_costs
 from hdee.registry import STRATEGIES
+from hdee.seeds import Vary, noise_covered
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 NOT_REMOVED = (
@@ -52,11 +53,11 @@ def _single_model(name: str) -> bool:
     return entry is not None and entry.single_model
 
 
-def load_repeats(layout: RunLayout) -> list[dict[str, Any]]:
-    """results.json (repeat 0) followed by results-repeat<k>.json in order, when present."""
+def load_repeats(layout: RunLayout, vary: Vary = "domain-phase") -> list[dict[str, Any]]:
+    """results.json (repeat 0) followed by the repeats of kind `vary` (`layout.results_path`) in order, when present."""
     runs = [read_json(layout.results_path(0))]
     k = 1
-    while (p := layout.results_path(k)).exists():
+    while (p := layout.results_path(k, vary)).exists():
         runs.append(read_json(p))
         k += 1
     return runs
@@ -258,12 +259,12 @@ def provenance(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"environment": env, "costs": costs, "repeats": len(runs)}
 
 
-def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything the report renders, from the repeats' results.
+def comparison(runs: list[dict[str, Any]], vary: Vary = "domain-phase") -> dict[str, Any]:
+    """Everything the report renders, from the repeats' results (repeats of kind `vary`).
 
     `kinds` holds the analysis of each ensemble kind (the config's first); with several repeats
-    tables are means over repeats. The per-method tables, seed shift and allocation are those of
-    repeat 0.
+    tables are means over repeats, and `noise` says what their spread covers. The per-method
+    tables, seed shift and allocation are those of repeat 0.
     """
     main = runs[0]
     domains = [d["name"] for d in main["domains"]]
@@ -283,6 +284,8 @@ def comparison(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": seed_table(main),
         "decisions": decision_rows(runs),
         "opt_out": opt_out_effects(first["ensembles"], primary["method"]),
+        "vary": vary,
+        "noise": noise_covered(vary),
     }
     prov = provenance(runs)
     if prov:

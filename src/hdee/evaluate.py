@@ -210,6 +210,7 @@ def evaluate(
     ensembles: Mapping[str, EnsembleSpec],
     reader: scoring.TokenReader | None = None,
     repeat: int = 0,
+    vary: str = "domain-phase",
     alt: Mapping[str, EnsembleSpec] | None = None,
     results_path: Path | None = None,
     progress: ScoreProgress | None = None,
@@ -221,7 +222,7 @@ def evaluate(
     `ensembles` are the config's kind (`cfg.ensemble`); `alt`, when given, the same strategies'
     other kind from the same experts (the forest beside the final experts, or the reverse).
     `reader(layout, domain, split)` returns token ids; the default reads the run's shards.
-    The results go to `layout.results_path(repeat)`, or to `results_path` (another file of
+    The results go to `layout.results_path(repeat, vary)`, or to `results_path` (another file of
     `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`). Each
     ensemble of the main kind also gets its leave-one-out perplexities (`without_each`, in the
     chosen method). `extra` adds top-level keys (what was evaluated, when not the run's own data).
@@ -262,7 +263,7 @@ def evaluate(
         results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached)}
     if provenance is not None:
         results["provenance"] = provenance
-    json_path = results_path if results_path is not None else layout.results_path(repeat)
+    json_path = results_path if results_path is not None else layout.results_path(repeat, vary)
     atomic_write_json(json_path, results)
     atomic_write_text(RunLayout.csv_beside(json_path), _csv(results))
     return results

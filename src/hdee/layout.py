@@ -11,6 +11,16 @@ from pathlib import Path
 
 RUNS_DIR = Path("runs")  # where a run goes when no --run-dir is given: runs/<config name>
 EXPERTS = "experts"
+DOMAIN_PHASE = "domain-phase"  # what plain repeats vary (hdee.seeds.Vary names the other kinds)
+
+
+def repeat_suffix(repeat: int, vary: str = DOMAIN_PHASE) -> str:
+    """How a repeat's plan and results files are told apart: '' (repeat 0, the same whatever later
+    repeats vary), '-repeat<k>' for a domain-phase repeat, '-<vary>-repeat<k>' for the others (e.g.
+    '-seed-models-repeat<k>'), so repeats of one kind never overwrite those of another."""
+    if repeat == 0:
+        return ""
+    return f"-repeat{repeat}" if vary == DOMAIN_PHASE else f"-{vary}-repeat{repeat}"
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,14 @@ class RunLayout:
     def results_json(self) -> Path:
         return self.results_path(0)
 
-    def results_path(self, repeat: int) -> Path:
-        """results.json for repeat 0, results-repeat<k>.json for the domain-phase repeat k > 0."""
-        return self.results_dir / ("results.json" if repeat == 0 else f"results-repeat{repeat}.json")
+    def results_path(self, repeat: int, vary: str = DOMAIN_PHASE) -> Path:
+        """results.json for repeat 0, results-repeat<k>.json for the domain-phase repeat k > 0,
+        results-seed-models-repeat<k>.json for a repeat that retrains the seed models."""
+        return self.results_dir / f"results{repeat_suffix(repeat, vary)}.json"
 
-    def results_csv(self, repeat: int) -> Path:
-        """The same numbers as `results_path(repeat)`, one row per (expert or ensemble, method, domain)."""
-        return self.csv_beside(self.results_path(repeat))
+    def results_csv(self, repeat: int, vary: str = DOMAIN_PHASE) -> Path:
+        """The same numbers as `results_path(repeat, vary)`, one row per (expert or ensemble, method, domain)."""
+        return self.csv_beside(self.results_path(repeat, vary))
 
     @staticmethod
     def csv_beside(results_json: Path) -> Path:
@@ -102,13 +113,19 @@ class RunLayout:
         return self.results_dir / f"lm-eval-{strategy}-{method}.json"
 
     # report (owned by hdee.report)
+    def report_files(self, vary: str = DOMAIN_PHASE) -> tuple[Path, Path]:
+        """report.md and report.png over the domain-phase repeats; report-seed-models.md/.png over
+        the repeats that retrain the seed models."""
+        stem = "report" if vary == DOMAIN_PHASE else f"report-{vary}"
+        return self.root / f"{stem}.md", self.root / f"{stem}.png"
+
     @property
     def report_md(self) -> Path:
-        return self.root / "report.md"
+        return self.report_files()[0]
 
     @property
     def report_png(self) -> Path:
-        return self.root / "report.png"
+        return self.report_files()[1]
 
     @property
     def curves_png(self) -> Path:
@@ -123,9 +140,10 @@ class RunLayout:
     def plan_json(self) -> Path:
         return self.plan_path(0)
 
-    def plan_path(self, repeat: int) -> Path:
-        """plan.json for repeat 0, plan-repeat<k>.json for repeat k > 0."""
-        return self.root / ("plan.json" if repeat == 0 else f"plan-repeat{repeat}.json")
+    def plan_path(self, repeat: int, vary: str = DOMAIN_PHASE) -> Path:
+        """plan.json for repeat 0, plan-repeat<k>.json for repeat k > 0 (plan-seed-models-repeat<k>.json
+        for a repeat that retrains the seed models)."""
+        return self.root / f"plan{repeat_suffix(repeat, vary)}.json"
 
     @property
     def jobs_dir(self) -> Path:

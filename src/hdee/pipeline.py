@@ -26,6 +26,7 @@ from hdee.layout import RunLayout
 from hdee.plan import Job, build_plan, prepare_job
 from hdee.provenance import environment
 from hdee.report import write_report
+from hdee.seeds import check_vary
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -120,18 +121,23 @@ def run_experiment(
     address: str | None = None,
     workers: int | None = None,
     seeds: int = 1,
+    vary: str = "domain-phase",
     force: bool = False,
     view: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the whole experiment of `cfg` in `layout`; returns a summary dict.
 
-    `seeds` repeats the domain phase with repeats 0..seeds-1 (seed models and data are shared);
-    repeat 0 writes results/results.json and plan.json, repeat k results/results-repeat<k>.json
-    and plan-repeat<k>.json, which is where `hdee report` looks for them.
+    `seeds` runs repeats 0..seeds-1. With `vary="domain-phase"` they share the seed models and
+    retrain the domain phase with other window orders; with `vary="seed-models"` repeats k > 0
+    first retrain the seed models with other initial weights (hdee.seeds). Repeat 0 is the same
+    either way and writes results/results.json and plan.json; repeat k writes
+    results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
+    of `-repeat<k>`, which is where `hdee report` looks for them.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    vary = check_vary(vary, imported_seeds=seeds > 1 and cfg.seed_models.from_ is not None)
     t0 = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     snapshot_config(cfg, layout, force)
@@ -150,8 +156,8 @@ def run_experiment(
             outputs: dict[str, Path] | None = None
             stage = 1
             while True:
-                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs)
-                plan.write(layout.plan_path(repeat))
+                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs, vary=vary)
+                plan.write(layout.plan_path(repeat, vary))
                 ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:
                     break
@@ -160,12 +166,12 @@ def run_experiment(
                 stage += 1
             live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
-            evaluate_plan(cfg, layout, plan, env, t0)
+            evaluate_plan(cfg, layout, plan, vary, env, t0)
             trap.before_record()
-            summary["plans"].append(str(layout.plan_path(repeat)))
-            summary["results"].append(str(layout.results_path(repeat)))
-    summary["comparison"] = write_report(layout)
+            summary["plans"].append(str(layout.plan_path(repeat, vary)))
+            summary["results"].append(str(layout.results_path(repeat, vary)))
+    summary["comparison"] = write_report(layout, vary)
     summary["jobs_run"] = ran
-    summary["report"] = str(layout.report_md)
+    summary["report"] = str(layout.report_files(vary)[0])
     summary["seconds"] = round(time.monotonic() - t0, 1)
     return summary

@@ -23,6 +23,7 @@ from hdee.errors import HdeeError  # noqa: E402
 from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
 from hdee.report_md import domain_groups, fmt_ppl, render_markdown  # noqa: E402
+from hdee.seeds import Vary  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:
@@ -86,14 +87,16 @@ def rich_table(cmp: dict[str, Any]) -> Table:
     return t
 
 
-def write_report(layout: RunLayout) -> dict[str, Any]:
-    """Rebuild report.md, report.png and curves.png from the saved results of `layout`."""
+def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, Any]:
+    """Rebuild the report over the repeats of kind `vary` (`layout.report_files(vary)`) and curves.png
+    from the saved results of `layout`."""
     if not layout.results_json.is_file():
         raise HdeeError(f"{layout.results_json}: no results to report (run `hdee run` first)")
-    runs = load_repeats(layout)
-    cmp = comparison(runs)
+    runs = load_repeats(layout, vary)
+    cmp = comparison(runs, vary)
     name = runs[0].get("config", layout.root.name)
-    atomic_write_text(layout.report_md, render_markdown(cmp, name))
-    plot_relative(cmp, layout.report_png)
+    md, png = layout.report_files(vary)
+    atomic_write_text(md, render_markdown(cmp, name))
+    plot_relative(cmp, png)
     plot_curves(layout, layout.curves_png, _save_png)
     return cmp

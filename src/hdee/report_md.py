@@ -284,7 +284,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
                f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
     out.append("")
     if k["repeats"] > 1:
-        out += [f"Mean ± std over {k['repeats']} repeats of the domain phase.", ""]
+        out += [f"Mean ± std over {k['repeats']} repeats: {cmp['noise']}.", ""]
     out += main_table(k, domains) + [""] + headline(k) + [""]
     out += noise(k, domains)
     if "mean_log_ppl" in k:

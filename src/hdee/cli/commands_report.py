@@ -14,10 +14,15 @@ from hdee.report import rich_table
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run directory with results/results.json")) -> None:
-    """Rebuild report.md, report.png and curves.png from a run's saved results (no recomputation)."""
-    cmp = report_run(run_dir)
+def report(
+    run_dir: Path = typer.Argument(..., help="a run directory with results/results.json"),
+    vary: str = typer.Option("domain-phase", "--vary", help="which repeats: domain-phase or seed-models (as `hdee run --vary`)"),
+) -> None:
+    """Rebuild the report (report.md, report.png; report-seed-models.* with --vary seed-models) and curves.png
+    from a run's saved results (no recomputation)."""
+    cmp = report_run(run_dir, vary)
     layout = RunLayout(run_dir)
+    md, png = layout.report_files(vary)
     console = make_console()
     console.print(rich_table(cmp))
-    console.print(f"wrote {layout.report_md}, {layout.report_png}, {layout.curves_png}")
+    console.print(f"wrote {md}, {png}, {layout.curves_png}")

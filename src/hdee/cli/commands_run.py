@@ -90,7 +90,8 @@ def _pilots_line(plan: Plan, strategy: str) -> str:
 def plan_cmd(
     config: Path = typer.Argument(DEFAULT_CONFIG, help="experiment config (.toml or .yaml)"),
     vocab: int | None = typer.Option(None, "--vocab", help="vocab for embedding sizes when no tokenizer is prepared"),
-    repeat: int = typer.Option(0, "--repeat", min=0, help="which domain-phase repeat to plan"),
+    repeat: int = typer.Option(0, "--repeat", min=0, help="which repeat to plan"),
+    vary: str = typer.Option("domain-phase", "--vary", help="what the repeat retrains (as `hdee run --vary`)"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here (- : print only the JSON)"),
 ) -> None:
@@ -98,7 +99,7 @@ def plan_cmd(
     from hdee.api import preview_plan
 
     cfg = load_config(config)
-    preview = preview_plan(cfg, RunLayout.of(cfg.name, run_dir), vocab, repeat)
+    preview = preview_plan(cfg, RunLayout.of(cfg.name, run_dir), vocab, repeat, vary)
     plan, v, source = preview.plan, preview.vocab, preview.vocab_source
     if json_out is not None and str(json_out) == "-":
         typer.echo(plan.model_dump_json(indent=2))  # every number in full, nothing else on stdout
@@ -128,7 +129,9 @@ def run_cmd(
     backend: str | None = typer.Option(None, "--backend", help="local or ray (default: execute.backend)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address, e.g. auto or host:port"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="worker processes (local) or CPUs (private Ray)"),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="repeat the domain phase with N seeds"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="run N repeats with other seeds"),
+    vary: str = typer.Option("domain-phase", "--vary",
+                             help="what repeats retrain: domain-phase (shared seed models) or seed-models (then the domain phase)"),
     force: bool = typer.Option(False, "--force", help="reuse a run directory made by a different config"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
     view: bool = typer.Option(True, "--view/--no-view", help="live view of the jobs"),
@@ -140,7 +143,8 @@ def run_cmd(
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
     summary = run_experiment(
-        cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, force=force, view=view, console=console
+        cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, vary=vary, force=force, view=view,
+        console=console,
     )
     console.print(rich_table(summary["comparison"]))
     console.print(

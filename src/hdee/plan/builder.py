@@ -4,7 +4,7 @@ A job's id hashes everything that decides its output and nothing else (kind, the
 its parents' ids, size, schedule, steps, seed: `hdee.job_keys`), so a job several strategies share
 appears once and runs once, a rerun finds the same ids, and a config that only adds held-out
 domains, strategies or evaluation settings reuses every trained model. `repeat` reseeds the
-domain phase only.
+domain phase, and with `vary="seed-models"` the seed models too (hdee.seeds).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from hdee.errors import PlanError
 from hdee.job_keys import data_key, score_key, train_key
 from hdee.layout import RunLayout
 from hdee.plan.schema import EnsemblePlan, Job, Plan, topological
+from hdee.seeds import Vary, check_vary, domain_phase_seed, seed_model_seed
 from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy
+
 
 def _hash(obj: object) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -33,10 +35,10 @@ def _section(cfg: ExperimentConfig, name: str) -> object:
 
 
 class _Builder:
-    def __init__(self, cfg: ExperimentConfig, vocab: int, repeat: int):
+    def __init__(self, cfg: ExperimentConfig, vocab: int, repeat: int, vary: Vary):
         self.cfg, self.vocab, self.repeat = cfg, vocab, repeat
         self.jobs: dict[str, Job] = {}
-        self.domain_seed = cfg.seed + repeat
+        self.seed_model_seed = seed_model_seed(cfg.seed, repeat, vary)
         self.prepare = self._add(prepare_job(cfg))
         self.seeds: dict[str, Job] = {}
         self.train_common = train_key(cfg)
@@ -66,7 +68,8 @@ class _Builder:
         else:
             steps = max(1, round(sm.flops / per_step))
         doms = cfg.seed_domains
-        key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common, cfg.seed]
+        key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common,
+               self.seed_model_seed]
         job = Job(
             id=f"seed-{size}-{_hash(key)}",
             kind="seed",
@@ -78,7 +81,7 @@ class _Builder:
             flops_by=self._flops_by(size, steps),
             domains=doms,
             weights=[1.0 / len(doms)] * len(doms),
-            seed=cfg.seed,
+            seed=self.seed_model_seed,
         )
         return self._add(job, used_by)
 
@@ -97,8 +100,9 @@ class _Builder:
 
     def branch(self, kind: str, name: str, parent: Job, size: str, steps: int, domains: list[str], used_by: str, **extra) -> Job:
         cfg = self.cfg
+        seed = domain_phase_seed(cfg.seed, self.repeat, kind, domains)
         key = [kind, parent.id, size, steps, data_key(cfg, domains), _section(cfg, "budget")["schedule"], self.train_common,
-               self.domain_seed]
+               seed]
         job = Job(
             id=f"{name}-{_hash(key)}",
             kind=kind,
@@ -111,7 +115,7 @@ class _Builder:
             domains=domains,
             weights=[1.0 / len(domains)] * len(domains),
             parent=parent.id,
-            seed=self.domain_seed,
+            seed=seed,
             repeat=self.repeat,
             **extra,
         )
@@ -145,8 +149,12 @@ def build_plan(
     vocab: int,
     repeat: int = 0,
     pilot_outputs: Mapping[str, str | Path] | None = None,
+    vary: Vary = "domain-phase",
 ) -> Plan:
     """The DAG of every job the config's strategies need, with the budget checked.
+
+    Repeat `repeat` > 0 retrains the domain phase with other window orders, and with
+    `vary="seed-models"` first the seed models with other initial weights (hdee.seeds).
 
     `pilot_outputs` maps pilot job ids to their finished output dirs; strategies whose pilots are
     not all there stay pending (their ensembles have `pending=True` and no experts yet).
@@ -157,7 +165,8 @@ def build_plan(
         raise PlanError(str(exc)) from None
     if not cfg.strategies:
         raise PlanError("the config names no strategy")
-    b = _Builder(cfg, vocab, repeat)
+    check_vary(vary, imported_seeds=repeat > 0 and cfg.seed_models.from_ is not None)
+    b = _Builder(cfg, vocab, repeat, vary)
     ctx = StrategyContext(cfg=cfg, vocab=vocab)
     ensembles: dict[str, EnsemblePlan] = {}
     members: dict[str, list[Job]] = {}

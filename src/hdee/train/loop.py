@@ -27,7 +27,7 @@ from hdee.train.job import StepPlan, TrainJob, lr_at, plan_steps
 from hdee.train.loss import CausalLMLoss
 from hdee.train.metrics import MetricsLog, ProgressBar, ProgressHook
 from hdee.train.record import job_record
-from hdee.train.start import initial_model, parent_record
+from hdee.train.start import initial_model, make_sampler, parent_record
 from hdee.train.validate import val_windows, validate
 
 log_ = logging.getLogger("hdee.train")
@@ -60,13 +60,7 @@ def run_train_job(
     parent = parent_record(job)
     train_data = [open_domain(m.domain_dir, "train", job.size.vocab, job.tokenizer_hash) for m in job.data]
     try:
-        sampler = TrainSampler(
-            [d.tokens for d in train_data],
-            job.size.seq_len,
-            seed=job.seed,
-            weights=[m.weight for m in job.data],
-            names=[d.name for d in train_data],
-        )
+        sampler = make_sampler(job, [d.tokens for d in train_data], [d.name for d in train_data])
     except ValueError as exc:
         raise DataError(f"{out}: training data: {exc}") from None
     val_data, val_names = val_windows(job)

@@ -1,13 +1,16 @@
-"""Where a job starts: a fresh model from its seed, or its parent expert (checked against the job's size)."""
+"""Where a job starts: a fresh model from its seed, or its parent expert (checked against the job's size),
+and the order of its training windows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from hdee.data.loaders import TrainSampler
 from hdee.errors import CheckpointError
 from hdee.fsutil import read_json
 from hdee.model import attn_implementation, build_model, llama_config
@@ -48,3 +51,8 @@ def initial_model(job: TrainJob) -> torch.nn.Module:
         return build_model(job.size, job.seed)
     model = AutoModelForCausalLM.from_pretrained(job.parent, dtype=torch.float32, attn_implementation=attn_implementation())
     return model.float()
+
+
+def make_sampler(job: TrainJob, tokens: list[np.ndarray], names: list[str]) -> TrainSampler:
+    """The windows `job` trains on, in order: its data mix's token arrays, ordered by the job's seed."""
+    return TrainSampler(tokens, job.size.seq_len, seed=job.seed, weights=[m.weight for m in job.data], names=names)
