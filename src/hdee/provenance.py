@@ -75,7 +75,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def environment(argv: list[str] | None = None) -> dict[str, Any]:
-    """hdee version and commit, Python and package versions, hardware, command line, time."""
+    """hdee version and commit, Python and package versions, hardware, command line, and the time now (UTC)."""
     return {
         "hdee": hdee.__version__,
         "git": git_commit(),
@@ -84,7 +84,7 @@ def environment(argv: list[str] | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "hardware": hardware(),
         "command": command_line(argv),
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
