@@ -256,3 +256,33 @@ def test_repeats_that_chose_differently_share_one_method_chosen_on_validation():
     runs[1]["method_choice"] = {"method": "prefix-posterior", "chosen_on": "val", "val_mean_log_ppl": {"uniform": 2.3, "prefix-posterior": 2.25}}
     cmp = comparison(runs)  # uniform: (2.0 + 2.3) / 2 = 2.15 against prefix-posterior (2.1 + 2.25) / 2 = 2.175
     assert cmp["method"] == "uniform" and cmp["method_choice"]["pooled"]
+
+
+def test_report_says_how_it_was_made_and_which_noise_repeats_cover(tmp_path):
+    layout = RunLayout(tmp_path)
+
+    def prov(seconds: float, gpus: int) -> dict:
+        cost = {"seconds": seconds, "gpu_hours": seconds * gpus / 3600, "jobs": 1}
+        return {"hdee": "9.9", "git": {"commit": "abcdef0123456789", "dirty": True}, "python": "3.11.7",
+                "packages": {"torch": "2.4.0", "transformers": "5.0", "tokenizers": "0.22", "datasets": None, "numpy": "2.0"},
+                "platform": "Linux", "hardware": {"host": "node1", "cpu": "Some CPU", "cpus": 16, "gpus": ["H100", "H100"]},
+                "command": "hdee run c.toml --seeds 2 --vary seed-models",
+                "costs": {s: {"seed_jobs": {"seed-M": {"seconds": 3600.0, "gpus": gpus}}, "domain_phase": cost, "scoring": cost}
+                          for s in STRATS}}
+
+    for k, gpus in ((0, 1), (1, 1)):
+        res = fake_results(20 + k)
+        res["provenance"] = prov(1800.0, gpus)
+        name = "results.json" if k == 0 else "results-seed-models-repeat1.json"
+        atomic_write_json(layout.results_dir / name, res)
+    cmp = write_report(layout, "seed-models")
+    md = (tmp_path / "report-seed-models.md").read_text()
+    assert not (tmp_path / "report.md").exists() and cmp["repeats"] == 2 and cmp["vary"] == "seed-models"
+    assert "Mean ± std over 2 repeats: each repeat retrains the seed models" in md
+    made = md.split("## How this was made")[1]
+    assert "hdee 9.9, commit `abcdef012345` with uncommitted changes" in made and "torch 2.4.0" in made
+    assert "2 x H100" in made and "Command: `hdee run c.toml --seeds 2 --vary seed-models`." in made
+    # the seed model once, the domain phase and scoring of both repeats: 1 + 1 + 1 h of GPU time
+    assert "| MHo-IHo | 1:00:00 | 1:00:00 | 1:00:00 | 3.000 |" in made
+    domain_only = write_report(layout)  # the default report reads the domain-phase repeats: none here
+    assert domain_only["repeats"] == 1 and "Mean ±" not in (tmp_path / "report.md").read_text()

@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable
 
 from hdee.compare import NOT_REMOVED, strategy_order
+from hdee.provenance import PACKAGES
 from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
@@ -258,21 +259,26 @@ def provenance(prov: dict[str, Any]) -> list[str]:
         f"commit `{git['commit'][:12]}`" + (" with uncommitted changes" if git.get("dirty") else "")
         if git else "not run from a git checkout"
     )
-    pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    pkgs = ", ".join(f"{k} {env['packages'][k]}" for k in PACKAGES if env.get("packages", {}).get(k))
     hw = env.get("hardware", {})
     gpus = hw.get("gpus") or []
     machine = f"{hw.get('cpu')}, {hw.get('cpus')} CPUs" + (f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU")
+    # "seeds": the seed models' own scoring, shown with no strategy
+    costs = {s: prov["costs"][s] for s in strategy_order([k for k in prov["costs"] if k != "seeds"])}
+    on_gpu = any(c["gpu_hours"] > 0 for c in costs.values())
     out = ["## How this was made", "",
            f"{code}; Python {env.get('python')}; {pkgs}.",
            f"Evaluated on {hw.get('host')} ({machine}; {env.get('platform')}).",
            f"Command: `{env.get('command')}`.", "",
-           "| strategy | seed models | domain phase | scoring | GPU-hours |", "|---|---:|---:|---:|---:|"]
-    for s in strategy_order([k for k in prov["costs"] if k != "seeds"]):  # "seeds": the seed models' own scoring
-        c = prov["costs"][s]
-        out.append(f"| {s} | {_clock(c['seed'])} | {_clock(c['domain_phase'])} | {_clock(c['scoring'])} | {c['gpu_hours']:.3f} |")
+           "| strategy | seed models | domain phase | scoring |" + (" GPU-hours |" if on_gpu else ""),
+           "|---|---:|---:|---:|" + ("---:|" if on_gpu else "")]
+    for s, c in costs.items():
+        gpu = f" {c['gpu_hours']:.3f} |" if on_gpu else ""
+        out.append(f"| {s} | {_clock(c['seed'])} | {_clock(c['domain_phase'])} | {_clock(c['scoring'])} |{gpu}")
     out += ["", f"Job time (h:mm:ss): the summed wall time of the strategy's jobs over {prov['repeats']} repeat(s), as each "
             "job's done record keeps it (jobs run side by side, so it adds up to more than the elapsed time; a resumed "
-            "job counts its last run only). Seed models serve several strategies and count once in each."]
+            "job counts its last run only). Seed models serve several strategies and count once in each."
+            + ("" if on_gpu else " No job ran on a GPU.")]
     return out
 
 
