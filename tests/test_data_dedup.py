@@ -189,3 +189,25 @@ def test_pieces_of_one_document_never_straddle_splits(tmp_path):
     for i in range(40):
         holders = {s for s, text in texts.items() if f"doc{i:02d} part" in text}
         assert holders == {split_of(f"doc{i:02d}", "alpha", cfg.data.split)}, f"doc{i:02d} is in {holders}"
+
+
+def test_job_ids_follow_what_the_dedup_compares_with(tiny):
+    from hdee.plan import build_plan
+
+    def ids(cfg) -> dict[str, set[str]]:
+        plan = build_plan(cfg, 300)
+        return {kind: {j.id for j in plan.jobs if j.kind == kind} for kind in ("seed", "train", "score")}
+
+    def with_data(**update):
+        return tiny.model_copy(update={"data": tiny.data.model_copy(update=update)})
+
+    base = ids(tiny)
+    # the val splits the models validate on and the test splits they are scored on change with the dedup
+    off = ids(with_data(dedup=DedupConfig(exact=False, near=0, contained=0)))
+    stricter = ids(with_data(dedup=DedupConfig(near=0.6)))
+    for other in (off, stricter):
+        assert all(not (base[k] & other[k]) for k in base)
+    # a held-out domain is never what the others are compared with: the trained models keep their ids
+    heldout = next(d for d in tiny.domains if d.role == "heldout")
+    fewer = ids(tiny.model_copy(update={"domains": [d for d in tiny.domains if d is not heldout]}))
+    assert fewer["seed"] == base["seed"] and fewer["train"] == base["train"]

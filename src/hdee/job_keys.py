@@ -1,8 +1,9 @@
 """What each job's id hashes: exactly the inputs that decide its output, nothing else.
 
 A training job reads a few domains through the run's tokenizer, so its key holds those
-domains' source and prepare settings and the tokenizer's own inputs, never the rest of the
-config: adding a held-out domain, a strategy or changing `eval.*` leaves every trained model's
+domains' source and prepare settings (with what their val/test documents are de-duplicated
+against: the training domains, never a held-out one) and the tokenizer's own inputs, never the
+rest of the config: adding a held-out domain, a strategy or changing `eval.*` leaves every trained model's
 id (and so its directory) as it is. Keys are built from the config alone, so `hdee plan` prints
 the same ids before and after anything is prepared.
 """
@@ -18,8 +19,8 @@ from hdee.data.sources import default_max_bytes
 TRAIN_DISPLAY_ONLY = ("compile",)
 
 
-def domain_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
-    """What decides one domain's token shards: its source and the prepare settings (not its tier)."""
+def _read_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
+    """What decides which documents one domain reads and how they split."""
     d = cfg.domain(name)
     data = cfg.data
     return {
@@ -33,6 +34,22 @@ def domain_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
     }
 
 
+def dedup_key(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """What the val/test splits of every domain are de-duplicated against (hdee.data.dedup): the
+    settings and the training domains' inputs, never a held-out domain's; None when it is off."""
+    dedup = cfg.data.dedup
+    if not (dedup.exact or dedup.near or dedup.contained):
+        return None
+    training = [d.name for d in cfg.domains if d.role in ("train", "seed")]  # as hdee.data.routing.training_domains
+    return {"settings": dedup.model_dump(mode="json"), "training": [_read_key(cfg, n) for n in training]}
+
+
+def domain_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
+    """What decides one domain's token shards: its source and the prepare settings (not its tier),
+    and what its val/test documents are de-duplicated against."""
+    return {**_read_key(cfg, name), "dedup": dedup_key(cfg)}
+
+
 def tokenizer_key(cfg: ExperimentConfig) -> dict[str, Any]:
     """What decides the tokenizer: a pretrained one's path, or the BPE's settings and training domains."""
     t = cfg.data.tokenizer
@@ -40,7 +57,7 @@ def tokenizer_key(cfg: ExperimentConfig) -> dict[str, Any]:
         return {"pretrained": t.path}
     trained_on = [d.name for d in cfg.domains if d.role in ("train", "seed")]  # as hdee.data.prepare trains it
     return {"bpe": t.vocab_size, "train_bytes": t.train_bytes, "split": cfg.data.split.model_dump(mode="json"),
-            "domains": [domain_key(cfg, n) for n in trained_on]}
+            "domains": [_read_key(cfg, n) for n in trained_on]}  # their train splits, never de-duplicated
 
 
 def data_key(cfg: ExperimentConfig, domains: list[str]) -> dict[str, Any]:
