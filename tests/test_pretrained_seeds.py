@@ -54,7 +54,9 @@ def _config(root, arch: str, strategies: list[str]) -> ExperimentConfig:
         domains.append({"name": name, "role": "heldout" if name == "held" else "train", "source": {"kind": "files", "paths": [str(path)]}})
     return ExperimentConfig.model_validate({
         "name": f"byo-{arch}", "strategies": strategies, "domains": domains,
-        "data": {"seq_len": 16, "max_train_tokens": 3000, "max_eval_tokens": 256, "tokenizer": {"kind": "pretrained", "path": seeds["S"]}},
+        # every document repeats the same four lines, so the one-way de-duplication would empty val and test
+        "data": {"seq_len": 16, "max_train_tokens": 3000, "max_eval_tokens": 256, "tokenizer": {"kind": "pretrained", "path": seeds["S"]},
+                 "dedup": {"exact": False, "near": 0, "contained": 0}},
         "train": {"batch_tokens": 64, "eval_every": 2, "eval_tokens": 128, "checkpoint_every": 2},
         "seed_models": {"from": seeds},
         "budget": {"baseline": {"size": "M", "steps": 4}, "sizes": {"easy": "S", "hard": "L"}, "steps": {"easy": 3, "hard": 5},
