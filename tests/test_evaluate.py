@@ -274,4 +274,4 @@ def test_cli_eval_reads_plan(cfg, experts, tmp_path, monkeypatch):
     assert "decision" not in out["ensembles"]["dense"]["meta"]
     assert math.isfinite(out["ensembles"]["pair"]["ppl"]["uniform"]["py_code"])
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing")])
-    assert isinstance(missing.exception, EnsembleError) and "config.json: not found" in str(missing.exception)
+    assert missing.exit_code == 2 and "config.json: not found" in missing.stderr

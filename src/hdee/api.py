@@ -101,8 +101,17 @@ def read_config_snapshot(layout: RunLayout) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(read_json(path))
     except (ValidationError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise ConfigError(f"{path}: {msg}") from None
+        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValueError) -> str:
+    """One line for a snapshot that does not validate (where: what) or is not JSON at all."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    return f"not valid JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -115,8 +124,7 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         plan = Plan.read(layout.plan_json)
     except (ValidationError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise EnsembleError(f"{layout.plan_json}: not a plan: {msg}") from None
+        raise EnsembleError(f"{layout.plan_json}: not a plan: {_first_problem(exc)}") from None
     return Run(cfg, layout, plan)
 
 
@@ -163,12 +171,6 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan) -> dict[
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         alt = ensemble_specs(plan, layout, other)
     return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, alt=alt)
-
-
-def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:
-    """`hdee eval`: recompute a run's results from its cached scores."""
-    run = load_run(run_dir)
-    return run, evaluate_plan(run.cfg, run.layout, run.plan)
 
 
 def report_run(run_dir: str | Path) -> dict[str, Any]:
