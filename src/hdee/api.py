@@ -108,7 +108,10 @@ def _first_problem(exc: ValueError) -> str:
     """One line for a snapshot that does not validate (where: what) or is not JSON at all."""
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = list(first["loc"])
+        if loc[-1:] == ["[key]"]:  # a bad mapping key: the message names it
+            loc = loc[:-2]
+        where = ".".join(str(p) for p in loc)
         msg = first["msg"].removeprefix("Value error, ")
         return f"{where}: {msg}" if where else msg
     return f"not valid JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
