@@ -178,7 +178,7 @@ CASES = [
          r"lineage 'easy' names unknown domain 'nope'"),
     # ---- run directories
     Case("run-dir-of-another-config", lambda w: ["run", w.config("seed = 0", "seed = 7"), "--no-view"],
-         r"runs/tiny was made by a different config \(differs in seed\); use --force"),
+         r"runs/tiny was made by a different config \(differs in seed\);.* use --force"),
     Case("run-locked", lambda w: ["run", "tiny.toml", "--no-view"], r"runs/tiny: in use by pid {pid} \(hdee run\)", _locked("run")),
     Case("prepare-locked", lambda w: ["prepare", "tiny.toml"], r"in use by pid {pid} \(hdee eval\)", _locked("eval")),
     Case("eval-locked", lambda w: ["eval", "runs/tiny"], r"in use by pid {pid} \(hdee run\)", _locked("run")),
