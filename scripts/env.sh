@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install hdee into it. Sourced by scripts/run and scripts/test.
 # torch is pinned first: on machines whose pip index serves a local CPU build of 2.13.0,
-# an unpinned torch would pull a multi-GB CUDA build. Any torch >= 2.4 works elsewhere.
+# an unpinned torch would pull a multi-GB CUDA build. Any torch >= 2.13 works elsewhere.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${HDEE_VENV:-$root/.venv}"
@@ -15,4 +15,3 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"

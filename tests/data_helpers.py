@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from hdee.fsutil import sha256_file
+from hdee.lock import LOCK_FILE
 
 TRAIN = ["alpha", "beta", "gamma", "delta"]
 HELDOUT = ["omega"]
@@ -70,4 +71,5 @@ def make_config(tmp_path: Path, vocab: int = 300, max_train: int = 3000, data_ex
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every output file's sha256 (not the lock file, which only names the last command that held the run)."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_FILE}

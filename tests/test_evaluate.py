@@ -275,4 +275,4 @@ def test_cli_eval_reads_plan(cfg, experts, tmp_path, monkeypatch):
     assert math.isfinite(out["ensembles"]["pair"]["ppl"]["uniform"]["py_code"])
     assert out["provenance"]["command"].split()[0] and out["provenance"]["packages"]["torch"]
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing")])
-    assert isinstance(missing.exception, EnsembleError) and "config.json: not found" in str(missing.exception)
+    assert missing.exit_code == 2 and "config.json: not found" in missing.stderr

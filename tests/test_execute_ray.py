@@ -13,8 +13,6 @@ from hdee.execute.ray import RayExecutor
 
 pytest.importorskip("ray")  # an optional install (e.g. a GPU box installed without dependencies) may lack it
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
 
 def _closed_port() -> int:
     with socket.socket() as s:

@@ -1,4 +1,5 @@
-"""Generation: seeded, KV-cached path equals recomputation, weights follow the evaluation posterior."""
+"""Generation with experts the real trainer made: seeded, KV-cached path equals recomputation,
+weights follow the evaluation posterior, the tokenizer must be the experts' own."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from experts import make_expert
 from hdee.cli.app import app
 from hdee.ensemble import Ensemble, estimate_prior
 from hdee.errors import EnsembleError
@@ -18,13 +18,10 @@ PROMPT = [3, 17, 42, 7]
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    return [
-        make_expert(root / "a", 1, intermediate=48, scale=20),
-        make_expert(root / "b", 2, intermediate=64, scale=20),
-        make_expert(root / "c", 3, intermediate=80, scale=20),
-    ]
+def dirs(tiny_run):
+    """Three sizes: MHe-IHo's S and L experts and an M expert of MHo-IHo."""
+    small, large = tiny_run.final_experts("MHe-IHo")
+    return [small, tiny_run.final_experts("MHo-IHo")[0], large]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,8 @@ def test_prior_from_estimate_prior_is_accepted(ens):
 
 
 @pytest.fixture(scope="module")
-def tokenizer_file(tmp_path_factory):
+def other_tokenizer(tmp_path_factory):
+    """A valid tokenizer.json that is not the experts' (a 256-word vocabulary)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = ["[UNK]", "[EOS]"] + [f"w{i}" for i in range(254)]
@@ -104,13 +102,30 @@ def tokenizer_file(tmp_path_factory):
     return path
 
 
-def test_text_prompt_and_cli(ens, dirs, tokenizer_file):
-    out = ens.generate("w1 w2 w3", 4, seed=0, tokenizer=tokenizer_file)
-    assert out.prompt_ids == [3, 4, 5] and isinstance(out.text, str)
-    res = CliRunner().invoke(app, ["generate", *map(str, dirs), "--prompt", "w1 w2 w3", "--tokenizer",
-                                   str(tokenizer_file), "--max-new-tokens", "4", "--seed", "0"])
+def test_text_prompt_and_cli(ens, dirs, tiny_run):
+    tokenizer = tiny_run.layout.tokenizer_path
+    out = ens.generate("def main():", 4, seed=0, tokenizer=tokenizer)
+    assert len(out.prompt_ids) >= 2 and len(out.new_ids) <= 4 and isinstance(out.text, str)
+    res = CliRunner().invoke(app, ["generate", *map(str, dirs), "--prompt", "def main():", "--tokenizer",
+                                   str(tokenizer), "--max-new-tokens", "4", "--seed", "0"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.startswith("w1 w2 w3 w") and len(res.stdout.split()) == 3 + 4
+    assert res.stdout.startswith("def main():") and res.stdout.rstrip("\n") == "def main():" + out.text
+
+
+def test_a_tokenizer_other_than_the_experts_is_refused(ens, dirs, other_tokenizer):
+    with pytest.raises(EnsembleError, match="tokenizer hash .* differs from the experts'"):
+        ens.generate("w1 w2", 2, tokenizer=other_tokenizer)
+    res = CliRunner().invoke(app, ["generate", *map(str, dirs), "--prompt", "w1 w2", "--tokenizer", str(other_tokenizer)])
+    assert res.exit_code == 2 and "differs from the experts'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(ens):
+    class Big:
+        def __len__(self):
+            return ens.vocab_size + 1
+
+    with pytest.raises(EnsembleError, match=f"more than the experts' vocabulary of {ens.vocab_size}"):
+        ens.generate("text", 2, tokenizer=Big())
 
 
 def test_cli_error_exits_2(dirs, tmp_path, monkeypatch):
@@ -122,3 +137,15 @@ def test_cli_error_exits_2(dirs, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2
+
+
+def test_cache_name_follows_the_transformers_version(ens):
+    """`cache` in recent transformers, `past_key_values` in older 5.x: the stream uses what forward takes."""
+    import inspect
+
+    from hdee.ensemble.generate import _ExpertStream
+
+    stream = _ExpertStream(ens.models[0], use_cache=True)
+    assert stream.cache_kwarg in inspect.signature(ens.models[0].forward).parameters
+    stream.start(PROMPT)
+    assert stream.cache is not None

@@ -65,13 +65,9 @@ def test_cache_is_reused_and_invalidated(expert, tmp_path):
     scoring.score_cached(expert, windows[:3], cache, scorer=_counting_scorer(calls))  # changed windows
     assert calls == [4, 3]
 
-    meta = json.loads((expert / "hdee.json").read_text())  # changed expert checksum
-    try:
-        (expert / "hdee.json").write_text(json.dumps({**meta, "sha256": "0" * 64}))
-        scoring.score_cached(expert, windows[:3], cache, scorer=_counting_scorer(calls))
-        assert calls == [4, 3, 3]
-    finally:
-        (expert / "hdee.json").write_text(json.dumps(meta))
+    changed = _retrained_copy(expert, tmp_path / "changed")  # another expert's scores in the same file
+    scoring.score_cached(changed, windows[:3], cache, scorer=_counting_scorer(calls))
+    assert calls == [4, 3, 3]
 
     scoring.score_cached(expert, windows[:3], cache, scorer=_counting_scorer(calls))  # key back to original
     assert calls == [4, 3, 3, 3]
@@ -84,18 +80,35 @@ def test_cache_is_reused_and_invalidated(expert, tmp_path):
     assert json.loads(scoring.sidecar_path(cache).read_text())["npy_sha256"] == sha256_file(cache)
 
 
-def test_sha_of_weights_is_computed_when_hdee_json_lacks_it(expert, tmp_path):
+def _retrained_copy(expert, dest):
+    """A copy of `expert` with other weights and their checksum recorded, as a retrained expert has."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(expert, dest)
+    sd = load_file(dest / "model.safetensors")
+    sd["model.norm.weight"] = sd["model.norm.weight"] + 1.0
+    save_file(sd, dest / "model.safetensors", metadata={"format": "pt"})
+    meta = json.loads((dest / "hdee.json").read_text())
+    (dest / "hdee.json").write_text(json.dumps({**meta, "sha256": sha256_file(dest / "model.safetensors")}))
+    return dest
+
+
+def test_weights_without_a_recorded_checksum_or_with_another_are_refused(expert, tmp_path):
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(expert, copy)
     meta = json.loads((copy / "hdee.json").read_text())
+    (copy / "hdee.json").write_text(json.dumps({**meta, "sha256": "0" * 64}))
+    with pytest.raises(EnsembleError, match="model.safetensors: checksum does not match hdee.json"):
+        scoring.score_cached(copy, random_windows(2, 4), tmp_path / "c.npy")
     del meta["sha256"]
     (copy / "hdee.json").write_text(json.dumps(meta))
-    cache = tmp_path / "c.npy"
-    scoring.score_cached(copy, random_windows(2, 4), cache)
-    side = json.loads(scoring.sidecar_path(cache).read_text())
-    assert side["expert_sha256"] == sha256_file(copy / "model.safetensors")
+    with pytest.raises(EnsembleError, match="records no checksum of model.safetensors"):
+        scoring.score_cached(copy, random_windows(2, 4), tmp_path / "c.npy")
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_score_domains_writes_capped_test_and_val_windows(expert, tmp_path):

@@ -148,6 +148,9 @@ def test_tokenizer_and_vocab_mismatches(tmp_path):
         run_train_job(tiny_job(tmp_path / "e", [big]))
     wild = make_domain(tmp_path / "data", "wild", 5)
     np.full(4000, 300, dtype="<u2").tofile(wild / "train.bin")  # ids the manifest vocab does not allow
+    manifest = json.loads((wild / "manifest.json").read_text())
+    manifest["splits"]["train"]["sha256"] = sha256_file(wild / "train.bin")  # recorded as if prepare wrote them
+    (wild / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="token id 300"):
         run_train_job(tiny_job(tmp_path / "e", [wild]))
     tiny = make_domain(tmp_path / "data", "tiny", 6, n_train=20)

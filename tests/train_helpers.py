@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hdee.data.shards import DomainManifest
+from hdee.fsutil import sha256_file
 
 from hdee.config import Schedule, TrainConfig
 from hdee.model import SizeSpec
@@ -47,7 +48,7 @@ def make_domain(root: Path, name: str, seed: int, n_train: int = 4000, n_val: in
         "vocab_size": VOCAB,
         "eos_id": 0,
         "splits": {
-            split: {"file": f"{split}.bin", "tokens": n}
+            split: {"file": f"{split}.bin", "tokens": n, "sha256": sha256_file(d / f"{split}.bin")}
             for split, n in (("train", n_train), ("val", n_val), ("test", n_val))
         },
     }

@@ -106,8 +106,20 @@ def read_config_snapshot(layout: RunLayout) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(read_json(path))
     except (ValidationError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise ConfigError(f"{path}: {msg}") from None
+        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValueError) -> str:
+    """One line for a snapshot that does not validate (where: what) or is not JSON at all."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = list(first["loc"])
+        if loc[-1:] == ["[key]"]:  # a bad mapping key: the message names it
+            loc = loc[:-2]
+        where = ".".join(str(p) for p in loc)
+        msg = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    return f"not valid JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -120,8 +132,7 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         plan = Plan.read(layout.plan_json)
     except (ValidationError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise EnsembleError(f"{layout.plan_json}: not a plan: {msg}") from None
+        raise EnsembleError(f"{layout.plan_json}: not a plan: {_first_problem(exc)}") from None
     return Run(cfg, layout, plan)
 
 

@@ -55,11 +55,17 @@ def _single_model(name: str) -> bool:
 
 def load_repeats(layout: RunLayout, vary: Vary = "domain-phase") -> list[dict[str, Any]]:
     """results.json (repeat 0) followed by the repeats of kind `vary` (`layout.results_path`) in order, when present."""
-    runs = [read_json(layout.results_path(0))]
-    k = 1
-    while (p := layout.results_path(k, vary)).exists():
-        runs.append(read_json(p))
-        k += 1
+    paths = [layout.results_path(0)]
+    while (p := layout.results_path(len(paths), vary)).exists():
+        paths.append(p)
+    runs = []
+    for p in paths:
+        try:
+            runs.append(read_json(p))
+        except ValueError as exc:
+            raise HdeeError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); `hdee eval` rewrites it") from None
+        if not isinstance(runs[-1], dict):
+            raise HdeeError(f"{p}: expected a JSON object; `hdee eval` rewrites it")
     return runs
 
 

@@ -31,3 +31,11 @@ class ExecutionError(HdeeError):
 
 class EnsembleError(HdeeError):
     pass
+
+
+class LayoutError(HdeeError):
+    """A path that would leave its run directory."""
+
+
+class LockError(HdeeError):
+    """Another process holds the run directory."""

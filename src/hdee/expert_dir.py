@@ -27,7 +27,7 @@ METRICS = "metrics.jsonl"
 class ParentRef(BaseModel):
     """The expert a branch was trained from."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())  # `model_sha256`: no warning on pydantic < 2.10
 
     path: str
     model_sha256: str | None = None
@@ -37,7 +37,7 @@ class ExpertRecord(BaseModel):
     """`hdee.json`. The fields readers rely on are typed; the trainer records more (budget, data,
     schedule, batch, ...), which are kept as they are."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())  # `model_sha256`: no warning on pydantic < 2.10
 
     kind: str | None = None  # seed | train | pilot | dense | average (a plan job's kind)
     job_id: str | None = None

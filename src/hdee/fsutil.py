@@ -1,4 +1,8 @@
-"""Atomic, checksummed writes. Readers never see a half-written file or directory."""
+"""Atomic, checksummed writes. Readers never see a half-written file or directory.
+
+Temp files and dirs come from `tempfile`, which creates them 0600/0700 whatever the umask;
+they get the permissions a plain `open`/`mkdir` would have given before they are renamed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,6 +47,35 @@ def write_hashed(path: str | Path, data: bytes, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
+def sha256_file_cached(path: str | Path) -> str:
+    """sha256 of a file, hashed once per process until its size, mtime or inode changes."""
+    st = os.stat(path)
+    return _sha256_of(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_file(path)
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: str | Path, is_dir: bool) -> None:
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -60,6 +94,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _plain_mode(tmp, is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -91,6 +126,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _plain_mode(tmp, is_dir=True)
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             if old.exists():

@@ -1,13 +1,17 @@
 """Where everything of one run lives. Paths are named by what they hold, never by time.
 
 Every path inside a run directory is built here and nowhere else (docs/architecture.md draws
-the tree). Nothing here creates anything.
+the tree). Nothing here creates anything. Names inside a run come from the config and from
+plan.json; `inside` refuses any path that would leave its directory, whatever a name holds.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from hdee.errors import LayoutError
 
 RUNS_DIR = Path("runs")  # where a run goes when no --run-dir is given: runs/<config name>
 EXPERTS = "experts"
@@ -35,6 +39,20 @@ class RunLayout:
         """`run_dir` when given, else runs/<name> (the config's name)."""
         return cls(run_dir if run_dir is not None else RUNS_DIR / name)
 
+    def inside(self, base: str, *names: str) -> Path:
+        """root/base/names..., refused unless each name is one plain path component.
+
+        So `.`, `..`, separators and absolute names are refused, and the result always lies
+        strictly inside root/base; a directory the user symlinked inside the run still works.
+        """
+        path = self.root.joinpath(base, *names)
+        plain = all(n and n not in (".", "..") and "/" not in n and os.sep not in n and "\0" not in n for n in names)
+        parent = os.path.abspath(self.root / base)
+        if not plain or os.path.commonpath([parent, os.path.abspath(path)]) != parent:
+            shown = "/".join([str(self.root / base), *names])
+            raise LayoutError(f"{shown}: refused, it is not inside {self.root / base}")
+        return path
+
     # data (owned by hdee.data)
     @property
     def data_dir(self) -> Path:
@@ -54,7 +72,7 @@ class RunLayout:
         return self.data_dir / "domains"
 
     def domain_dir(self, domain: str) -> Path:
-        return self.domains_dir / domain
+        return self.inside("data/domains", domain)
 
     # models (owned by hdee.train, named by plan job ids; their inside: hdee.expert_dir)
     @property
@@ -62,7 +80,7 @@ class RunLayout:
         return self.root / EXPERTS
 
     def expert_dir(self, job_id: str) -> Path:
-        return self.experts_dir / job_id
+        return self.inside(EXPERTS, job_id)
 
     @staticmethod
     def expert_rel(job_id: str) -> str:
@@ -76,7 +94,7 @@ class RunLayout:
 
     def score_path(self, expert_id: str, domain: str, split: str) -> Path:
         """Per-token log-probs of one expert on one domain split (.npy, with a .json sidecar)."""
-        return self.scores_dir / expert_id / f"{domain}.{split}.npy"
+        return self.inside("scores", expert_id, f"{domain}.{split}.npy")
 
     @property
     def results_dir(self) -> Path:
@@ -151,4 +169,4 @@ class RunLayout:
 
     def job_record(self, job_id: str) -> Path:
         """A finished job's done record: its result and the sha256 of each output."""
-        return self.jobs_dir / f"{job_id}.json"
+        return self.inside("jobs", f"{job_id}.json")

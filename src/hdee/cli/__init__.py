@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-
-from rich.console import Console
-
 from hdee.cli.app import app
-from hdee.errors import HdeeError
 
 # Each module registers its commands on `app` when imported.
 from hdee.cli import commands_data, commands_ensemble, commands_lm_eval, commands_report, commands_run, commands_train  # noqa: F401,E402
 
-_err = Console(stderr=True)
-
 
 def main() -> None:
-    try:
-        app()
-    except HdeeError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    """The `hdee` console script; errors become one line and exit status 2 (see `hdee.cli.app`).
+
+    SIGTERM unwinds like Ctrl-C: worker pools stop, the run-directory lock is released.
+    """
+    from hdee.execute.lifeline import exit_on_sigterm
+
+    exit_on_sigterm()
+    app()

@@ -25,11 +25,12 @@ def prepare(
     from hdee.config import load_config
     from hdee.data.prepare import prepare as prepare_data
     from hdee.layout import RunLayout
+    from hdee.lock import run_dir_lock
 
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with run_dir_lock(layout.root, "prepare"), Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("prepare", total=1)
 

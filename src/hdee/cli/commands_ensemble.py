@@ -83,24 +83,32 @@ def eval_command(
     without: list[str] = typer.Option([], "--without", help="opt-out: remove this expert, or every expert trained on this domain (repeatable)"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
+    from hdee.api import load_run
+    from hdee.lock import run_dir_lock
+
+    if without and data is not None:
+        raise ConfigError("--without evaluates the run's own domains; run it without --data")
+    if data is None and (name is not None or max_tokens is not None):
+        raise ConfigError("--name and --max-tokens go with --data")
+    run = load_run(run_dir)  # checked before it is locked: a wrong path creates nothing
+    with run_dir_lock(run.layout.root, "eval"):
+        _eval(run, data, name, max_tokens, text_field, without)
+
+
+def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_field: str, without: list[str]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hdee.api import evaluate_run, load_run
+    from hdee.api import evaluate_plan
     from hdee.evaluate_text import evaluate_text
 
     if without:
-        if data is not None:
-            raise ConfigError("--without evaluates the run's own domains; run it without --data")
-        _print_opt_out(load_run(run_dir), without)
+        _print_opt_out(run, without)
         return
     if data is None:
-        if name is not None or max_tokens is not None:
-            raise ConfigError("--name and --max-tokens go with --data")
-        run, results = evaluate_run(run_dir)
+        results = evaluate_plan(run.cfg, run.layout, run.plan)
         _out.print(_eval_table(results, "perplexity"))
         _out.print(f"wrote {run.layout.results_json}", highlight=False)
         return
-    run = load_run(run_dir)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=make_console(stderr=True), transient=True) as bar:
         reading = bar.add_task("tokenizing", total=None)
@@ -149,6 +157,7 @@ def average(
     expert_dirs: list[Path] = typer.Argument(..., help="experts of one architecture"),
     out: Path = typer.Option(..., "--out", help="output model directory"),
     weights: str | None = typer.Option(None, "--weights", help="comma-separated, e.g. 0.2,0.8 (default: equal)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing --out directory"),
 ) -> None:
     """Average the parameters of experts of one architecture into a new HF model directory."""
     from hdee.ensemble import average_experts
@@ -159,5 +168,5 @@ def average(
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise EnsembleError(f"--weights {weights!r}: expected comma-separated numbers") from None
-    average_experts(expert_dirs, parsed, out)
+    average_experts(expert_dirs, parsed, out, force=force)
     _out.print(f"wrote {out}")

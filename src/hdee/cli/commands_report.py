@@ -9,7 +9,9 @@ import typer
 from hdee.api import report_run
 from hdee.cli.app import app
 from hdee.cli.output import make_console
+from hdee.errors import HdeeError
 from hdee.layout import RunLayout
+from hdee.lock import run_dir_lock
 from hdee.report import rich_table
 
 
@@ -20,7 +22,10 @@ def report(
 ) -> None:
     """Rebuild the report (report.md, report.png; report-seed-models.* with --vary seed-models) and curves.png
     from a run's saved results (no recomputation)."""
-    cmp = report_run(run_dir, vary)
+    if not run_dir.is_dir():
+        raise HdeeError(f"{run_dir}: run directory not found")
+    with run_dir_lock(run_dir, "report"):
+        cmp = report_run(run_dir, vary)
     layout = RunLayout(run_dir)
     md, png = layout.report_files(vary)
     console = make_console()

@@ -137,15 +137,17 @@ def run_cmd(
     view: bool = typer.Option(True, "--view/--no-view", help="live view of the jobs"),
 ) -> None:
     """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
+    from hdee.lock import run_dir_lock
     from hdee.pipeline import run_experiment
 
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
-    summary = run_experiment(
-        cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, vary=vary, force=force, view=view,
-        console=console,
-    )
+    with run_dir_lock(layout.root, "run"):
+        summary = run_experiment(
+            cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, vary=vary, force=force, view=view,
+            console=console,
+        )
     console.print(rich_table(summary["comparison"]))
     console.print(
         f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run): {', '.join(summary['results'])}; report {summary['report']}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hdee.cli.output import make_console
 from hdee.config import load_config
 from hdee.errors import ConfigError
 from hdee.layout import RunLayout
+from hdee.lock import run_dir_lock
 
 _out = make_console()
 
@@ -74,7 +76,8 @@ def train(
             tokenizer=tok_file,
             seed=seed,
         )
-    record = run_train_job(job, progress=progress)
+    with run_dir_lock(run_dir, "train") if run_dir is not None else contextlib.nullcontext():
+        record = run_train_job(job, progress=progress)
     loss = record.get("final_val_loss")
     _out.print(
         f"{job.out_dir}: {record['steps']} steps, {record['tokens']:,} tokens, {record['flops']:.3g} FLOPs"

@@ -31,6 +31,7 @@ from hdee.config.sections import (
     TrainConfig,
 )
 from hdee.errors import ConfigError
+from hdee.names import Name
 from hdee.registry import STRATEGIES, import_plugins
 
 # ----------------------------------------------------------------------- the whole
@@ -40,7 +41,7 @@ class ExperimentConfig(Strict):
     plugins: list[str] = Field(
         default_factory=list, description="modules imported before anything else is checked; they register strategies or mixing methods"
     )
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     seed: int = 0
     domains: list[DomainConfig] = Field(min_length=1)
     data: DataConfig = DataConfig()
@@ -49,7 +50,7 @@ class ExperimentConfig(Strict):
     seed_models: SeedConfig
     lineages: list[LineageConfig] = Field(min_length=1)
     budget: BudgetConfig
-    strategies: list[str] = Field(default_factory=lambda: ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"])
+    strategies: list[Name] = Field(default_factory=lambda: ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"])
     ensemble: Literal["final", "all"] = "final"
     auto: AutoConfig = AutoConfig()
     eval: EvalConfig = Field(default_factory=EvalConfig)  # built at validation: its default methods come from the registry
@@ -191,7 +192,10 @@ def check_lineages(cfg: ExperimentConfig) -> None:
 
 def _format_error(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = list(first["loc"])
+    if loc[-1:] == ["[key]"]:  # a bad mapping key: the message names it
+        loc = loc[:-2]
+    where = ".".join(str(p) for p in loc) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (typo?)"
@@ -205,7 +209,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
         if path.suffix == ".toml":
             raw = tomllib.loads(text)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer, model_validator
 
+from hdee.names import Name
 from hdee.registry import MIXING_METHODS
 
 
@@ -52,7 +53,7 @@ Source = Annotated[Union[EmbeddedSource, HubSource, FilesSource], Field(discrimi
 
 
 class DomainConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     source: Source
     role: Literal["train", "heldout", "seed"] = Field(
         description="train: in a lineage and evaluated; heldout: evaluated only; seed: seed training data only"
@@ -129,7 +130,7 @@ class ModelFamily(Strict):
     layers: int = Field(gt=0)
     heads: int = Field(gt=0)
     kv_heads: int | None = Field(default=None, gt=0)
-    intermediate: dict[str, int]
+    intermediate: dict[Name, PositiveInt]
     rope_theta: float = 10000.0
     tie_embeddings: bool = False
 
@@ -210,7 +211,7 @@ class SeedConfig(Strict):
 
 
 class LineageConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     tier: str
     domains: list[str] = Field(min_length=1)
 

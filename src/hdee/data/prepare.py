@@ -7,6 +7,7 @@ or was interrupted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from hdee.data.shards import (
     check_files,
     dtype_for_vocab,
     load_manifest,
+    verify_split,
 )
 from hdee.data.sources import DocumentSource, capped, default_max_bytes, open_source
 from hdee.data.split import SPLITS, split_of, splits_for_role
@@ -214,9 +216,19 @@ def _finished(domain_dir: Path, fingerprint: str) -> DomainManifest | None:
     try:
         manifest = load_manifest(domain_dir)
         check_files(domain_dir, manifest)
+        for split in manifest.splits:
+            verify_split(domain_dir, manifest, split)
     except DataError:
         return None
     return manifest if manifest.fingerprint == fingerprint else None
+
+
+def _io_error(exc: OSError, where: Path) -> DataError:
+    """A failed read or write (a full disk, say) as one line; atomic writes left earlier outputs as they were."""
+    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    name = str(exc.filename or "")
+    what = name if name and ".tmp" not in name else where  # a temp file's name says nothing to the user
+    return DataError(f"{what}: {reason}; finished domains are kept, rerun `hdee prepare` to finish")
 
 
 def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | None = None) -> dict[str, DomainManifest]:
@@ -238,7 +250,10 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
         fingerprints[d.name] = sources[d.name].fingerprint()
 
     report("tokenizer", len(cfg.domains), total)
-    tok_path = ensure_tokenizer(cfg, layout, sources, fingerprints)
+    try:
+        tok_path = ensure_tokenizer(cfg, layout, sources, fingerprints)
+    except OSError as exc:
+        raise _io_error(exc, layout.tokenizer_path) from None
     tok = load_tokenizer(tok_path)
     tok_hash = tokenizer_hash(tok_path)
     dtype = dtype_for_vocab(tok.get_vocab_size(), cfg.data.token_dtype)
@@ -254,8 +269,11 @@ def prepare(cfg: ExperimentConfig, layout: RunLayout, progress: ProgressFn | Non
             if index is None and reference:
                 index = training_index(cfg, sources, encode, dtype, lambda what: report(what, len(cfg.domains) + 1 + i, total))
             report(f"tokenizing {d.name}", len(cfg.domains) + 1 + i, total)
-            manifest = build_domain_shards(cfg, d, sources[d.name], fingerprints[d.name], encode, tok_hash, dtype,
-                                           out_dir, index, reference)
+            try:
+                manifest = build_domain_shards(cfg, d, sources[d.name], fingerprints[d.name], encode, tok_hash, dtype,
+                                               out_dir, index, reference)
+            except OSError as exc:
+                raise _io_error(exc, out_dir) from None
         manifests[d.name] = manifest
     report("done", total, total)
     return manifests

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hdee.errors import DataError
-from hdee.fsutil import read_json
+from hdee.fsutil import read_json, sha256_file_cached
 
 SHARD_FORMAT = 2  # 2: splits by parent document and domain; eval splits de-duplicated against training
 MANIFEST = "manifest.json"
@@ -108,12 +108,21 @@ def check_files(domain_dir: str | Path, manifest: DomainManifest) -> None:
             raise DataError(f"{path}: {size} bytes, manifest says {stats.tokens} tokens x {item} bytes")
 
 
+def verify_split(domain_dir: str | Path, manifest: DomainManifest, split: str) -> None:
+    """The split file's sha256 is the manifest's (hashed once per process until the file changes)."""
+    stats = manifest.splits[split]
+    path = Path(domain_dir) / stats.file
+    if stats.sha256 != sha256_file_cached(path):
+        raise DataError(f"{path}: sha256 does not match {MANIFEST} (corrupt or modified); `hdee prepare` rebuilds it")
+
+
 def read_split(domain_dir: str | Path, split: str) -> np.ndarray:
-    """Token ids of one split as a read-only memmap (an empty array for an empty split)."""
+    """Token ids of one split as a read-only memmap (an empty array for an empty split), checksum verified."""
     manifest = load_manifest(domain_dir)
     if split not in manifest.splits:
         raise DataError(f"{domain_dir}: no split {split!r} (has {', '.join(manifest.splits)})")
     check_files(domain_dir, manifest)
+    verify_split(domain_dir, manifest, split)
     stats = manifest.splits[split]
     dt = np_dtype(manifest.dtype)
     if stats.tokens == 0:

@@ -117,17 +117,22 @@ class FileDocs:
                 yield Document(self._doc_id(rec, f"{rel}:{lineno}"), self._field(rec, path, f":{lineno}"), bad)
 
     def _parquet(self, path: str, rel: str) -> Iterator[Document]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
-        if self.spec.text_field not in pf.schema_arrow.names:
-            raise DataError(f"{self.where}: {path} has no column {self.spec.text_field!r}")
-        cols = [self.spec.text_field] + ([self.spec.id_field] if self.spec.id_field else [])
         row = 0
-        for batch in pf.iter_batches(batch_size=1024, columns=cols):
-            for rec in batch.to_pylist():
-                yield Document(self._doc_id(rec, f"{rel}:{row}"), str(rec[self.spec.text_field] or ""))
-                row += 1
+        try:
+            pf = pq.ParquetFile(path)
+            if self.spec.text_field not in pf.schema_arrow.names:
+                raise DataError(f"{self.where}: {path} has no column {self.spec.text_field!r}")
+            cols = [self.spec.text_field] + ([self.spec.id_field] if self.spec.id_field else [])
+            for batch in pf.iter_batches(batch_size=1024, columns=cols):
+                for rec in batch.to_pylist():
+                    yield Document(self._doc_id(rec, f"{rel}:{row}"), str(rec[self.spec.text_field] or ""))
+                    row += 1
+        except (pa.ArrowException, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{self.where}: {path}: not a readable parquet file ({first})") from None
 
 
 class HubDocs:

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hdee.ensemble.experts import check_compatible, load_model, read_expert
+from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read_expert
 from hdee.errors import EnsembleError
-from hdee.expert_dir import weights_path, write_record
+from hdee.expert_dir import load_record, weights_path, write_record
 from hdee.fsutil import atomic_dir, sha256_file
 from hdee.modelcard import CARD_FILE, render_card
 
@@ -64,10 +64,43 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copyfile(src / name, dst / name)
 
 
-def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None, out_dir: str | Path) -> Path:
+def _same_average(out_dir: Path, parent_sha256: list[str], weights: list[float]) -> bool:
+    """`out_dir` is an earlier average of these very experts with these weights."""
+    try:
+        record = load_record(out_dir)
+    except (OSError, ValueError):
+        return False
+    extra = record.model_extra or {}
+    return record.kind == "average" and extra.get("parent_sha256") == parent_sha256 and extra.get("weights") == weights
+
+
+def _check_output(out_dir: Path, infos: list[ExpertInfo], parent_sha256: list[str], weights: list[float], force: bool) -> None:
+    """Refuse an output that would overwrite or delete anything but an earlier identical average."""
+    out = out_dir.resolve()
+    for info in infos:
+        src = info.path.resolve()
+        if out == src or out in src.parents or src in out.parents:
+            raise EnsembleError(f"{out_dir}: the output would overwrite one of the averaged experts ({info.path})")
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir():
+        raise EnsembleError(f"{out_dir}: exists and is not a directory")
+    if force or _same_average(out_dir, parent_sha256, weights):
+        return
+    raise EnsembleError(
+        f"{out_dir}: already exists and is not an earlier average of these experts; "
+        "choose another --out or pass --force to replace it"
+    )
+
+
+def average_experts(
+    dirs: Sequence[str | Path], weights: Sequence[float] | None, out_dir: str | Path, force: bool = False
+) -> Path:
     """Write the weighted parameter mean of `dirs` to `out_dir` (HF dir + hdee.json), atomically.
 
-    Weights (e.g. a cached domain prior) are normalised to sum to one; default: equal.
+    Weights (e.g. a cached domain prior) are normalised to sum to one; default: equal. An
+    existing `out_dir` is replaced only when it is an earlier average of the same experts with
+    the same weights, or with `force`.
     """
     infos = [read_expert(d) for d in dirs]
     check_compatible(infos)
@@ -89,9 +122,9 @@ def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None,
                 f"{info.path}: cannot average: tensor {name} is {shapes.get(name)}, {infos[0].path.name} has {ref_shapes.get(name)}"
             )
     out_dir = Path(out_dir)
-    if any(out_dir.resolve() == i.path.resolve() for i in infos):
-        raise EnsembleError(f"{out_dir}: the output would overwrite one of the averaged experts")
     w = _normalised_weights(weights, len(infos))
+    parent_sha256 = [i.weights_sha256() for i in infos]
+    _check_output(out_dir, infos, parent_sha256, w.tolist(), force)
 
     merged = load_model(infos[0].path)
     with torch.no_grad():
@@ -104,7 +137,7 @@ def average_experts(dirs: Sequence[str | Path], weights: Sequence[float] | None,
     meta = {
         "kind": "average",
         "parents": [str(i.path) for i in infos],
-        "parent_sha256": [i.weights_sha256() for i in infos],
+        "parent_sha256": parent_sha256,
         "weights": w.tolist(),
         "tokenizer_hash": infos[0].tokenizer_hash,
     }

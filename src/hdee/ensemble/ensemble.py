@@ -39,6 +39,21 @@ class Ensemble:
     def tokenizer_hash(self) -> str | None:
         return self.experts[0].tokenizer_hash
 
+    def check_tokenizer_file(self, path: str | Path) -> None:
+        """Refuse a tokenizer.json other than the one the experts recorded (hdee.json `tokenizer_hash`)."""
+        from hdee.data.tokenizer import tokenizer_hash
+
+        path = Path(path)
+        if not path.is_file():
+            raise EnsembleError(f"{path}: tokenizer file not found")
+        want = self.tokenizer_hash
+        got = tokenizer_hash(path)
+        if want is not None and got != want:
+            raise EnsembleError(
+                f"{path}: tokenizer hash {got[:12]} differs from the experts' {str(want)[:12]} "
+                "(give the tokenizer.json of the run that trained them)"
+            )
+
     @property
     def models(self) -> list[torch.nn.Module]:
         if self._models is None:
@@ -87,9 +102,18 @@ class Ensemble:
         eos_id: int | None = None,
         keep_distributions: bool = False,
     ) -> Generation:
-        """Sample from the mixture; a text prompt needs `tokenizer` (object or tokenizer.json path)."""
+        """Sample from the mixture; a text prompt needs `tokenizer` (object or tokenizer.json path).
+
+        A tokenizer file must be the one the experts were trained with (their `tokenizer_hash`),
+        and no tokenizer may know more tokens than the experts' vocabulary.
+        """
         if isinstance(tokenizer, (str, Path)):
+            self.check_tokenizer_file(tokenizer)
             tokenizer = load_hf_tokenizer(tokenizer, require_eos=False)
+        if tokenizer is not None and len(tokenizer) > self.vocab_size:
+            raise EnsembleError(
+                f"the tokenizer has {len(tokenizer)} tokens, more than the experts' vocabulary of {self.vocab_size}"
+            )
         if isinstance(prompt, str):
             if tokenizer is None:
                 raise EnsembleError("a text prompt needs a tokenizer (tokenizer.json)")

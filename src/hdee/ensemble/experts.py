@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 
 from hdee.errors import EnsembleError
 from hdee.expert_dir import HF_CONFIG, RECORD, ExpertRecord, load_record, weights_path
-from hdee.fsutil import sha256_file
+from hdee.fsutil import sha256_file_cached
 
 
 @dataclass(frozen=True)
@@ -38,26 +37,25 @@ class ExpertInfo:
         return int(self.config["vocab_size"])
 
     def weights_sha256(self) -> str:
-        """The checksum recorded in hdee.json, else computed from the weights file (memoised).
+        """The weights' checksum recorded in hdee.json.
 
         Experts record it as `model_sha256`; older averaged ones only as `sha256`.
         """
         recorded = self.record.model_sha256 or (self.record.model_extra or {}).get("sha256")
-        if recorded:
-            return str(recorded)
+        if not isinstance(recorded, str) or not recorded:
+            raise EnsembleError(f"{self.path / RECORD}: records no checksum of {weights_path(self.path).name}")
+        return recorded
+
+    def verify(self) -> None:
+        """The weights file still has the recorded checksum (hashed once per process per file version)."""
         weights = weights_path(self.path)
-        st = weights.stat()
-        return _file_sha256(str(weights.resolve()), st.st_mtime_ns, st.st_size)
-
-
-@lru_cache(maxsize=256)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """sha256 of a file, recomputed only when its path, mtime or size changes."""
-    return sha256_file(path)
+        if sha256_file_cached(weights) != self.weights_sha256():
+            raise EnsembleError(f"{weights}: checksum does not match {RECORD} (corrupt, truncated or modified)")
 
 
 def read_expert(expert_dir: str | Path) -> ExpertInfo:
-    """Read config.json and hdee.json of one expert; one-line EnsembleError when it is not one."""
+    """Read config.json and hdee.json of one expert and verify its weights' checksum;
+    one-line EnsembleError when it is not an intact expert."""
     path = Path(expert_dir)
     if not path.is_dir():
         raise EnsembleError(f"{path}: expert directory not found")
@@ -79,7 +77,9 @@ def read_expert(expert_dir: str | Path) -> ExpertInfo:
         raise EnsembleError(f"{path}: no {weights_path(path).name}")
     if "vocab_size" not in config:
         raise EnsembleError(f"{path / HF_CONFIG}: no vocab_size")
-    return ExpertInfo(path=path, record=record, config=config)
+    info = ExpertInfo(path=path, record=record, config=config)
+    info.verify()
+    return info
 
 
 def check_compatible(infos: list[ExpertInfo]) -> None:
@@ -102,15 +102,16 @@ def check_compatible(infos: list[ExpertInfo]) -> None:
 
 
 def load_model(expert_dir: str | Path) -> torch.nn.Module:
-    """The expert as an fp32 HF causal LM in eval mode."""
+    """The expert as an fp32 HF causal LM in eval mode, after verifying its weights' checksum."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per expert load would drown evaluation logs
 
+    read_expert(expert_dir)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(expert_dir), dtype=torch.float32)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch, safetensors and transformers raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EnsembleError(f"{expert_dir}: cannot load model: {first}") from None
     model.eval()

@@ -1,6 +1,6 @@
 """Sampling from an ensemble's mixture, one token at a time.
 
-Each expert keeps its own KV cache (the HF model's `cache`, formerly `past_key_values`) and contributes only its next-token
+Each expert keeps its own KV cache (the HF model's `cache`; `past_key_values` in older transformers 5.x) and contributes only its next-token
 distribution at the last position; the expert weights are updated with the probability each
 expert gave every token of the prompt and of the text generated so far, exactly as the cached
 evaluation methods weight them (see docs/ensembling.md).
@@ -8,6 +8,7 @@ evaluation methods weight them (see docs/ensembling.md).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,6 +37,16 @@ class Generation:
         return self.prompt_ids + self.new_ids
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which this transformers version passes a KV cache back into `forward`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 class _ExpertStream:
     """One expert's next-token log-probs along a growing sequence, with or without a KV cache."""
 
@@ -43,6 +54,7 @@ class _ExpertStream:
         self.model = model
         self.use_cache = use_cache
         self.cache = None
+        self.cache_kwarg = _cache_kwarg(model)
         self.ids: list[int] = []
 
     def start(self, prompt: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +62,7 @@ class _ExpertStream:
         self.ids = list(prompt)
         x = torch.tensor([self.ids], dtype=torch.long)
         out = self.model(input_ids=x, use_cache=self.use_cache)
-        self.cache = out.cache if self.use_cache else None
+        self.cache = _cache_of(out) if self.use_cache else None
         lsm = torch.log_softmax(out.logits[0].double(), dim=-1)
         seen = lsm[:-1].gather(-1, x[0, 1:, None]).squeeze(-1)
         return seen, lsm[-1]
@@ -58,8 +70,8 @@ class _ExpertStream:
     def step(self, token: int) -> torch.Tensor:
         self.ids.append(token)
         if self.use_cache:
-            out = self.model(input_ids=torch.tensor([[token]]), cache=self.cache, use_cache=True)
-            self.cache = out.cache
+            out = self.model(input_ids=torch.tensor([[token]]), use_cache=True, **{self.cache_kwarg: self.cache})
+            self.cache = _cache_of(out)
         else:
             out = self.model(input_ids=torch.tensor([self.ids]), use_cache=False, logits_to_keep=1)
         return torch.log_softmax(out.logits[0, -1].double(), dim=-1)

@@ -55,6 +55,7 @@ def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
         from hdee.data.shards import MANIFEST
 
         files += sorted(layout.domains_dir.glob(f"*/{MANIFEST}"))
+        files += sorted(layout.domains_dir.glob("*/*.bin"))  # a damaged shard makes prepare run again
         return files
     if job.kind in MODEL_KINDS:
         d = layout.expert_dir(job.id)

@@ -17,13 +17,15 @@ from pathlib import Path
 from hdee.execute import devices
 from hdee.execute.base import Event, Executor, OnEvent
 from hdee.execute.jobs import JobRunner, run_job
+from hdee.execute.lifeline import die_with_parent, pool_processes, stop_processes
 from hdee.plan import Job
 
 _events = None  # the worker's queue to the parent (set by _init_worker)
 
 
-def _init_worker(threads: int, events, gpu_counter=None, gpus: list[str] | None = None) -> None:
+def _init_worker(threads: int, events, parent_pid: int, gpu_counter=None, gpus: list[str] | None = None) -> None:
     global _events
+    die_with_parent(parent_pid)
     _events = events
     devices.claim_gpu(gpu_counter, gpus or [])
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -70,7 +72,7 @@ class LocalExecutor(Executor):
             max_workers=self.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(threads_per_worker, self._events, ctx.Value("i", 0), self.gpus),
+            initargs=(threads_per_worker, self._events, os.getpid(), ctx.Value("i", 0), self.gpus),
         )
 
     def _submit(self, job: Job) -> Future:
@@ -85,5 +87,8 @@ class LocalExecutor(Executor):
             on_event(Event("progress", job_id, step, steps))
 
     def close(self, wait: bool = True) -> None:
+        workers = pool_processes(self._pool)
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if not wait:  # an error or a signal: running jobs resume from their checkpoints next time
+            stop_processes(workers)
         self._events.close()

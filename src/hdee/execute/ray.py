@@ -1,6 +1,7 @@
 """Ray backend: every job is one `ray.remote` task; Ray places it on a node with the CPUs/GPUs asked.
 
-`address=None` starts a private local cluster; `"auto"` or `"host:port"` joins an existing one.
+`address=None` starts a private local cluster, listening on 127.0.0.1 only; `"auto"` or
+`"host:port"` joins an existing one (see the README for running one with token authentication).
 The run directory must be on a filesystem every node sees under the same path. A task whose
 worker dies (a lost node) is retried by Ray (`max_retries`); jobs are idempotent, so a retried
 training job resumes from its last checkpoint.
@@ -8,6 +9,7 @@ training job resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from concurrent.futures import Future
@@ -20,6 +22,7 @@ from hdee.execute.jobs import JobRunner, run_job
 from hdee.plan import Job
 
 _threads_set = False
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _run_on_ray_worker(runner, spec_json: str, run_dir: str, threads: int) -> dict:
@@ -45,6 +48,25 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             pass
     except OSError as exc:
         raise ExecutionError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """While a private cluster starts: Ray's own switch for a loopback-only node (the default on
+    macOS and Windows), so every Ray process binds 127.0.0.1 instead of all interfaces."""
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ENV] = "0"  # read by the Ray processes this starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read by this process (ray may be imported already)
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = old_env
 
 
 class RayExecutor(Executor):
@@ -74,8 +96,9 @@ class RayExecutor(Executor):
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
                 self._owns_cluster = True
             try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+                with _loopback_node() if self._owns_cluster else contextlib.nullcontext():
+                    ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # e.g. no auth token
                 where = address or "local"
                 raise ExecutionError(f"cannot reach the Ray cluster at {where}: {str(exc).strip().splitlines()[0]}") from None
         self._task = ray.remote(max_retries=max_retries)(_run_on_ray_worker)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hdee.errors import PlanError
 from hdee.fsutil import atomic_write_json, read_json
+from hdee.names import JobId, Name
 
 JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
 MODEL_KINDS = ("seed", "train", "pilot", "dense")
@@ -23,22 +24,23 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    # every name below becomes part of a path under the run directory (hdee.names)
+    id: JobId
     kind: JobKind
-    deps: list[str] = []
-    size: str | None = None
+    deps: list[JobId] = []
+    size: Name | None = None
     steps: int | None = None
     tokens: int | None = None
     flops: float = 0.0  # in the plan's FLOP convention (Plan.flops_convention)
     flops_by: dict[str, float] = {}  # in every convention (hdee.budget.CONVENTIONS)
-    domains: list[str] = []
+    domains: list[Name] = []
     weights: list[float] = []
-    parent: str | None = None
+    parent: JobId | None = None
     seed: int | None = None
-    lineage: str | None = None
+    lineage: Name | None = None
     iteration: int | None = None
-    expert: str | None = None
-    domain: str | None = None
+    expert: JobId | None = None
+    domain: Name | None = None
     repeat: int = 0
     used_by: list[str] = []
 
@@ -46,10 +48,10 @@ class Job(BaseModel):
 class EnsemblePlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    experts: list[str] = []  # the config's ensemble (`ensemble`: final or all)
+    experts: list[JobId] = []  # the config's ensemble (`ensemble`: final or all)
     # both kinds from the same experts: "final" (the paper's: each lineage's last expert) and
     # "all" (BTM's forest: every expert the strategy trained)
-    members: dict[str, list[str]] = {}
+    members: dict[str, list[JobId]] = {}
     seed_flops: float = 0.0  # in the plan's convention, like domain_flops and iteration_flops
     domain_flops: float = 0.0
     flops_by: dict[str, dict[str, float]] = {}  # {convention: {"seed": .., "domain": ..}}
@@ -69,8 +71,8 @@ class Plan(BaseModel):
     budget_flops: float
     budget_by: dict[str, float] = {}  # the baseline's domain phase in every convention
     jobs: list[Job]
-    ensembles: dict[str, EnsemblePlan]
-    experts: dict[str, str]
+    ensembles: dict[Name, EnsemblePlan]
+    experts: dict[JobId, str]
 
     @property
     def pending(self) -> list[str]:
