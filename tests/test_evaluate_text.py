@@ -19,6 +19,7 @@ from hdee.data.tokenizer import load_tokenizer
 from hdee.ensemble import mixing, scoring
 from hdee.errors import ConfigError, DataError
 from hdee.evaluate_text import evaluate_text, parse_source, split_held_out
+from cli_helpers import cli_error
 from run_fixture import CORPUS, make_run
 
 torch.set_num_threads(1)
@@ -124,15 +125,15 @@ def test_cli_prints_whole_tables_and_refuses_bad_input(run):
     assert res.exit_code == 0, res.output
     assert "…" not in res.output and "perplexity on cli (256 tokens)" in res.output
     assert "train-hard-i2-L-8-cccc" in res.output and "never scored" in res.output
-    for args, error, match in (
-        (["--name", "c_headers"], ConfigError, "is a domain of the run's config already"),
-        (["--name", "bad name"], ConfigError, "letters, digits"),
-        (["--data", str(root / "nothing*.txt")], DataError, "no file matches"),
+    for args, match in (
+        (["--name", "c_headers"], "is a domain of the run's config already"),
+        (["--name", "bad name"], "letters, digits"),
+        (["--data", str(root / "nothing*.txt")], "no file matches"),
     ):
         full = ["eval", str(run.layout.root), "--data", str(root / "text" / "doc000.txt"), *args]
         bad = CliRunner().invoke(app, full)
-        assert isinstance(bad.exception, error) and match in str(bad.exception) and "\n" not in str(bad.exception)
+        assert match in cli_error(bad)
     short = CliRunner().invoke(app, ["eval", str(run.layout.root), "--data", str(root / "text" / "doc000.txt")])
-    assert isinstance(short.exception, DataError) and "needs at least" in str(short.exception)
+    assert "needs at least" in cli_error(short)
     for name, data in before.items():
         assert (run.layout.results_dir / name).read_bytes() == data

@@ -17,6 +17,7 @@ from hdee.data.tokenizer import load_hf_tokenizer  # noqa: E402
 from hdee.ensemble import Ensemble  # noqa: E402
 from hdee.errors import ConfigError, EnsembleError  # noqa: E402
 from hdee.lm_eval import EnsembleLM  # noqa: E402
+from cli_helpers import cli_error  # noqa: E402
 from run_fixture import ROOT, make_run  # noqa: E402
 
 torch.set_num_threads(1)
@@ -92,12 +93,12 @@ def test_bad_requests_are_one_line_errors(run, monkeypatch):
     with pytest.raises(EnsembleError, match="cached-prior needs a prior"):
         EnsembleLM(run.ensemble_dirs("MHo-IHo"), run.layout.tokenizer_path, "cached-prior")
     monkeypatch.chdir(ROOT)
-    for args, error, match in (
-        (["--strategy", "nope"], EnsembleError, "no strategy 'nope'"),
-        (["--tasks", "no_such_task_here"], ConfigError, "task 'no_such_task_here' not found"),
-        (["--method", "cached-prior", "--prior-domain", "nowhere"], ConfigError, "is not a domain of the run"),
+    for args, match in (
+        (["--strategy", "nope"], "no strategy 'nope'"),
+        (["--tasks", "no_such_task_here"], "task 'no_such_task_here' not found"),
+        (["--method", "cached-prior", "--prior-domain", "nowhere"], "is not a domain of the run"),
     ):
         full = ["lm-eval", str(run.layout.root), "--strategy", "MHo-IHo", "--tasks", "hdee_tiny_mc",
                 "--include-path", str(TASK_DIR), *args]
         res = CliRunner().invoke(app, full)
-        assert isinstance(res.exception, error) and match in str(res.exception), res.output
+        assert match in cli_error(res)

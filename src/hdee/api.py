@@ -204,12 +204,6 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Va
                     alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
 
 
-def evaluate_run(run_dir: str | Path) -> tuple[Run, dict[str, Any]]:
-    """`hdee eval`: recompute a run's results from its cached scores."""
-    run = load_run(run_dir)
-    return run, evaluate_plan(run.cfg, run.layout, run.plan)
-
-
 def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
     """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
     run's plugins imported first, so their strategies' traits order and classify them)."""
