@@ -13,6 +13,7 @@ from hdee.errors import HdeeError
 from hdee.layout import RunLayout
 from hdee.lock import run_dir_lock
 from hdee.report import rich_table
+from hdee.seeds import check_vary
 
 
 @app.command()
@@ -22,6 +23,7 @@ def report(
 ) -> None:
     """Rebuild the report (report.md, report.png; report-seed-models.* with --vary seed-models) and curves.png
     from a run's saved results (no recomputation)."""
+    check_vary(vary)
     if not run_dir.is_dir():
         raise HdeeError(f"{run_dir}: run directory not found")
     with run_dir_lock(run_dir, "report"):

@@ -14,6 +14,7 @@ from hdee.layout import RunLayout
 from hdee.plan import Plan
 from hdee.registry import STRATEGIES
 from hdee.report import rich_table
+from hdee.seeds import check_vary
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
 
@@ -140,6 +141,7 @@ def run_cmd(
     from hdee.lock import run_dir_lock
     from hdee.pipeline import run_experiment
 
+    check_vary(vary)  # before the lock, which creates the run dir
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
