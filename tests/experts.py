@@ -26,6 +26,7 @@ def make_expert(
     domain: str = "d0",
     size: str = "M",
     scale: float = 1.0,
+    kind: str = "expert",
 ) -> Path:
     """Save a random picollama at `path`; `scale` multiplies the init std to make experts differ more."""
     torch.manual_seed(seed)
@@ -48,7 +49,8 @@ def make_expert(
         "size": size,
         "steps": 1,
         "flops": 0.0,
-        "kind": "expert",
+        "kind": kind,
+        "size_name": size,
         "tokenizer_hash": tokenizer_hash,
         "sha256": sha256_file(Path(path) / "model.safetensors"),
     }

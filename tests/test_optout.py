@@ -25,7 +25,7 @@ EASY, HARD_M, HARD_L = "train-easy-i2-M-8-aaaa", "train-hard-i2-M-8-bbbb", "trai
 class Reader:
     def __init__(self, domains):
         rng = np.random.default_rng(0)
-        self.tokens = {(d, s): rng.integers(0, 300, size=1500) for d in domains for s in ("test", "val")}
+        self.tokens = {(d, s): rng.integers(0, 300, size=1500) for d in domains for s in ("test", "val", "train")}  # train: routers
 
     def __call__(self, layout, domain, split):
         return self.tokens[(domain, split)]

@@ -286,3 +286,35 @@ def test_report_says_how_it_was_made_and_which_noise_repeats_cover(tmp_path):
     assert "| MHo-IHo | 1:00:00 | 1:00:00 | 1:00:00 | 3.000 |" in made
     domain_only = write_report(layout)  # the default report reads the domain-phase repeats: none here
     assert domain_only["repeats"] == 1 and "Mean ±" not in (tmp_path / "report.md").read_text()
+
+
+def test_inference_cost_section_and_plot(tmp_path):
+    layout = RunLayout(tmp_path)
+    res = fake_results(5, alt=True)
+    for key in ("ensembles", "alt"):
+        ensembles = res[key] if key == "ensembles" else res["alt"]["ensembles"]
+        for s, ens in ensembles.items():
+            k = len(ens["experts"]) * (3 if key == "alt" else 1)
+            ens["inference_flops"] = {m: {d["name"]: 1e6 * k * (1 + i) for d in res["domains"]} for i, m in enumerate(METHODS)}
+            ens["routing"] = {"router": "tfidf" if k > 1 else None, "route_tokens": 16, "prefix_model": "seed-S-1",
+                              "prefix_model_reason": "the cheapest seed model", "router_file": None, "top1_share": {}}
+    atomic_write_json(layout.results_json, res)
+    cmp = write_report(layout)
+    md = (tmp_path / "report.md").read_text()
+    assert (tmp_path / "inference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "a `tfidf` router built from each expert's own train split reads the first 16 tokens" in md
+    assert "`seed-S-1` (the cheapest seed model)" in md
+    ens = res["ensembles"]["MHo-IHe"]["ppl"]["prefix-posterior"]
+    trained = math.exp(sum(math.log(ens[f"t{i}"]) for i in range(3)) / 3)
+    held = math.exp(sum(math.log(ens[f"h{i}"]) for i in range(2)) / 2)
+    assert f"| final experts | MHo-IHe | prefix-posterior | {trained:.2f} | {held:.2f} | 6e+06 | 2.00 |" in md
+    assert "| forest | MHo-IHe | uniform |" in md and cmp["inference"]["all"]["MHo-IHe"]["methods"]["uniform"]["flops"] == 9e6
+    assert "| final experts | dense | uniform |" in md and cmp["inference"]["final"]["dense"]["methods"]["uniform"]["flops"] == 1e6
+
+
+def test_results_without_inference_flops_still_report(tmp_path):
+    layout = RunLayout(tmp_path)
+    atomic_write_json(layout.results_json, fake_results(6))
+    cmp = write_report(layout)
+    assert not any(cmp["inference"].values()) and not (tmp_path / "inference.png").exists()
+    assert "## Inference cost" not in (tmp_path / "report.md").read_text()

@@ -204,6 +204,14 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Va
                     alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
 
 
+def with_methods(cfg: ExperimentConfig, methods: list[str]) -> ExperimentConfig:
+    """`cfg` evaluating `methods` instead of `eval.methods` (checked like the config's own)."""
+    try:
+        return ExperimentConfig.model_validate({**cfg.model_dump(), "eval": {**cfg.eval.model_dump(), "methods": methods}})
+    except ValidationError as exc:
+        raise ConfigError(f"methods {', '.join(methods)}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
 def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
     """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
     run's plugins imported first, so their strategies' traits order and classify them)."""

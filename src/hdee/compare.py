@@ -255,6 +255,33 @@ def opt_out_effects(ensembles: dict[str, Any], method: str) -> dict[str, dict[st
     return out
 
 
+def inference_cost(ensembles: dict[str, Any], methods: list[str], domains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per ensemble and method: perplexity (geometric mean over the trained, held-out and all
+    domains) and inference FLOPs per scored token (mean over domains), plus how it routed."""
+    groups = {
+        "trained": [d["name"] for d in domains if d["role"] == "train"],
+        "held-out": [d["name"] for d in domains if d["role"] != "train"],
+        "all": [d["name"] for d in domains],
+    }
+    out: dict[str, Any] = {}
+    for name, ens in ensembles.items():
+        flops = ens.get("inference_flops")
+        if not flops:
+            continue  # results written before inference FLOPs were recorded
+        out[name] = {
+            "methods": {
+                m: {
+                    "ppl": {g: math.exp(mean_log_ppl(ens["ppl"][m], ds)) for g, ds in groups.items() if ds},
+                    "flops": sum(flops[m][d] for d in groups["all"]) / len(groups["all"]),
+                }
+                for m in methods
+                if m in flops and m in ens["ppl"]
+            },
+            "routing": ens.get("routing"),
+        }
+    return out
+
+
 def provenance(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Repeat 0's environment and command, and each strategy's job time added up over all repeats."""
     first = runs[0].get("provenance")
@@ -292,6 +319,7 @@ def comparison(runs: list[dict[str, Any]], vary: Vary = "domain-phase") -> dict[
         "opt_out": opt_out_effects(first["ensembles"], primary["method"]),
         "vary": vary,
         "noise": noise_covered(vary),
+        "inference": {kind: inference_cost(k["ensembles"], main["methods"], main["domains"]) for kind, k in kinds_of(main).items()},
     }
     prov = provenance(runs)
     if prov:

@@ -6,7 +6,9 @@ Each expert is scored once per domain (cached under scores/); every mixing metho
 Every method is also scored on the validation windows after the prior's, where the main
 table's method is chosen (`hdee.method_choice`); the chosen method's per-window losses are kept
 for the statistics. Both ensembles of each strategy are evaluated from the same experts: the
-config's `ensemble` (`ensembles`) and the other kind (`alt`).
+config's `ensemble` (`ensembles`) and the other kind (`alt`). Routed methods (`routed-top<k>`)
+mix the cached scores of the experts their router picks (hdee.ensemble.routing), and every
+method's inference FLOPs per token are recorded (hdee.ensemble.inference_flops).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 from hdee.config import ExperimentConfig
 from hdee.ensemble import scoring  # attributes looked up at call time, so a patched read_tokens is seen
 from hdee.ensemble.experts import load_model, read_expert
+from hdee.ensemble.inference_flops import method_flops, window_flops
 from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, perplexity
+from hdee.ensemble.routing import RoutedEvaluator
 from hdee.errors import EnsembleError
 from hdee.fsutil import atomic_write_json, atomic_write_text
 from hdee.layout import RunLayout
@@ -121,14 +125,17 @@ def _mix(
     expert_ppl: dict[str, dict[str, float]],
     test_windows: dict[str, np.ndarray],
     methods: list[str],
+    routed: RoutedEvaluator,
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
-    """One ensemble on every domain: test perplexity per method, perplexity on the selection
-    windows per candidate method, and (kept apart) each method's per-window mean log-prob."""
+    """One ensemble on every domain: test perplexity and inference FLOPs per method, perplexity on
+    the selection windows per candidate method, and (kept apart) each method's per-window mean log-prob."""
     ids, domains = list(spec.experts), cfg.eval_domains
     selectable = candidates(methods)
     ppl: dict[str, dict[str, float]] = {m: {} for m in methods}
     val_ppl: dict[str, dict[str, float]] = {m: {} for m in selectable}
     window_lp: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    flops: dict[str, dict[str, float]] = {m: {} for m in methods}  # inference FLOPs per scored token
+    full = [window_flops(routed.infos[e], cfg.data.seq_len) for e in ids]
     priors: dict[str, list[float]] = {}
     best: dict[str, str] = {}
     product_tokens: dict[str, int] = {}
@@ -143,6 +150,12 @@ def _mix(
         select_windows[d] = int(select_lp.shape[1])
         for m in methods:
             entry = MIXING_METHODS.get(m)
+            if entry.routed:
+                mixed, cost = routed.mix(ids, d, test_windows[d], lp, entry.routed)
+                window_lp[m][d] = mixed.mean(axis=1).tolist()
+                ppl[m][d], flops[m][d] = perplexity(mixed), method_flops(m, full, cfg.data.seq_len, routed=cost)
+                continue
+            flops[m][d] = method_flops(m, full, cfg.data.seq_len, best=ids.index(best[d]))
             if entry.score is not None:
                 mixed = mix_cached(m, lp, prior_lp, **kw)
                 window_lp[m][d] = mixed.mean(axis=1).tolist()
@@ -169,7 +182,10 @@ def _mix(
         "best_expert": best,
         "product_windows": max(product_tokens.values(), default=0) // cfg.data.seq_len,
         "product_tokens": product_tokens,
+        "inference_flops": flops,
     }
+    if any(MIXING_METHODS.get(m).routed for m in methods):
+        out["routing"] = routed.setup(ids)
     return out, window_lp
 
 
@@ -181,12 +197,13 @@ def _evaluate_kind(
     expert_ppl: dict[str, dict[str, float]],
     test_windows: dict[str, np.ndarray],
     methods: list[str],
+    routed: RoutedEvaluator,
 ) -> dict[str, Any]:
     """Every ensemble of one kind, the main method chosen for them, and its per-window losses."""
     ensembles: dict[str, Any] = {}
     window_lp: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name, spec in specs.items():
-        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows, methods)
+        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows, methods, routed)
     multi = {n: e["val_ppl"] for n, e in ensembles.items() if len(e["experts"]) > 1}
     choice = choose_method(multi, methods, cfg.eval.method)
     for name, ens in ensembles.items():
@@ -232,10 +249,11 @@ def evaluate(
     experts = {eid: Path(d) for eid, d in experts.items()}
     _check_specs(ensembles, experts)
     _check_specs(alt or {}, experts)
-    metas = {eid: read_expert(d).record.as_dict() for eid, d in experts.items()}
+    infos = {eid: read_expert(d) for eid, d in experts.items()}
     domains = cfg.eval_domains
     expert_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
-    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods))
+    routed = RoutedEvaluator(cfg, layout, infos, reader)
+    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods), routed)
     for name, spec in ensembles.items():
         main["ensembles"][name]["without_each"] = _without_each(cfg, layout, list(spec.experts), main["method_choice"]["method"])
     results = {
@@ -253,14 +271,14 @@ def evaluate(
             }
             for d in domains
         ],
-        "experts": {eid: {"meta": metas[eid], "ppl": expert_ppl[eid]} for eid in experts},
+        "experts": {eid: {"meta": infos[eid].record.as_dict(), "ppl": expert_ppl[eid]} for eid in experts},
         "ensembles": main["ensembles"],
         **dict(extra or {}),
     }
     if alt:  # from the cached scores only: methods that run the models (product) stay with the main kind
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
-        cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached]
-        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached)}
+        cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached or MIXING_METHODS.get(m).routed]
+        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached, routed)}
     if provenance is not None:
         results["provenance"] = provenance
     json_path = results_path if results_path is not None else layout.results_path(repeat, vary)

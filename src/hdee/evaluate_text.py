@@ -23,6 +23,7 @@ from hdee.data.tokenizer import eos_token, load_tokenizer
 from hdee.ensemble.scoring import eval_token_cap
 from hdee.errors import ConfigError, DataError
 from hdee.evaluate import ScoreProgress, evaluate
+from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
     from hdee.api import Run
@@ -148,7 +149,9 @@ def evaluate_text(
     one_domain = cfg.model_copy(update={
         "domains": [domain],
         "data": cfg.data.model_copy(update={"max_eval_tokens": None}),
-        "eval": cfg.eval.model_copy(update={"max_tokens": None, "prior_sequences": k, "select_sequences": s}),
+        # routed methods are left out: their routers are built from the run's own domains' train splits
+        "eval": cfg.eval.model_copy(update={"max_tokens": None, "prior_sequences": k, "select_sequences": s,
+                                            "methods": [m for m in cfg.eval.methods if not MIXING_METHODS.get(m).routed]}),
     })
     parts = {"test": scored, "val": head}
 

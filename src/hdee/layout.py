@@ -97,6 +97,14 @@ class RunLayout:
         return self.inside("scores", expert_id, f"{domain}.{split}.npy")
 
     @property
+    def routers_dir(self) -> Path:
+        return self.root / "routers"
+
+    def router_path(self, kind: str, version: str) -> Path:
+        """A routed ensemble's router (.json, with its .safetensors beside it), named by what it was built from."""
+        return self.inside("routers", f"{kind}-{version}.json")
+
+    @property
     def results_dir(self) -> Path:
         return self.root / "results"
 
@@ -148,6 +156,10 @@ class RunLayout:
     @property
     def curves_png(self) -> Path:
         return self.root / "curves.png"
+
+    @property
+    def inference_png(self) -> Path:
+        return self.root / "inference.png"
 
     # bookkeeping (owned by hdee.pipeline and hdee.execute)
     @property

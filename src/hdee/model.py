@@ -199,3 +199,15 @@ def flops_per_token_full(spec: SizeSpec, causal: bool = True) -> float:
     # the output projection is a vocab x hidden matmul whether or not it shares the input table
     dense = 6.0 * (param_counts(spec)["non_embedding"] + spec.vocab * spec.hidden)
     return dense + attention_flops_per_token(spec, causal)
+
+
+def forward_flops(spec: SizeSpec, tokens: int) -> float:
+    """One inference forward pass over the first `tokens` tokens of a window (hardware convention).
+
+    2 x (non-embedding + head) parameters per token, plus causal attention: a token with n tokens
+    of context costs 4*L*n*d (QK^T and AV), 2*L*d*tokens^2 over the prefix (the same T^2/2
+    approximation as training), so at tokens = seq_len this is `flops_per_token_full(spec) / 3`
+    per token.
+    """
+    dense = 2.0 * (param_counts(spec)["non_embedding"] + spec.vocab * spec.hidden)
+    return dense * tokens + 2.0 * spec.layers * spec.hidden * tokens * tokens

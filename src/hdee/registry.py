@@ -12,6 +12,7 @@ are registered by their own modules, imported the first time a registry is read;
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -48,6 +49,9 @@ class MixingEntry:
     generate: Callable[..., Any] | None = None
     needs_prior: bool = False  # uses the cached domain prior estimated on validation windows
     oracle: bool = False  # looks at the scored data itself (a reference, never the default)
+    # k > 0: a routed method (hdee.ensemble.routing): a router picks k experts per window from its
+    # first tokens and only those run; it trades perplexity for compute, so it is never the default
+    routed: int = 0
 
     @property
     def cached(self) -> bool:
@@ -76,6 +80,7 @@ class Registry(Generic[E]):
         self._error = error
         self._entries: dict[str, E] = {}
         self._builtin: list[str] = []
+        self._families: list[tuple[re.Pattern[str], Callable[[re.Match[str]], E]]] = []
         self._loaded = False
 
     def _load(self) -> None:
@@ -98,20 +103,32 @@ class Registry(Generic[E]):
             self._builtin.append(entry.name)
         return entry
 
+    def add_family(self, pattern: str, make: Callable[[re.Match[str]], E]) -> None:
+        """Names that fully match the regex `pattern` are registered on first use as `make(match)`
+        (one family of parametrised names, e.g. routed-top<k>)."""
+        self._families.append((re.compile(pattern), make))
+
+    def _lookup(self, name: str) -> E | None:
+        self._load()
+        if name not in self._entries:
+            for rx, make in self._families:
+                if (m := rx.fullmatch(name)) is not None:
+                    return self.add(make(m))
+        return self._entries.get(name)
+
     def remove(self, name: str) -> None:
         self._entries.pop(name, None)
         if name in self._builtin:
             self._builtin.remove(name)
 
     def get(self, name: str) -> E:
-        self._load()
-        if name not in self._entries:
+        entry = self._lookup(name)
+        if entry is None:
             raise self._error(f"unknown {self.what} {name!r}; known: {', '.join(self._entries)}")
-        return self._entries[name]
+        return entry
 
     def find(self, name: str) -> E | None:
-        self._load()
-        return self._entries.get(name)
+        return self._lookup(name)
 
     def names(self) -> list[str]:
         self._load()
@@ -124,8 +141,7 @@ class Registry(Generic[E]):
         return list(self._builtin)
 
     def __contains__(self, name: object) -> bool:
-        self._load()
-        return name in self._entries
+        return isinstance(name, str) and self._lookup(name) is not None
 
     def __iter__(self) -> Iterator[E]:
         self._load()

@@ -1,5 +1,5 @@
-"""Render a run's saved results as `report.md` (`hdee.report_md`), `report.png`, `curves.png` and a
-rich table.
+"""Render a run's saved results as `report.md` (`hdee.report_md`), `report.png`, `curves.png`,
+`inference.png` and a rich table.
 
 Nothing here computes a metric: the numbers come from `hdee.compare` over `results*.json`,
 and the curves (`hdee.curves`) from each expert's own metrics (hdee.expert_dir).
@@ -59,6 +59,32 @@ def plot_relative(cmp: dict[str, Any], path: Path) -> None:
     _save_png(fig, path)
 
 
+def plot_inference(cmp: dict[str, Any], path: Path) -> None:
+    """Perplexity (all domains, geometric mean) against inference FLOPs per token: one point per method
+    (marker) and ensemble (colour: strategy; filled: the config's ensemble kind, hollow: the other)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = "os^vD<>PX*hp"
+    kinds = {kind: per for kind, per in cmp["inference"].items() if per}
+    methods = list(dict.fromkeys(m for per in kinds.values() for e in per.values() for m in e["methods"]))
+    names = strategy_order(list(dict.fromkeys(n for per in kinds.values() for n in per)))
+    for j, (kind, per) in enumerate(kinds.items()):
+        for name, e in per.items():
+            colour = f"C{names.index(name) % 10}"
+            for m, v in e["methods"].items():
+                ax.scatter(v["flops"], v["ppl"]["all"], marker=markers[methods.index(m) % len(markers)], s=36,
+                           color=colour if j == 0 else "none", edgecolors=colour)
+    for i, name in enumerate(names):
+        ax.plot([], [], color=f"C{i % 10}", lw=4, label=name)
+    for j, m in enumerate(methods):
+        ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("inference FLOPs per scored token (models run + router)")
+    ax.set_ylabel("perplexity, geometric mean over all domains")
+    ax.set_title("perplexity against inference cost (filled: " + " / hollow: ".join(kinds) + " ensembles)")
+    ax.legend(fontsize=7, ncol=2)
+    _save_png(fig, path)
+
+
 def rich_table(cmp: dict[str, Any]) -> Table:
     table = cmp["table"]
     strategies = strategy_order(list(table))
@@ -99,4 +125,6 @@ def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, An
     atomic_write_text(md, render_markdown(cmp, name))
     plot_relative(cmp, png)
     plot_curves(layout, layout.curves_png, _save_png)
+    if any(cmp.get("inference", {}).values()):
+        plot_inference(cmp, layout.inference_png)
     return cmp

@@ -59,6 +59,9 @@ def method_label(method: str, cmp: dict[str, Any]) -> str:
     entry = MIXING_METHODS.find(method)
     if entry is not None and entry.oracle:
         return f"`{method}` (test-set oracle: each domain's best expert picked on the test windows themselves; a reference, not a method)"
+    if entry is not None and entry.routed:
+        return (f"`{method}` (routed: the prefix model scores each window's first tokens, then only the {entry.routed} "
+                "expert(s) a router picks; see Inference cost)")
     if entry is not None and not entry.cached:
         windows = sorted(set(cmp.get("product_windows", {}).values()) - {0})
         n = max((d.get("windows", 0) for d in cmp["domains"]), default=0)
@@ -282,6 +285,33 @@ def provenance(prov: dict[str, Any]) -> list[str]:
     return out
 
 
+def inference(cmp: dict[str, Any]) -> list[str]:
+    """Perplexity next to inference FLOPs per method and ensemble, and how routed methods routed."""
+    kinds = {kind: per for kind, per in (cmp.get("inference") or {}).items() if per}
+    if not kinds:
+        return []
+    out = ["", "## Inference cost", "",
+           "Perplexity (geometric mean over domains) and inference FLOPs per scored token, the mean over domains: every "
+           "model a method runs plus its router, 2 x (non-embedding + head) parameters per token plus causal attention "
+           "(`inference.png` plots them)."]
+    routed = next((e["routing"] for per in kinds.values() for e in per.values() if (e.get("routing") or {}).get("router")), None)
+    if routed:
+        out += ["", f"Routed methods: a `{routed['router']}` router built from each expert's own train split reads the first "
+                    f"{routed['route_tokens']} tokens of every window, which `{routed['prefix_model']}` "
+                    f"({routed['prefix_model_reason']}) scores; only the k chosen experts score the rest."]
+    out += ["", "| ensemble | strategy | method | trained ppl | held-out ppl | FLOPs/token | vs all experts |",
+            "|---|---|---|---:|---:|---:|---:|"]
+    for kind, per in kinds.items():
+        for name in strategy_order(list(per)):
+            methods = per[name]["methods"]
+            ref = methods.get("uniform", next(iter(methods.values())))["flops"]
+            for m, v in methods.items():
+                trained, held = v["ppl"].get("trained"), v["ppl"].get("held-out")
+                out.append(f"| {KIND_SHORT.get(kind, kind)} | {name} | {m} | {'-' if trained is None else fmt_ppl(trained)} | "
+                           f"{'-' if held is None else fmt_ppl(held)} | {v['flops']:.3g} | {v['flops'] / ref:.2f} |")
+    return out
+
+
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
@@ -297,6 +327,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
         out += compute_table(cmp) + [""]
     out += both_kinds(cmp)
     out += allocation(cmp)
+    out += inference(cmp)
     out += ["", "## Every mixing method", ""]
     for m, table in cmp["per_method"].items():
         out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains) + [""]

@@ -13,6 +13,7 @@ from hdee.errors import ConfigError, EnsembleError
 from hdee.expert_dir import ExpertRecord
 
 _out = make_console()
+_err = make_console(stderr=True)
 
 
 def _eval_table(results: dict, title: str) -> Table:
@@ -81,6 +82,7 @@ def eval_command(
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="scored tokens of --data (default: the run's eval cap)"),
     text_field: str = typer.Option("text", "--text-field", help="the text column of jsonl / parquet / datasets"),
     without: list[str] = typer.Option([], "--without", help="opt-out: remove this expert, or every expert trained on this domain (repeatable)"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. uniform,routed-top1 (default: the config's)"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
     from hdee.api import load_run
@@ -88,24 +90,28 @@ def eval_command(
 
     if without and data is not None:
         raise ConfigError("--without evaluates the run's own domains; run it without --data")
+    if methods is not None and (without or data is not None):
+        raise ConfigError("--methods goes with the run's own evaluation, not with --data or --without")
     if data is None and (name is not None or max_tokens is not None):
         raise ConfigError("--name and --max-tokens go with --data")
     run = load_run(run_dir)  # checked before it is locked: a wrong path creates nothing
     with run_dir_lock(run.layout.root, "eval"):
-        _eval(run, data, name, max_tokens, text_field, without)
+        _eval(run, data, name, max_tokens, text_field, without, methods)
 
 
-def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_field: str, without: list[str]) -> None:
+def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_field: str, without: list[str],
+          methods: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hdee.api import evaluate_plan
+    from hdee.api import evaluate_plan, with_methods
     from hdee.evaluate_text import evaluate_text
 
     if without:
         _print_opt_out(run, without)
         return
     if data is None:
-        results = evaluate_plan(run.cfg, run.layout, run.plan)
+        cfg = with_methods(run.cfg, [m.strip() for m in methods.split(",") if m.strip()]) if methods else run.cfg
+        results = evaluate_plan(cfg, run.layout, run.plan)
         _out.print(_eval_table(results, "perplexity"))
         _out.print(f"wrote {run.layout.results_json}", highlight=False)
         return
@@ -132,23 +138,35 @@ def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_
 
 @app.command()
 def generate(
-    expert_dirs: list[Path] = typer.Argument(..., help="expert directories (one tokenizer)"),
+    expert_dirs: list[Path] | None = typer.Argument(None, help="expert directories (one tokenizer); none with --router"),
     prompt: str = typer.Option(..., "--prompt", help="text to continue"),
     tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json of the experts"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p"),
-    method: str = typer.Option("prefix-posterior", "--method"),
+    method: str | None = typer.Option(None, "--method", help="default prefix-posterior; routed-top1 with --router"),
     top_k: int = typer.Option(2, "--top-k", min=1, help="experts kept by --method top-k"),
     seed: int = typer.Option(0, "--seed"),
+    router: Path | None = typer.Option(
+        None, "--router", help="a router file (RUN_DIR/routers/*.json): load and run only the experts it picks"
+    ),
 ) -> None:
-    """Sample a continuation of PROMPT from the ensemble's mixture."""
+    """Sample a continuation of PROMPT from the ensemble's mixture (or from the experts a router picks)."""
     from hdee.ensemble import Ensemble
+    from hdee.ensemble.routing import generate_routed
 
-    ens = Ensemble(expert_dirs)
-    out = ens.generate(
-        prompt, max_new_tokens, temperature, top_p, method, seed, tokenizer=tokenizer, top_k=top_k
-    )
+    if router is not None:
+        if expert_dirs:
+            raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
+        out, chosen = generate_routed(router, prompt, method or "routed-top1", tokenizer=tokenizer,
+                                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        _err.print(f"routed to {', '.join(chosen)}", highlight=False)
+    elif not expert_dirs:
+        raise EnsembleError("give expert directories, or --router FILE")
+    else:
+        out = Ensemble(expert_dirs).generate(
+            prompt, max_new_tokens, temperature, top_p, method or "prefix-posterior", seed, tokenizer=tokenizer, top_k=top_k
+        )
     _out.print(prompt + (out.text or ""), highlight=False, markup=False)
 
 

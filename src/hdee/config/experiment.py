@@ -25,6 +25,7 @@ from hdee.config.sections import (
     ExecuteConfig,
     LineageConfig,
     ModelFamily,
+    RoutingConfig,
     Schedule,
     SeedConfig,
     Strict,
@@ -54,6 +55,7 @@ class ExperimentConfig(Strict):
     ensemble: Literal["final", "all"] = "final"
     auto: AutoConfig = AutoConfig()
     eval: EvalConfig = Field(default_factory=EvalConfig)  # built at validation: its default methods come from the registry
+    routing: RoutingConfig = RoutingConfig()
     execute: ExecuteConfig = ExecuteConfig()
 
     @field_validator("plugins")
@@ -101,6 +103,10 @@ class ExperimentConfig(Strict):
         for dom in self.seed_models.domains or []:
             if dom not in names:
                 raise ValueError(f"seed_models.domains names unknown domain {dom!r}")
+        if self.route_tokens >= self.data.seq_len:
+            raise ValueError(f"routing.route_tokens {self.route_tokens} must be below data.seq_len {self.data.seq_len}")
+        if self.routing.prefix_model is not None and self.routing.prefix_model not in sizes:
+            raise ValueError(f"routing.prefix_model {self.routing.prefix_model!r} is not in model.intermediate")
         return self
 
     def _check_strategies(self) -> None:
@@ -148,6 +154,11 @@ class ExperimentConfig(Strict):
     @property
     def seed_domains(self) -> list[str]:
         return list(self.seed_models.domains or self.train_domains)
+
+    @property
+    def route_tokens(self) -> int:
+        """Tokens a router reads at the start of each window (routing.route_tokens, else seq_len // 4)."""
+        return self.routing.route_tokens or max(1, self.data.seq_len // 4)
 
     @property
     def iterations(self) -> int:

@@ -289,6 +289,20 @@ class EvalConfig(Strict):
         return self
 
 
+class RoutingConfig(Strict):
+    """The routed methods (`routed-top<k>`): a router reads each window's first `route_tokens`
+    tokens, which the prefix model scores, and picks the k experts that score the rest."""
+
+    router: Literal["tfidf", "hidden"] = Field(
+        default="tfidf", description="tf-idf nearest centroid, or the prefix model's mean hidden state"
+    )
+    route_tokens: int | None = Field(default=None, gt=0, description="default: data.seq_len // 4 (at least 1)")
+    prefix_model: str | None = Field(
+        default=None, description="size of the seed model that scores the prefix (default: the cheapest seed)"
+    )
+    train_windows: int = Field(default=256, gt=0, description="windows of each expert's train split a router reads")
+
+
 class ExecuteConfig(Strict):
     backend: Literal["local", "ray"] = "local"
     workers: int | None = Field(default=None, gt=0)

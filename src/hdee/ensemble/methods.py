@@ -7,6 +7,8 @@ how to weigh the experts at each step (`generate`). Registering one is one call,
     register_method("my-mix", score=lambda lp, log_prior, top_k: ...)
 
 (`lp` [K, n, T] float64 log-probs, `log_prior` [K] or None, result [n, T]; see docs/ensembling.md.)
+A routed method has neither: a router picks its k experts (`routed=k`, hdee.ensemble.routing);
+every `routed-top<k>` name is known without registering it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ def register_method(
     generate: Callable[..., Any] | None = None,
     needs_prior: bool = False,
     oracle: bool = False,
+    routed: int = 0,
 ) -> MixingEntry:
-    """Register a mixing method; exactly one of `score` (cached log-probs) or `score_models`."""
-    if (score is None) == (score_models is None):
-        raise ValueError(f"mixing method {name!r} needs exactly one of score or score_models")
-    entry = MixingEntry(name, score=score, score_models=score_models, generate=generate, needs_prior=needs_prior, oracle=oracle)
+    """Register a mixing method; exactly one of `score` (cached log-probs) or `score_models`, or
+    neither for a routed method (`routed` = k, the experts it runs; hdee.ensemble.routing)."""
+    if routed < 0 or (routed > 0) == (score is not None or score_models is not None) or (score and score_models):
+        raise ValueError(f"mixing method {name!r} needs exactly one of score, score_models or routed")
+    entry = MixingEntry(
+        name, score=score, score_models=score_models, generate=generate, needs_prior=needs_prior, oracle=oracle, routed=routed
+    )
     return MIXING_METHODS.add(entry, builtin=_registering_builtins)
 
 
@@ -65,4 +71,8 @@ register_method(
 )
 register_method("best-expert", score=lambda lp, log_prior, top_k: mixing.best_expert(lp), oracle=True)
 register_method("product", score_models=product_scores, generate=gen.product_step)
+register_method("routed-top1", routed=1)
+register_method("routed-top2", routed=2)
 _registering_builtins = False
+# routed-top<k> for any other k is registered the first time a config or a call names it
+MIXING_METHODS.add_family(r"routed-top([1-9][0-9]*)", lambda m: MixingEntry(m.group(0), routed=int(m.group(1))))

@@ -150,6 +150,8 @@ def mix_cached(
     only by the methods with a cached prior and is the only data the prior sees.
     """
     entry = MIXING_METHODS.get(method)
+    if entry.routed:
+        raise EnsembleError(f"{method} needs a router: evaluate a run (hdee eval) or generate with --router")
     if entry.score is None:
         cached = ", ".join(m.name for m in MIXING_METHODS if m.cached)
         raise EnsembleError(f"unknown cached mixing method {method!r} (it needs full distributions); cached: {cached}")
