@@ -10,13 +10,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli_helpers import cli_error
 from experts import make_expert
 from hdee.cli.app import app
 from hdee.config import ExperimentConfig
 from hdee.ensemble import mixing, routing, scoring
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.routers import fit_tfidf, load_router, save_router, tensors_path, tfidf, token_counts
-from hdee.errors import ConfigError, EnsembleError
+from hdee.errors import EnsembleError
 from hdee.evaluate import EnsembleSpec, evaluate
 from hdee.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
@@ -280,11 +281,7 @@ def tokenizer_file(tmp_path_factory):
     return path
 
 
-def test_cli_generate_with_router(run, experts, tokenizer_file, tmp_path, monkeypatch):
-    import sys
-
-    from hdee.cli import main
-
+def test_cli_generate_with_router(run, experts, tokenizer_file, tmp_path):
     _, layout, _, res = run
     path = layout.root / res["ensembles"]["trio"]["routing"]["router_file"]
     text = "w130 w140 w150 w160 w170 w180 w135 w145 w1"  # 8 tokens of py_docstrings' range (c), then one more
@@ -292,11 +289,12 @@ def test_cli_generate_with_router(run, experts, tokenizer_file, tmp_path, monkey
                                    "--tokenizer", str(tokenizer_file), "--max-new-tokens", "3"])
     assert out.exit_code == 0, out.output
     assert out.stdout.startswith(text + " w") and "routed to c" in out.stderr
-    for argv in (["generate", str(experts["a"]), "--router", str(path)], ["generate", "--router", str(tmp_path / "no.json")]):
-        monkeypatch.setattr(sys, "argv", ["hdee", *argv, "--prompt", "w1", "--tokenizer", str(tokenizer_file)])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        assert exc.value.code == 2
+    both = CliRunner().invoke(app, ["generate", str(experts["a"]), "--router", str(path), "--prompt", "w1",
+                                    "--tokenizer", str(tokenizer_file)])
+    assert "not both" in cli_error(both)
+    missing = CliRunner().invoke(app, ["generate", "--router", str(tmp_path / "no.json"), "--prompt", "w1",
+                                       "--tokenizer", str(tokenizer_file)])
+    assert "router file not found" in cli_error(missing)
 
 
 def test_routed_method_names_and_route_tokens_are_validated(tiny):
@@ -323,7 +321,9 @@ def test_cli_eval_methods_option(run, experts, tiny, tmp_path, monkeypatch):
     out = json.loads(layout.results_json.read_text())
     assert out["methods"] == ["uniform", "routed-top1"] and out["ensembles"]["trio"]["routing"]["router"] == "tfidf"
     bad = CliRunner().invoke(app, ["eval", str(layout.root), "--methods", "uniform,routed-topx"])
-    assert isinstance(bad.exception, ConfigError) and "routed-topx" in str(bad.exception)
+    assert "unknown mixing method 'routed-topx'" in cli_error(bad)
+    mixed = CliRunner().invoke(app, ["eval", str(layout.root), "--methods", "uniform", "--without", "a"])
+    assert "--methods goes with the run's own evaluation" in cli_error(mixed)
 
 
 def test_prefix_model_choice(tiny, experts):
