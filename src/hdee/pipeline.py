@@ -26,7 +26,7 @@ from hdee.layout import RunLayout
 from hdee.plan import Job, build_plan, prepare_job
 from hdee.provenance import environment
 from hdee.report import write_report
-from hdee.seeds import check_vary
+from hdee.seeds import Vary, check_vary
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -114,6 +114,13 @@ def _execute(executor: Executor, view: RunView, jobs: list[Job], stage: str) -> 
     return len(executor.run(jobs, on_event=view))
 
 
+def check_repeats(cfg: ExperimentConfig, seeds: int, vary: str) -> Vary:
+    """`--seeds` and `--vary` checked against the config, before anything is written."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    return check_vary(vary, imported_seeds=seeds > 1 and cfg.seed_models.from_ is not None)
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     layout: RunLayout,
@@ -135,9 +142,7 @@ def run_experiment(
     results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
     of `-repeat<k>`, which is where `hdee report` looks for them.
     """
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    vary = check_vary(vary, imported_seeds=seeds > 1 and cfg.seed_models.from_ is not None)
+    vary = check_repeats(cfg, seeds, vary)
     t0 = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     snapshot_config(cfg, layout, force)

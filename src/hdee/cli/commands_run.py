@@ -14,7 +14,6 @@ from hdee.layout import RunLayout
 from hdee.plan import Plan
 from hdee.registry import STRATEGIES
 from hdee.report import rich_table
-from hdee.seeds import check_vary
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
 
@@ -139,10 +138,10 @@ def run_cmd(
 ) -> None:
     """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
     from hdee.lock import run_dir_lock
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline import check_repeats, run_experiment
 
-    check_vary(vary)  # before the lock, which creates the run dir
     cfg = load_config(config)
+    check_repeats(cfg, seeds, vary)  # before the lock, which creates the run dir
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
     with run_dir_lock(layout.root, "run"):
