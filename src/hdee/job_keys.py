@@ -3,8 +3,8 @@
 A training job reads a few domains through the run's tokenizer, so its key holds those
 domains' source and prepare settings (with what their val/test documents are de-duplicated
 against: the training domains, never a held-out one) and the tokenizer's own inputs, never the
-rest of the config: adding a held-out domain, a strategy or changing `eval.*` leaves every trained model's
-id (and so its directory) as it is. Keys are built from the config alone, so `hdee plan` prints
+rest of the config: adding a held-out domain, a strategy or changing `eval.*` leaves every
+trained model's id (and so its directory) as it is. Keys are built from the config alone, so `hdee plan` prints
 the same ids before and after anything is prepared.
 """
 
