@@ -6,9 +6,13 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
 
+from cli_helpers import cli_error
+from hdee.cli.app import app
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import save_tokenizer, save_tokenizer_files, train_bpe
 from hdee.errors import ConfigError, PlanError
@@ -140,3 +144,10 @@ def test_seed_model_repeats_refuse_imported_seeds(tmp_path):
     with pytest.raises(ConfigError, match="imports them"):
         run_experiment(cfg, layout, backend="local", workers=1, seeds=2, vary="seed-models", view=False)
     assert not layout.root.exists()  # refused before anything was written
+
+    # the command line refuses it before its run-dir lock creates the directory
+    path = tmp_path / "byo.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True, exclude_unset=True)))
+    res = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(layout.root), "--seeds", "2", "--vary", "seed-models"])
+    assert "imports them" in cli_error(res)
+    assert not layout.root.exists()
