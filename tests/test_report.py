@@ -309,7 +309,27 @@ def test_inference_cost_section_and_plot(tmp_path):
     held = math.exp(sum(math.log(ens[f"h{i}"]) for i in range(2)) / 2)
     assert f"| final experts | MHo-IHe | prefix-posterior | {trained:.2f} | {held:.2f} | 6e+06 | 2.00 |" in md
     assert "| forest | MHo-IHe | uniform |" in md and cmp["inference"]["all"]["MHo-IHe"]["methods"]["uniform"]["flops"] == 9e6
-    assert "| final experts | dense | uniform |" in md and cmp["inference"]["final"]["dense"]["methods"]["uniform"]["flops"] == 1e6
+    assert "| final experts | dense | the model alone |" in md and cmp["inference"]["final"]["dense"]["methods"]["uniform"]["flops"] == 1e6
+    assert list(cmp["inference"]["final"]["dense"]["methods"]) == ["uniform"]  # one model, one point
+
+
+def test_a_single_model_stays_the_model_alone_under_routed_methods(tmp_path):
+    """Routing one model is a no-op, so the dense column of a routed method's table is the model alone,
+    not the model with its first tokens scored by the routing prefix model."""
+    layout = RunLayout(tmp_path)
+    res = fake_results(7)
+    res["methods"] = METHODS + ["routed-top1"]
+    for ens in res["ensembles"].values():
+        ens["ppl"]["routed-top1"] = {d["name"]: 99.0 for d in res["domains"]}
+        ens["inference_flops"] = {m: {d["name"]: 2e6 if m == "routed-top1" else 1e6 for d in res["domains"]} for m in res["methods"]}
+    atomic_write_json(layout.results_json, res)
+    cmp = write_report(layout)
+    assert cmp["per_method"]["routed-top1"]["dense"] == res["ensembles"]["dense"]["ppl"]["uniform"]
+    assert cmp["per_method"]["routed-top1"]["MHo-IHo"] == {d["name"]: 99.0 for d in res["domains"]}
+    assert list(cmp["inference"]["final"]["dense"]["methods"]) == ["uniform"]
+    assert "routed-top1" in cmp["inference"]["final"]["MHo-IHo"]["methods"]
+    rows = [ln for ln in (tmp_path / "report.md").read_text().splitlines() if ln.startswith("| final experts | dense |")]
+    assert rows == [rows[0]] and "| the model alone |" in rows[0] and "| 1e+06 |" in rows[0]
 
 
 def test_results_without_inference_flops_still_report(tmp_path):

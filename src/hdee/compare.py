@@ -15,7 +15,7 @@ from hdee.errors import HdeeError
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.provenance import total_costs
-from hdee.registry import STRATEGIES
+from hdee.registry import MIXING_METHODS, STRATEGIES
 from hdee.seeds import Vary, noise_covered
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
@@ -97,9 +97,23 @@ def method_for(choices: list[dict[str, Any]]) -> dict[str, Any]:
     return {"method": best, "chosen_on": "val", "val_mean_log_ppl": means, "repeats": len(choices), "pooled": True}
 
 
+def _routed(method: str) -> bool:
+    entry = MIXING_METHODS.find(method)
+    return entry is not None and entry.routed > 0
+
+
+def model_alone(name: str, ens: dict[str, Any], method: str) -> str:
+    """The method whose numbers stand for `name` under `method`: the method itself, except for a
+    single-model strategy, which has nothing to mix or route and so is the model alone (a routed
+    method would score its first tokens with the prefix model instead)."""
+    if not (_single_model(name) and _routed(method)):
+        return method
+    return next((m for m in ("uniform", *ens["ppl"]) if m in ens["ppl"] and not _routed(m)), method)
+
+
 def strategy_table(ensembles: dict[str, Any], method: str) -> dict[str, dict[str, float]]:
     """{strategy: {domain: ppl}} for one mixing method (single-model strategies ignore the method)."""
-    return {name: dict(ens["ppl"][method]) for name, ens in ensembles.items()}
+    return {name: dict(ens["ppl"][model_alone(name, ens, method)]) for name, ens in ensembles.items()}
 
 
 def lowest(table: dict[str, dict[str, float]], domain: str, among: list[str]) -> set[str]:
@@ -268,14 +282,17 @@ def inference_cost(ensembles: dict[str, Any], methods: list[str], domains: list[
         flops = ens.get("inference_flops")
         if not flops:
             continue  # results written before inference FLOPs were recorded
+        # a single model is one point: the model alone, whatever the method
+        shown = [m for m in methods if m in flops and m in ens["ppl"]]
+        if _single_model(name):
+            shown = [model_alone(name, ens, shown[0])] if shown else []
         out[name] = {
             "methods": {
                 m: {
                     "ppl": {g: math.exp(mean_log_ppl(ens["ppl"][m], ds)) for g, ds in groups.items() if ds},
                     "flops": sum(flops[m][d] for d in groups["all"]) / len(groups["all"]),
                 }
-                for m in methods
-                if m in flops and m in ens["ppl"]
+                for m in shown
             },
             "routing": ens.get("routing"),
         }
