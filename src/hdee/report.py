@@ -54,7 +54,8 @@ def plot_relative(cmp: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{group} domains")
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     axes[0][0].set_ylabel(f"perplexity relative to {base}")
-    axes[0][-1].legend(fontsize=8)
+    if others:  # a run of the baseline alone has nothing to compare
+        axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"method: {cmp['method']} (below zero = better than {base})")
     _save_png(fig, path)
 
