@@ -295,6 +295,7 @@ def inference_cost(ensembles: dict[str, Any], methods: list[str], domains: list[
                 for m in shown
             },
             "routing": ens.get("routing"),
+            "single_model": _single_model(name),
         }
     return out
 

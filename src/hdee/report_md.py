@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from hdee.compare import NOT_REMOVED, strategy_order
 from hdee.provenance import PACKAGES
-from hdee.registry import MIXING_METHODS, STRATEGIES
+from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
               "all": "forest (BTM's: every expert the strategy trained)"}
@@ -305,10 +305,9 @@ def inference(cmp: dict[str, Any]) -> list[str]:
         for name in strategy_order(list(per)):
             methods = per[name]["methods"]
             ref = methods.get("uniform", next(iter(methods.values())))["flops"]
-            single = (entry := STRATEGIES.find(name)) is not None and entry.single_model
             for m, v in methods.items():
                 trained, held = v["ppl"].get("trained"), v["ppl"].get("held-out")
-                label = "the model alone" if single else m
+                label = "the model alone" if per[name].get("single_model") else m
                 out.append(f"| {KIND_SHORT.get(kind, kind)} | {name} | {label} | {'-' if trained is None else fmt_ppl(trained)} | "
                            f"{'-' if held is None else fmt_ppl(held)} | {v['flops']:.3g} | {v['flops'] / ref:.2f} |")
     return out
