@@ -20,7 +20,7 @@ from hdee.config import DataConfig, DedupConfig, DomainConfig, ExperimentConfig,
 from hdee.data.dedup import TrainingIndex
 from hdee.data.documents import Document
 from hdee.data.prepare import build_domain_shards
-from hdee.data.routing import Encoder
+from hdee.data.intake import Encoder
 from hdee.data.sources import open_source
 from hdee.data.tokenizer import train_bpe
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdee.api import resolve_vocab
+from hdee.pipeline.operations import resolve_vocab
 from hdee.config import load_config
 from hdee.data.shards import DomainManifest, SplitStats, dtype_for_vocab, np_dtype
 from hdee.expert_dir import read_metrics

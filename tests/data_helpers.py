@@ -6,8 +6,8 @@ import json
 import random
 from pathlib import Path
 
-from hdee.fsutil import sha256_file
-from hdee.lock import LOCK_FILE
+from hdee.core.fsutil import sha256_file
+from hdee.core.lock import LOCK_FILE
 
 TRAIN = ["alpha", "beta", "gamma", "delta"]
 HELDOUT = ["omega"]

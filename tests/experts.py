@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hdee.fsutil import sha256_file
+from hdee.core.fsutil import sha256_file
 
 VOCAB = 256
 

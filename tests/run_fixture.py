@@ -9,8 +9,8 @@ from experts import make_expert
 from hdee.config import load_config
 from hdee.data.tokenizer import save_tokenizer, tokenizer_hash, train_bpe
 from hdee.expert_dir import record_path
-from hdee.fsutil import atomic_write_json
-from hdee.layout import RunLayout
+from hdee.core.fsutil import atomic_write_json
+from hdee.run.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 ROOT = Path(__file__).resolve().parents[1]

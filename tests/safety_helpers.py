@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from hdee.lock import LOCK_FILE
+from hdee.core.lock import LOCK_FILE
 
 HOLDER = (
     "import sys, time\n"
-    "from hdee.lock import run_dir_lock\n"
+    "from hdee.core.lock import run_dir_lock\n"
     "with run_dir_lock(sys.argv[1], sys.argv[2]):\n"
     "    print('held', flush=True)\n"
     "    time.sleep(120)\n"

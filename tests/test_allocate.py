@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.strategies.auto.curves import Curve, curves_by_size, fit_curve
 from hdee.strategies.auto.solver import allocate, objective_value
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hdee.config import ExperimentConfig, load_config
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.plan import build_plan
 from hdee.budget import budget_flops, expert_flops
 from hdee.strategies import StrategyContext, get_strategy
@@ -220,7 +220,7 @@ def test_embedded_config_plans_its_pilots():
 
 
 def test_bad_step_choices_rejected_at_load(tmp_path):
-    from hdee.errors import ConfigError
+    from hdee.core.errors import ConfigError
     from hdee.config import load_config as load
 
     text = (ROOT / "configs" / "tiny.toml").read_text() + "\n[auto]\nstep_choices = [0.5, 0.0]\n"

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from hdee.cli.app import app
 from hdee.ensemble import average_experts
 from hdee.ensemble.experts import load_model
-from hdee.errors import EnsembleError
-from hdee.fsutil import sha256_file
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import sha256_file
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import pytest
 
 from hdee.budget import budget_flops, expert_flops, size_flops_per_step
 from hdee.config import load_config
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.model import SizeSpec, flops_per_token, flops_per_token_full, param_counts
 from hdee.plan import build_plan
 from hdee.registry import STRATEGIES

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hdee.fsutil import read_json, sha256_file, write_hashed
+from hdee.core.fsutil import read_json, sha256_file, write_hashed
 from hdee.model import build_model
 from hdee.train import checkpoint as ckpt
 from train_helpers import tiny_spec

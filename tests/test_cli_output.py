@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hdee.curves import curve_lines, plot_curves
-from hdee.fsutil import atomic_write_json
-from hdee.layout import RunLayout
-from hdee.report import _save_png
+from hdee.report.training_curves import curve_lines, plot_curves
+from hdee.core.fsutil import atomic_write_json
+from hdee.run.layout import RunLayout
+from hdee.report.write import _save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from hdee.config import ExperimentConfig, load_config
-from hdee.errors import ConfigError
+from hdee.core.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 

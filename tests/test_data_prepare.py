@@ -12,9 +12,9 @@ from hdee.config import load_config
 from hdee.data.prepare import prepare
 from hdee.data.shards import load_manifest, read_split
 from hdee.data.tokenizer import load_hf_tokenizer, tokenizer_hash
-from hdee.errors import DataError
-from hdee.fsutil import sha256_file
-from hdee.layout import RunLayout
+from hdee.core.errors import DataError
+from hdee.core.fsutil import sha256_file
+from hdee.run.layout import RunLayout
 
 from data_helpers import HELDOUT, TRAIN, _corpus, digests, make_config
 

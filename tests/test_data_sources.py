@@ -7,7 +7,7 @@ import pytest
 from hdee.config import DomainConfig, FilesSource, HubSource
 from hdee.data.documents import decode_utf8
 from hdee.data.sources import capped, open_source
-from hdee.errors import DataError
+from hdee.core.errors import DataError
 
 
 def _domain(source):

@@ -11,7 +11,7 @@ import torch
 from experts import make_expert, random_windows
 from hdee.registry import MIXING_METHODS
 from hdee.ensemble import Ensemble, mixing, scoring
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 
 torch.set_num_threads(1)
 

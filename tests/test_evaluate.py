@@ -17,10 +17,10 @@ from hdee.cli.app import app
 from hdee.config import load_config
 from hdee.registry import MIXING_METHODS
 from hdee.ensemble import mixing, scoring
-from hdee.errors import EnsembleError
-from hdee.evaluate import EnsembleSpec, evaluate
-from hdee.fsutil import atomic_write_json
-from hdee.layout import RunLayout
+from hdee.core.errors import EnsembleError
+from hdee.evaluation.evaluate import EnsembleSpec, evaluate
+from hdee.core.fsutil import atomic_write_json
+from hdee.run.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)
@@ -169,7 +169,7 @@ def test_choice_ignores_the_test_split_and_the_priors_windows(cfg, experts, tmp_
 
 
 def test_choose_method_uses_validation_never_test_numbers():
-    from hdee.method_choice import choose_method
+    from hdee.evaluation.method_choice import choose_method
 
     # on test, cached-prior would win; on the selection windows uniform does: uniform is chosen
     val = {"e": {"uniform": {"x": 10.0, "y": 20.0}, "cached-prior": {"x": 11.0, "y": 21.0}, "best-expert": {"x": 1.0}}}
@@ -190,7 +190,7 @@ def test_fixed_method_is_recorded_as_chosen_in_the_config(cfg, experts, tmp_path
 
 @pytest.mark.parametrize("method", ["best-expert", "product"])
 def test_config_refuses_an_oracle_or_subset_method_as_the_main_one(tmp_path, method):
-    from hdee.errors import ConfigError
+    from hdee.core.errors import ConfigError
 
     text = (ROOT / "configs/tiny.toml").read_text().replace("[eval]\n", f'[eval]\nmethod = "{method}"\n')
     (tmp_path / "c.toml").write_text(text)

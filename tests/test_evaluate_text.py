@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hdee.api import load_run
+from hdee.pipeline.operations import load_run
 from hdee.cli.app import app
 from hdee.data.loaders import eval_windows
 from hdee.data.tokenizer import load_tokenizer
 from hdee.ensemble import mixing, scoring
-from hdee.errors import ConfigError, DataError
-from hdee.evaluate_text import evaluate_text, parse_source, split_held_out
+from hdee.core.errors import ConfigError, DataError
+from hdee.evaluation.new_text import evaluate_text, parse_source, split_held_out
 from hdee.registry import MIXING_METHODS
 from cli_helpers import cli_error
 from run_fixture import CORPUS, make_run

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hdee.errors import ExecutionError
+from hdee.core.errors import ExecutionError
 from hdee.execute.base import Event, Executor
 from hdee.execute.jobs import is_done, write_record
-from hdee.layout import RunLayout
+from hdee.run.layout import RunLayout
 from hdee.execute.local import LocalExecutor
 from hdee.execute.view import RunView
 from hdee.plan import Job

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from hdee.errors import ExecutionError
+from hdee.core.errors import ExecutionError
 from hdee.execute.ray import RayExecutor
 
 pytest.importorskip("ray")  # an optional install (e.g. a GPU box installed without dependencies) may lack it
@@ -62,9 +62,9 @@ def test_ray_gives_the_same_numbers_and_weights_as_local(tmp_path):
     import ray
 
     from hdee.config import load_config
-    from hdee.fsutil import sha256_file
-    from hdee.layout import RunLayout
-    from hdee.pipeline import run_experiment
+    from hdee.core.fsutil import sha256_file
+    from hdee.run.layout import RunLayout
+    from hdee.pipeline.experiment import run_experiment
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "configs/tiny.toml").read_text()

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, pipeline
 
 from hdee.data.tokenizer import load_tokenizer, save_tokenizer, train_bpe
 from hdee.ensemble import average_experts
-from hdee.fsutil import sha256_file
+from hdee.core.fsutil import sha256_file
 from hdee.train import run_train_job
 from train_helpers import make_domain, tiny_job, tiny_spec
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hdee.cli.app import app
 from hdee.ensemble import Ensemble, estimate_prior
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ import torch
 from experts import make_expert, random_windows
 from hdee.ensemble import Ensemble
 from hdee.ensemble import mixing
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.registry import MIXING_METHODS
 
 torch.set_num_threads(1)

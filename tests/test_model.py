@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from hdee.config import ModelFamily
-from hdee.errors import ConfigError
+from hdee.core.errors import ConfigError
 from hdee.model import (
     SizeSpec,
     attention_flops_per_token,

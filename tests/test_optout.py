@@ -7,14 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hdee.api import load_run
+from hdee.pipeline.operations import load_run
 from hdee.cli.app import app
-from hdee.compare import NOT_REMOVED, comparison
+from hdee.report.compare import NOT_REMOVED, comparison
 from hdee.ensemble import scoring
-from hdee.errors import ConfigError
-from hdee.evaluate import evaluate
-from hdee.optout import opt_out
-from hdee.report import render_markdown
+from hdee.core.errors import ConfigError
+from hdee.evaluation.evaluate import evaluate
+from hdee.evaluation.optout import opt_out
+from hdee.report.write import render_markdown
 from cli_helpers import cli_error
 from run_fixture import make_run
 
@@ -48,7 +48,7 @@ def no_forward(scored, monkeypatch):
         raise AssertionError("opt-out ran a model")
 
     monkeypatch.setattr(scoring, "score_model", forbidden)
-    monkeypatch.setattr("hdee.evaluate.load_model", forbidden)
+    monkeypatch.setattr("hdee.evaluation.evaluate.load_model", forbidden)
 
 
 def test_removing_a_domain_removes_the_experts_trained_on_it(scored, no_forward):

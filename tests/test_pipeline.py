@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hdee.errors import ConfigError
-from hdee.layout import RunLayout
-from hdee.pipeline import snapshot_config
+from hdee.core.errors import ConfigError
+from hdee.run.layout import RunLayout
+from hdee.pipeline.experiment import snapshot_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny.toml"
@@ -116,7 +116,7 @@ def _check_report_matches_results(layout: RunLayout, results: dict) -> None:
 
 @pytest.mark.slow
 def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline.experiment import run_experiment
 
     layout = RunLayout(tmp_path / "run")
     summary = run_experiment(tiny, layout, backend="local", workers=2, view=False)
@@ -140,7 +140,7 @@ def test_tiny_end_to_end_then_rerun_reuses_everything(tmp_path, tiny):
 
 @pytest.mark.slow
 def test_seeds_repeat_the_domain_phase_only(tmp_path, tiny):
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline.experiment import run_experiment
 
     cfg = tiny.model_copy(update={"strategies": ["MHo-IHo"]})
     layout = RunLayout(tmp_path / "run")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from hdee.config import load_config
-from hdee.errors import ConfigError, PlanError
-from hdee.api import resolve_vocab
+from hdee.core.errors import ConfigError, PlanError
+from hdee.pipeline.operations import resolve_vocab
 from hdee.plan import Job, Plan, build_plan, topological
 from hdee.registry import STRATEGIES
-from hdee.seeds import domain_phase_seed
+from hdee.plan.seeds import domain_phase_seed
 from hdee.strategies import Assignment, PilotSpec, Strategy, register
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -71,7 +71,7 @@ def test_registering_is_one_call_and_the_traits_are_read(tiny):
 
 def test_config_without_the_plugin_refuses_its_names(tmp_path):
     from hdee.config import load_config
-    from hdee.errors import ConfigError
+    from hdee.core.errors import ConfigError
 
     text = _config(tmp_path).read_text().split("\n", 1)[1]  # the same config, no plugins line
     path = tmp_path / "unplugged.toml"
@@ -86,7 +86,7 @@ def test_config_without_the_plugin_refuses_its_names(tmp_path):
 
 def test_unknown_plugin_is_one_line(tmp_path):
     from hdee.config import load_config
-    from hdee.errors import ConfigError
+    from hdee.core.errors import ConfigError
 
     path = tmp_path / "c.toml"
     path.write_text('plugins = ["no_such_plugin_module"]\n' + (ROOT / "configs/tiny.toml").read_text())

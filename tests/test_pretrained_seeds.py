@@ -15,8 +15,8 @@ from cli_helpers import cli_error
 from hdee.cli.app import app
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import save_tokenizer, save_tokenizer_files, train_bpe
-from hdee.errors import ConfigError, PlanError
-from hdee.layout import RunLayout
+from hdee.core.errors import ConfigError, PlanError
+from hdee.run.layout import RunLayout
 from hdee.plan import build_plan
 from run_fixture import CORPUS
 
@@ -106,7 +106,7 @@ def test_config_rules_for_checkpoint_seeds(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_branches_gpt_neox_experts_from_imported_seeds(tmp_path):
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline.experiment import run_experiment
 
     cfg = _config(tmp_path, "gpt_neox", ["MHo-IHo", "MHe-IHe", "dense"])
     layout = RunLayout(tmp_path / "run")
@@ -132,7 +132,7 @@ def test_experiment_branches_gpt_neox_experts_from_imported_seeds(tmp_path):
 
 
 def test_seed_model_repeats_refuse_imported_seeds(tmp_path):
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline.experiment import run_experiment
 
     cfg = _config(tmp_path, "llama", ["MHo-IHo"])
     assert build_plan(cfg, 300, repeat=1).jobs_of("seed") == build_plan(cfg, 300).jobs_of("seed")  # shared, as imported

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 import hdee
-from hdee.provenance import command_line, environment, git_commit, strategy_costs, total_costs
+from hdee.core.provenance import command_line, environment, git_commit, strategy_costs, total_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 

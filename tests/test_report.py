@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from hdee.compare import comparison, heterogeneous_wins
-from hdee.errors import HdeeError
-from hdee.fsutil import atomic_write_json
-from hdee.layout import RunLayout
-from hdee.report import write_report
+from hdee.report.compare import comparison, heterogeneous_wins
+from hdee.core.errors import HdeeError
+from hdee.core.fsutil import atomic_write_json
+from hdee.run.layout import RunLayout
+from hdee.report.write import write_report
 
 STRATS = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"]
 METHODS = ["uniform", "prefix-posterior", "best-expert", "product"]
@@ -73,7 +73,7 @@ def test_ties_count_as_heterogeneous_wins():
 def test_wins_per_strategy_sit_beside_their_chance_rate():
     from scipy.stats import binomtest
 
-    from hdee.stats import wins_against
+    from hdee.report.stats import wins_against
 
     table = {"MHo-IHo": {d: 10.0 for d in "abcdef"}, "MHe-IHo": {"a": 9, "b": 9, "c": 9, "d": 9, "e": 11, "f": 10.0}}
     w = wins_against(table, "MHo-IHo", ["MHe-IHo"], list("abcdef"))["MHe-IHo"]
@@ -84,7 +84,7 @@ def test_wins_per_strategy_sit_beside_their_chance_rate():
 def test_paired_t_tests_are_holm_corrected_over_strategies_and_domains():
     from scipy.stats import ttest_rel
 
-    from hdee.stats import paired_tests
+    from hdee.report.stats import paired_tests
 
     base = [{"b": {"x": 10.0, "y": 10.0}, "s": {"x": 5.0 + k * 0.1, "y": 10.0 + (-1) ** k}, "u": {"x": 10.0, "y": 9.0 + k}}
             for k in range(3)]
@@ -101,7 +101,7 @@ def test_paired_t_tests_are_holm_corrected_over_strategies_and_domains():
 
 
 def test_bootstrap_interval_over_windows():
-    from hdee.stats import bootstrap_ci
+    from hdee.report.stats import bootstrap_ci
 
     diff = [0.1, -0.05, 0.2, 0.15, 0.05, 0.12, 0.08, 0.3]
     m, lo, hi = bootstrap_ci(diff)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hdee.config import load_config
-from hdee.layout import RunLayout
+from hdee.run.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny.toml"
@@ -38,7 +38,7 @@ def _run(run_dir: Path, fault: str | None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    from hdee.pipeline import run_experiment
+    from hdee.pipeline.experiment import run_experiment
 
     layout = RunLayout(tmp_path_factory.mktemp("reference"))
     run_experiment(load_config(TINY), layout, backend="local", workers=2, view=False)

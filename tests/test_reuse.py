@@ -7,10 +7,10 @@ import json
 import pytest
 
 from hdee.config import DomainConfig, FilesSource
-from hdee.errors import ConfigError
-from hdee.fsutil import sha256_file
-from hdee.layout import RunLayout
-from hdee.pipeline import run_experiment
+from hdee.core.errors import ConfigError
+from hdee.core.fsutil import sha256_file
+from hdee.run.layout import RunLayout
+from hdee.pipeline.experiment import run_experiment
 
 MODEL_KINDS = {"seed", "train", "pilot", "dense"}
 

@@ -17,9 +17,9 @@ from hdee.config import ExperimentConfig
 from hdee.ensemble import mixing, routing, scoring
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.routers import fit_tfidf, load_router, save_router, tensors_path, tfidf, token_counts
-from hdee.errors import EnsembleError
-from hdee.evaluate import EnsembleSpec, evaluate
-from hdee.layout import RunLayout
+from hdee.core.errors import EnsembleError
+from hdee.evaluation.evaluate import EnsembleSpec, evaluate
+from hdee.run.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)
@@ -309,7 +309,7 @@ def test_routed_method_names_and_route_tokens_are_validated(tiny):
 
 
 def test_cli_eval_methods_option(run, experts, tiny, tmp_path, monkeypatch):
-    from hdee.fsutil import atomic_write_json
+    from hdee.core.fsutil import atomic_write_json
 
     layout = RunLayout(tmp_path / "run")
     atomic_write_json(layout.config_snapshot, tiny.model_dump(mode="json"))

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hdee.errors import DataError, LayoutError, LockError
-from hdee.layout import RunLayout
-from hdee.lock import run_dir_lock
-from hdee.names import check_name
+from hdee.core.errors import DataError, LayoutError, LockError
+from hdee.run.layout import RunLayout
+from hdee.core.lock import run_dir_lock
+from hdee.core.names import check_name
 from safety_helpers import alive, descendants, flip_byte, is_loopback, listening, lock_held
 
 HDEE = str(Path(sys.executable).parent / "hdee")
@@ -93,7 +93,7 @@ def test_a_flipped_shard_byte_is_refused_then_prepare_rebuilds_it(tiny_run, tmp_
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
 def test_atomic_writes_get_the_umask_permissions(tmp_path, umask, file_mode, dir_mode):
-    from hdee.fsutil import atomic_dir, atomic_write_json
+    from hdee.core.fsutil import atomic_dir, atomic_write_json
 
     old = os.umask(umask)
     try:
@@ -229,7 +229,7 @@ def test_a_cluster_that_refuses_the_driver_is_one_line(tmp_path, monkeypatch):
     """Joining a token-authenticated cluster without its token: Ray's AuthenticationError becomes one line."""
     import ray
 
-    from hdee.errors import ExecutionError
+    from hdee.core.errors import ExecutionError
     from hdee.execute.ray import RayExecutor
 
     def refuse(**kwargs):

@@ -15,7 +15,7 @@ import pytest
 from hdee.config import load_config
 from hdee.data.tokenizer import save_tokenizer, train_bpe
 from hdee.execute.jobs import _train_job
-from hdee.layout import RunLayout
+from hdee.run.layout import RunLayout
 from hdee.plan import MODEL_KINDS, build_plan
 from hdee.train.start import make_sampler
 

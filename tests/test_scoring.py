@@ -12,9 +12,9 @@ from experts import make_expert, random_windows
 from hdee.config import load_config
 from hdee.ensemble import scoring
 from hdee.ensemble.experts import load_model
-from hdee.errors import EnsembleError
-from hdee.fsutil import sha256_file
-from hdee.layout import RunLayout
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import sha256_file
+from hdee.run.layout import RunLayout
 
 torch.set_num_threads(1)
 

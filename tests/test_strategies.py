@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hdee.budget import budget_flops, expert_flops
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.registry import STRATEGIES
 from hdee.strategies import Assignment, ExpertSpec, Strategy, StrategyContext, get_strategy, register
 

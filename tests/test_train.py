@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from hdee.errors import CheckpointError, DataError, TrainingError
-from hdee.fsutil import sha256_file
+from hdee.core.errors import CheckpointError, DataError, TrainingError
+from hdee.core.fsutil import sha256_file
 from hdee.train import Budget, run_train_job
 from hdee.train import checkpoint as ckpt
 from hdee.train import loop

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from hdee.errors import TrainingError
+from hdee.core.errors import TrainingError
 from hdee.expert_dir import read_metrics
 from hdee.train import distributed, run_train_job
 from hdee.train.device import rank_device

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hdee.config import TrainConfig
-from hdee.errors import TrainingError
+from hdee.core.errors import TrainingError
 from hdee.model import SizeSpec
 from hdee.train.job import plan_steps
 from hdee.train.memory import GIB, estimate_bytes, micro_tokens_for_budget

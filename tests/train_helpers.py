@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hdee.data.shards import DomainManifest
-from hdee.fsutil import sha256_file
+from hdee.core.fsutil import sha256_file
 
 from hdee.config import Schedule, TrainConfig
 from hdee.model import SizeSpec

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hdee.fsutil import atomic_write_json
+from hdee.core.fsutil import atomic_write_json
 
 RECORD = "hdee.json"
 WEIGHTS = "model.safetensors"

@@ -26,7 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from hdee.config import ModelFamily
 from hdee.config.sections import check_heads
-from hdee.errors import ConfigError
+from hdee.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from hdee.errors import EnsembleError, HdeeError, PlanError
+from hdee.core.errors import EnsembleError, HdeeError, PlanError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from hdee.errors import HdeeError
+from hdee.core.errors import HdeeError
 
 
 class OneLineErrors(TyperGroup):

@@ -24,8 +24,8 @@ def prepare(
     """Build the tokenizer and token shards for every domain of CONFIG."""
     from hdee.config import load_config
     from hdee.data.prepare import prepare as prepare_data
-    from hdee.layout import RunLayout
-    from hdee.lock import run_dir_lock
+    from hdee.run.layout import RunLayout
+    from hdee.core.lock import run_dir_lock
 
     cfg = load_config(config)
     layout = RunLayout.of(cfg.name, run_dir)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from hdee.cli.app import app
 from hdee.cli.output import make_console
-from hdee.errors import ConfigError, EnsembleError
+from hdee.core.errors import ConfigError, EnsembleError
 from hdee.expert_dir import ExpertRecord
 
 _out = make_console()
@@ -54,7 +54,7 @@ def _text_tables(results: dict) -> list[Table]:
 
 
 def _print_opt_out(run, targets: list[str]) -> None:
-    from hdee.optout import against_whole, opt_out, results_path
+    from hdee.evaluation.optout import against_whole, opt_out, results_path
 
     res = opt_out(run, targets)
     method, rows = against_whole(run, res)
@@ -85,8 +85,8 @@ def eval_command(
     methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. uniform,routed-top1 (default: the config's)"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
-    from hdee.api import load_run
-    from hdee.lock import run_dir_lock
+    from hdee.pipeline.operations import load_run
+    from hdee.core.lock import run_dir_lock
 
     if without and data is not None:
         raise ConfigError("--without evaluates the run's own domains; run it without --data")
@@ -103,8 +103,8 @@ def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_
           methods: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hdee.api import evaluate_plan, with_methods
-    from hdee.evaluate_text import evaluate_text
+    from hdee.pipeline.operations import evaluate_plan, with_methods
+    from hdee.evaluation.new_text import evaluate_text
 
     if without:
         _print_opt_out(run, without)

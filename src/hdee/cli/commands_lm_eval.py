@@ -8,7 +8,7 @@ import typer
 
 from hdee.cli.app import app
 from hdee.cli.output import make_console
-from hdee.errors import ConfigError
+from hdee.core.errors import ConfigError
 
 
 @app.command("lm-eval")
@@ -24,12 +24,12 @@ def lm_eval_command(
 ) -> None:
     """Run lm-eval TASKS on the mixture of STRATEGY's experts and print lm-eval's table."""
     try:
-        from hdee.lm_eval import run_lm_eval
+        from hdee.evaluation.lm_eval import run_lm_eval
     except ImportError as exc:
         raise ConfigError(str(exc)) from None
     from lm_eval.utils import make_table
 
-    from hdee.api import load_run
+    from hdee.pipeline.operations import load_run
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:

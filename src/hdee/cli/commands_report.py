@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from hdee.api import report_run
+from hdee.pipeline.operations import report_run
 from hdee.cli.app import app
 from hdee.cli.output import make_console
-from hdee.errors import HdeeError
-from hdee.layout import RunLayout
-from hdee.lock import run_dir_lock
-from hdee.report import rich_table
-from hdee.seeds import check_vary
+from hdee.core.errors import HdeeError
+from hdee.run.layout import RunLayout
+from hdee.core.lock import run_dir_lock
+from hdee.report.write import rich_table
+from hdee.plan.seeds import check_vary
 
 
 @app.command()

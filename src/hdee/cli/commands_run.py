@@ -10,10 +10,10 @@ from rich.table import Table
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.config import load_config
-from hdee.layout import RunLayout
+from hdee.run.layout import RunLayout
 from hdee.plan import Plan
 from hdee.registry import STRATEGIES
-from hdee.report import rich_table
+from hdee.report.write import rich_table
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
 
@@ -96,7 +96,7 @@ def plan_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here (- : print only the JSON)"),
 ) -> None:
     """Show the jobs of CONFIG's strategies and their compute, without running anything."""
-    from hdee.api import preview_plan
+    from hdee.pipeline.operations import preview_plan
 
     cfg = load_config(config)
     preview = preview_plan(cfg, RunLayout.of(cfg.name, run_dir), vocab, repeat, vary)
@@ -137,8 +137,8 @@ def run_cmd(
     view: bool = typer.Option(True, "--view/--no-view", help="live view of the jobs"),
 ) -> None:
     """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
-    from hdee.lock import run_dir_lock
-    from hdee.pipeline import check_repeats, run_experiment
+    from hdee.core.lock import run_dir_lock
+    from hdee.pipeline.experiment import check_repeats, run_experiment
 
     cfg = load_config(config)
     check_repeats(cfg, seeds, vary)  # before the lock, which creates the run dir

@@ -11,9 +11,9 @@ import typer
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.config import load_config
-from hdee.errors import ConfigError
-from hdee.layout import RunLayout
-from hdee.lock import run_dir_lock
+from hdee.core.errors import ConfigError
+from hdee.run.layout import RunLayout
+from hdee.core.lock import run_dir_lock
 
 _out = make_console()
 

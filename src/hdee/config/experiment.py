@@ -31,8 +31,8 @@ from hdee.config.sections import (
     Strict,
     TrainConfig,
 )
-from hdee.errors import ConfigError
-from hdee.names import Name
+from hdee.core.errors import ConfigError
+from hdee.core.names import Name
 from hdee.registry import STRATEGIES, import_plugins
 
 # ----------------------------------------------------------------------- the whole

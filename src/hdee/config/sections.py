@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer, model_validator
 
-from hdee.names import Name
+from hdee.core.names import Name
 from hdee.registry import MIXING_METHODS
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from hdee.config import DomainConfig, ExperimentConfig
 from hdee.data.dedup import TrainingIndex
-from hdee.data.routing import DuplicateFilter, Encoder, route, split_caps, training_domains, training_index
+from hdee.data.intake import DuplicateFilter, Encoder, route, split_caps, training_domains, training_index
 from hdee.data.shards import (
     MANIFEST,
     SHARD_FORMAT,
@@ -37,9 +37,9 @@ from hdee.data.tokenizer import (
     tokenizer_hash,
     train_bpe,
 )
-from hdee.errors import DataError
-from hdee.fsutil import atomic_dir, atomic_write_json, clean_stale_temps, read_json, sha256_file
-from hdee.layout import RunLayout
+from hdee.core.errors import DataError
+from hdee.core.fsutil import atomic_dir, atomic_write_json, clean_stale_temps, read_json, sha256_file
+from hdee.run.layout import RunLayout
 
 ProgressFn = Callable[[str, int, int], None]  # (what is happening, steps done, steps in all)
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hdee.errors import DataError
-from hdee.fsutil import read_json, sha256_file_cached
+from hdee.core.errors import DataError
+from hdee.core.fsutil import read_json, sha256_file_cached
 
 SHARD_FORMAT = 2  # 2: splits by parent document and domain; eval splits de-duplicated against training
 MANIFEST = "manifest.json"

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Protocol
 
 from hdee.config import DomainConfig, EmbeddedSource, FilesSource, HubSource
 from hdee.data.documents import Document, decode_utf8
-from hdee.errors import DataError
+from hdee.core.errors import DataError
 
 DEFAULT_EMBEDDED_MAX_BYTES = 4_000_000  # enough for ~1M tokens of training text at 4k vocab
 

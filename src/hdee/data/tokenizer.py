@@ -11,8 +11,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from hdee.errors import DataError
-from hdee.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from hdee.core.errors import DataError
+from hdee.core.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 
 EOS_TOKEN = "<|endoftext|>"
 _KNOWN_EOS = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")

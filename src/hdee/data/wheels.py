@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hdee.data.cache import cache_root
-from hdee.errors import DataError
-from hdee.fsutil import sha256_file
+from hdee.core.errors import DataError
+from hdee.core.fsutil import sha256_file
 
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 PYTHON_VERSION = "3.11"

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read_expert
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.expert_dir import load_record, weights_path, write_record
-from hdee.fsutil import atomic_dir, sha256_file
+from hdee.core.fsutil import atomic_dir, sha256_file
 from hdee.modelcard import CARD_FILE, render_card
 
 # config.json keys that fix the parameter shapes or how they are used

@@ -13,7 +13,7 @@ from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read
 from hdee.ensemble.generate import Generation, generate_ids
 from hdee.ensemble.mixing import mix_cached
 from hdee.ensemble.scoring import score_model
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.registry import MIXING_METHODS
 
 

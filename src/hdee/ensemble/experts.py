@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.expert_dir import HF_CONFIG, RECORD, ExpertRecord, load_record, weights_path
-from hdee.fsutil import sha256_file_cached
+from hdee.core.fsutil import sha256_file_cached
 
 
 @dataclass(frozen=True)

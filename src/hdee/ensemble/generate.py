@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.registry import MIXING_METHODS
 
 

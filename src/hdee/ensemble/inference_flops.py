@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from hdee.ensemble.experts import ExpertInfo
-from hdee.errors import EnsembleError, HdeeError
+from hdee.core.errors import EnsembleError, HdeeError
 from hdee.model import SizeSpec, forward_flops, param_counts, pretrained_spec
 from hdee.registry import MIXING_METHODS
 

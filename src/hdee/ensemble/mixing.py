@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.registry import MIXING_METHODS
 
 

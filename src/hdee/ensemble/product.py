@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 
 
 @torch.inference_mode()

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hdee.errors import EnsembleError
-from hdee.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 
 ROUTER_KINDS = ("tfidf", "hidden")
 FORMAT = 1

@@ -31,14 +31,14 @@ from hdee.ensemble.routers import (
     save_router,
     top_experts,
 )
-from hdee.errors import EnsembleError
-from hdee.fsutil import sha256_bytes
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import sha256_bytes
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
     from hdee.ensemble.generate import Generation
-    from hdee.layout import RunLayout
+    from hdee.run.layout import RunLayout
 
 TokenReader = Callable[["RunLayout", str, str], np.ndarray]
 

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from hdee.ensemble.experts import ExpertInfo, load_model, read_expert
-from hdee.errors import EnsembleError
-from hdee.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
-    from hdee.layout import RunLayout
+    from hdee.run.layout import RunLayout
 
 SPLITS_SCORED = ("test", "val")
 

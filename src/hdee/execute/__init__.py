@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hdee.config import ExperimentConfig
-from hdee.errors import ExecutionError
+from hdee.core.errors import ExecutionError
 from hdee.execute.base import Event, Executor
 
 

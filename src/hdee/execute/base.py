@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from hdee.errors import ExecutionError, HdeeError
+from hdee.core.errors import ExecutionError, HdeeError
 from hdee.execute.jobs import is_done
 from hdee.plan.schema import Job
 

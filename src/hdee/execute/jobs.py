@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from hdee.config import ExperimentConfig
-from hdee.errors import ExecutionError
+from hdee.core.errors import ExecutionError
 from hdee.execute import fault
-from hdee.fsutil import atomic_write_json, read_json, sha256_file
-from hdee.layout import RunLayout
+from hdee.core.fsutil import atomic_write_json, read_json, sha256_file
+from hdee.run.layout import RunLayout
 from hdee.plan.schema import MODEL_KINDS, Job
-from hdee.provenance import job_cost
+from hdee.core.provenance import job_cost
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result

@@ -15,7 +15,7 @@ import socket
 from concurrent.futures import Future
 from pathlib import Path
 
-from hdee.errors import ExecutionError
+from hdee.core.errors import ExecutionError
 from hdee.execute.base import Executor
 from hdee.execute.devices import ray_task_options
 from hdee.execute.jobs import JobRunner, run_job

@@ -1,10 +1,10 @@
 """The plan builder: strategies -> one DAG of jobs with sizes, steps, FLOPs and content-hash ids.
 
 A job's id hashes everything that decides its output and nothing else (kind, the data it reads,
-its parents' ids, size, schedule, steps, seed: `hdee.job_keys`), so a job several strategies share
+its parents' ids, size, schedule, steps, seed: `hdee.plan.keys`), so a job several strategies share
 appears once and runs once, a rerun finds the same ids, and a config that only adds held-out
 domains, strategies or evaluation settings reuses every trained model. `repeat` reseeds the
-domain phase, and with `vary="seed-models"` the seed models too (hdee.seeds).
+domain phase, and with `vary="seed-models"` the seed models too (hdee.plan.seeds).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Mapping
 
 from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_step
 from hdee.config import ExperimentConfig, check_lineages
-from hdee.errors import PlanError
-from hdee.job_keys import data_key, score_key, train_key
-from hdee.layout import RunLayout
+from hdee.core.errors import PlanError
+from hdee.plan.keys import data_key, score_key, train_key
+from hdee.run.layout import RunLayout
 from hdee.plan.schema import EnsemblePlan, Job, Plan, topological
-from hdee.seeds import Vary, check_vary, domain_phase_seed, seed_model_seed
+from hdee.plan.seeds import Vary, check_vary, domain_phase_seed, seed_model_seed
 from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy
 
 
@@ -154,7 +154,7 @@ def build_plan(
     """The DAG of every job the config's strategies need, with the budget checked.
 
     Repeat `repeat` > 0 retrains the domain phase with other window orders, and with
-    `vary="seed-models"` first the seed models with other initial weights (hdee.seeds).
+    `vary="seed-models"` first the seed models with other initial weights (hdee.plan.seeds).
 
     `pilot_outputs` maps pilot job ids to their finished output dirs; strategies whose pilots are
     not all there stay pending (their ensembles have `pending=True` and no experts yet).

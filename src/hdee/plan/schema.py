@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hdee.errors import PlanError
-from hdee.fsutil import atomic_write_json, read_json
-from hdee.names import JobId, Name
+from hdee.core.errors import PlanError
+from hdee.core.fsutil import atomic_write_json, read_json
+from hdee.core.names import JobId, Name
 
 JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
 MODEL_KINDS = ("seed", "train", "pilot", "dense")
@@ -24,7 +24,7 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # every name below becomes part of a path under the run directory (hdee.names)
+    # every name below becomes part of a path under the run directory (hdee.core.names)
     id: JobId
     kind: JobKind
     deps: list[JobId] = []

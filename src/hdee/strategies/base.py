@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 from hdee.config import ExperimentConfig
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.registry import STRATEGIES, StrategyEntry
 
 

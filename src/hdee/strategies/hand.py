@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hdee.budget import budget_flops, expert_flops
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.strategies.base import Assignment, Strategy, register
 
 

@@ -24,9 +24,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from transformers.utils import logging as hf_logging
 
-from hdee.errors import CheckpointError
+from hdee.core.errors import CheckpointError
 from hdee.expert_dir import RECORD, WEIGHTS, load_record, write_record
-from hdee.fsutil import atomic_dir, read_json, sha256_file, write_hashed
+from hdee.core.fsutil import atomic_dir, read_json, sha256_file, write_hashed
 
 STATE_DIR = "state"
 _STATE_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")

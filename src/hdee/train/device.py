@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from hdee.errors import TrainingError
+from hdee.core.errors import TrainingError
 
 
 @dataclass

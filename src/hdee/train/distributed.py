@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from hdee.errors import HdeeError
+from hdee.core.errors import HdeeError
 from hdee.train.device import DistContext, rank_device
 from hdee.train.job import TrainJob
 from hdee.train.loop import run_train_job

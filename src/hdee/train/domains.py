@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from hdee.data.shards import load_manifest, read_split
-from hdee.errors import DataError
-from hdee.fsutil import sha256_file
+from hdee.core.errors import DataError
+from hdee.core.fsutil import sha256_file
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hdee.config import ExperimentConfig, Schedule, TrainConfig
-from hdee.errors import TrainingError
+from hdee.core.errors import TrainingError
 from hdee.model import SizeSpec, flops_per_token, size_spec
 from hdee.train.memory import GIB, estimate_bytes, micro_tokens_for_budget
 

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import torch
 
 from hdee.data.loaders import TrainSampler
-from hdee.errors import CheckpointError, DataError, TrainingError
-from hdee.fsutil import clean_stale_temps, sha256_bytes
+from hdee.core.errors import CheckpointError, DataError, TrainingError
+from hdee.core.fsutil import clean_stale_temps, sha256_bytes
 from hdee.model import flops_per_token_full
 from hdee.train import checkpoint as ckpt
 from hdee.train.device import DistContext, amp_dtype, autocast, default_context, make_optimizer, to_device

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hdee.expert_dir import metrics_path, read_metrics
-from hdee.fsutil import atomic_write_text
+from hdee.core.fsutil import atomic_write_text
 
 
 class MetricsLog:

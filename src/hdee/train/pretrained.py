@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from hdee.data.loaders import eval_windows
-from hdee.errors import CheckpointError, DataError
+from hdee.core.errors import CheckpointError, DataError
 from hdee.expert_dir import is_finished
 from hdee.model import SizeSpec, param_counts
 from hdee.train import checkpoint as ckpt

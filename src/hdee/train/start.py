@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hdee.data.loaders import TrainSampler
-from hdee.errors import CheckpointError
-from hdee.fsutil import read_json
+from hdee.core.errors import CheckpointError
+from hdee.core.fsutil import read_json
 from hdee.model import attn_implementation, build_model, llama_config
 from hdee.train import checkpoint as ckpt
 from hdee.train.job import TrainJob

@@ -24,8 +24,8 @@ from hdee.data.embedded.domain import (
     EmbeddedDomain,
     chunks,
 )
-from hdee.errors import DataError
-from hdee.fsutil import atomic_write_bytes, sha256_file
+from hdee.core.errors import DataError
+from hdee.core.fsutil import atomic_write_bytes, sha256_file
 
 
 def get_domain(name: str) -> EmbeddedDomain:

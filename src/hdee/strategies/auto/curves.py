@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 
 ALPHAS = tuple(float(a) for a in np.geomspace(0.02, 2.0, 120))
 HUBER_ROUNDS = 6

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from hdee.budget import budget_flops, expert_flops, size_flops_per_step
 from hdee.config import ExperimentConfig
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.strategies.auto.curves import Curve, curves_by_size, fit_curve
 from hdee.strategies.auto.pilots import pilot_points, pilot_specs, seed_val_loss
 from hdee.strategies.auto.solver import Allocation, allocate

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hdee.budget import budget_flops, size_flops_per_step
 from hdee.config import ExperimentConfig
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.expert_dir import RECORD, load_record, metrics_path, read_metrics
 from hdee.strategies.base import PilotSpec
 

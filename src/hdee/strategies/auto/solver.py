@@ -15,7 +15,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from hdee.errors import PlanError
+from hdee.core.errors import PlanError
 from hdee.strategies.auto.curves import Curve
 
 EXACT_UNITS = 8192  # budget/gcd of all costs at most this: the DP is exact, no rounding at all

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from hdee.errors import EnsembleError
+from hdee.core.errors import EnsembleError
 from hdee.registry import MIXING_METHODS
 
 

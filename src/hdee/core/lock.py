@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from hdee.errors import LockError
+from hdee.core.errors import LockError
 
 LOCK_FILE = ".lock"
 

@@ -21,12 +21,12 @@ from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import generation_methods
 from hdee.ensemble.mixing import estimate_prior
 from hdee.ensemble.scoring import split_val
-from hdee.errors import ConfigError, EnsembleError
-from hdee.fsutil import atomic_write_text
+from hdee.core.errors import ConfigError, EnsembleError
+from hdee.core.fsutil import atomic_write_text
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
-    from hdee.api import Run
+    from hdee.pipeline.operations import Run
 
 try:
     from lm_eval.api.model import TemplateLM

@@ -1,8 +1,8 @@
-"""Render a run's saved results as `report.md` (`hdee.report_md`), `report.png`, `curves.png`,
+"""Render a run's saved results as `report.md` (`hdee.report.markdown`), `report.png`, `curves.png`,
 `inference.png` and a rich table.
 
-Nothing here computes a metric: the numbers come from `hdee.compare` over `results*.json`,
-and the curves (`hdee.curves`) from each expert's own metrics (hdee.expert_dir).
+Nothing here computes a metric: the numbers come from `hdee.report.compare` over `results*.json`,
+and the curves (`hdee.report.training_curves`) from each expert's own metrics (hdee.expert_dir).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from hdee.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
-from hdee.curves import plot_curves  # noqa: E402
-from hdee.errors import HdeeError  # noqa: E402
-from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
-from hdee.layout import RunLayout  # noqa: E402
-from hdee.report_md import domain_groups, fmt_ppl, render_markdown  # noqa: E402
-from hdee.seeds import Vary  # noqa: E402
+from hdee.report.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
+from hdee.report.training_curves import plot_curves  # noqa: E402
+from hdee.core.errors import HdeeError  # noqa: E402
+from hdee.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hdee.run.layout import RunLayout  # noqa: E402
+from hdee.report.markdown import domain_groups, fmt_ppl, render_markdown  # noqa: E402
+from hdee.plan.seeds import Vary  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:

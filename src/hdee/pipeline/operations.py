@@ -14,14 +14,14 @@ from pydantic import ValidationError
 
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import vocab_size
-from hdee.errors import ConfigError, EnsembleError, PlanError
-from hdee.evaluate import ENSEMBLE_KINDS, EnsembleSpec, evaluate
+from hdee.core.errors import ConfigError, EnsembleError, PlanError
+from hdee.evaluation.evaluate import ENSEMBLE_KINDS, EnsembleSpec, evaluate
 from hdee.expert_dir import is_finished, load_record
-from hdee.fsutil import read_json
-from hdee.layout import RunLayout
+from hdee.core.fsutil import read_json
+from hdee.run.layout import RunLayout
 from hdee.plan import Plan, build_plan
-from hdee.provenance import environment, strategy_costs
-from hdee.seeds import Vary, check_vary
+from hdee.core.provenance import environment, strategy_costs
+from hdee.plan.seeds import Vary, check_vary
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 
@@ -173,7 +173,7 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
 
 def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
                        started: float | None = None) -> dict[str, Any]:
-    """What results.json records of how it was made: `env` (`hdee.provenance.environment()`, taken
+    """What results.json records of how it was made: `env` (`hdee.core.provenance.environment()`, taken
     now when not given), the repeat and what it varies, the costs of the plan's jobs from their done
     records, and how long this invocation had run (from `started`, a `time.monotonic()` reading)."""
     records = {}
@@ -215,7 +215,7 @@ def with_methods(cfg: ExperimentConfig, methods: list[str]) -> ExperimentConfig:
 def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
     """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
     run's plugins imported first, so their strategies' traits order and classify them)."""
-    from hdee.report import write_report
+    from hdee.report.write import write_report
 
     kind = check_vary(vary)
     layout = RunLayout(run_dir)

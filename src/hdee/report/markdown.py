@@ -1,4 +1,4 @@
-"""`report.md`: the comparison (`hdee.compare.comparison`) as markdown, section by section.
+"""`report.md`: the comparison (`hdee.report.compare.comparison`) as markdown, section by section.
 
 Nothing here computes a metric; every number is one of the comparison's. Tables mark the two
 mixing methods that are not comparable with the others: `best-expert` (a test-set oracle) and
@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from hdee.compare import NOT_REMOVED, strategy_order
-from hdee.provenance import PACKAGES
+from hdee.report.compare import NOT_REMOVED, strategy_order
+from hdee.core.provenance import PACKAGES
 from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",

@@ -16,15 +16,15 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from hdee.compare import NOT_REMOVED
+from hdee.report.compare import NOT_REMOVED
 from hdee.ensemble.experts import read_expert
-from hdee.errors import ConfigError
-from hdee.evaluate import EnsembleSpec, evaluate
-from hdee.fsutil import read_json
+from hdee.core.errors import ConfigError
+from hdee.evaluation.evaluate import EnsembleSpec, evaluate
+from hdee.core.fsutil import read_json
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
-    from hdee.api import Run
+    from hdee.pipeline.operations import Run
 
 
 def trained_on(expert_dir: str | Path) -> list[str]:

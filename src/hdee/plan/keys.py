@@ -40,7 +40,7 @@ def dedup_key(cfg: ExperimentConfig) -> dict[str, Any] | None:
     dedup = cfg.data.dedup
     if not (dedup.exact or dedup.near or dedup.contained):
         return None
-    training = [d.name for d in cfg.domains if d.role in ("train", "seed")]  # as hdee.data.routing.training_domains
+    training = [d.name for d in cfg.domains if d.role in ("train", "seed")]  # as hdee.data.intake.training_domains
     return {"settings": dedup.model_dump(mode="json"), "training": [_read_key(cfg, n) for n in training]}
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Literal, cast
 
-from hdee.errors import ConfigError
+from hdee.core.errors import ConfigError
 
 Vary = Literal["domain-phase", "seed-models"]
 VARY: tuple[Vary, ...] = ("domain-phase", "seed-models")

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdee.errors import LayoutError
+from hdee.core.errors import LayoutError
 
 RUNS_DIR = Path("runs")  # where a run goes when no --run-dir is given: runs/<config name>
 EXPERTS = "experts"
-DOMAIN_PHASE = "domain-phase"  # what plain repeats vary (hdee.seeds.Vary names the other kinds)
+DOMAIN_PHASE = "domain-phase"  # what plain repeats vary (hdee.plan.seeds.Vary names the other kinds)
 
 
 def repeat_suffix(repeat: int, vary: str = DOMAIN_PHASE) -> str:
@@ -87,7 +87,7 @@ class RunLayout:
         """An expert's directory relative to the run root (as plan.json records it)."""
         return f"{EXPERTS}/{job_id}"
 
-    # evaluation (owned by hdee.ensemble / hdee.evaluate)
+    # evaluation (owned by hdee.ensemble / hdee.evaluation.evaluate)
     @property
     def scores_dir(self) -> Path:
         return self.root / "scores"
@@ -138,7 +138,7 @@ class RunLayout:
         """`hdee lm-eval`: lm-eval's results and samples for one strategy's mixture."""
         return self.results_dir / f"lm-eval-{strategy}-{method}.json"
 
-    # report (owned by hdee.report)
+    # report (owned by hdee.report.write)
     def report_files(self, vary: str = DOMAIN_PHASE) -> tuple[Path, Path]:
         """report.md and report.png over the domain-phase repeats; report-seed-models.md/.png over
         the repeats that retrain the seed models."""
@@ -161,7 +161,7 @@ class RunLayout:
     def inference_png(self) -> Path:
         return self.root / "inference.png"
 
-    # bookkeeping (owned by hdee.pipeline and hdee.execute)
+    # bookkeeping (owned by hdee.pipeline.experiment and hdee.execute)
     @property
     def config_snapshot(self) -> Path:
         return self.root / "config.json"

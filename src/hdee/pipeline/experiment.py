@@ -13,20 +13,20 @@ from typing import Any
 
 from rich.console import Console
 
-from hdee.api import evaluate_plan, pilot_outputs, resolve_vocab
+from hdee.pipeline.operations import evaluate_plan, pilot_outputs, resolve_vocab
 from hdee.config import ExperimentConfig
-from hdee.errors import ConfigError, HdeeError, PlanError
+from hdee.core.errors import ConfigError, HdeeError, PlanError
 from hdee.execute import fault, make_executor
 from hdee.execute.base import Executor
 from hdee.execute.jobs import run_vocab
 from hdee.execute.view import RunView
 from hdee.expert_dir import is_finished
-from hdee.fsutil import atomic_write_json, clean_stale_temps, read_json
-from hdee.layout import RunLayout
+from hdee.core.fsutil import atomic_write_json, clean_stale_temps, read_json
+from hdee.run.layout import RunLayout
 from hdee.plan import Job, build_plan, prepare_job
-from hdee.provenance import environment
-from hdee.report import write_report
-from hdee.seeds import Vary, check_vary
+from hdee.core.provenance import environment
+from hdee.report.write import write_report
+from hdee.plan.seeds import Vary, check_vary
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -137,7 +137,7 @@ def run_experiment(
 
     `seeds` runs repeats 0..seeds-1. With `vary="domain-phase"` they share the seed models and
     retrain the domain phase with other window orders; with `vary="seed-models"` repeats k > 0
-    first retrain the seed models with other initial weights (hdee.seeds). Repeat 0 is the same
+    first retrain the seed models with other initial weights (hdee.plan.seeds). Repeat 0 is the same
     either way and writes results/results.json and plan.json; repeat k writes
     results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
     of `-repeat<k>`, which is where `hdee report` looks for them.

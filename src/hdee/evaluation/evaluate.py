@@ -4,7 +4,7 @@ Each expert is scored once per domain (cached under scores/); every mixing metho
 `product` is then computed from those cached scores. `product` runs the models on the first
 `eval.product_windows` test windows of each domain (its token counts are in the results).
 Every method is also scored on the validation windows after the prior's, where the main
-table's method is chosen (`hdee.method_choice`); the chosen method's per-window losses are kept
+table's method is chosen (`hdee.evaluation.method_choice`); the chosen method's per-window losses are kept
 for the statistics. Both ensembles of each strategy are evaluated from the same experts: the
 config's `ensemble` (`ensembles`) and the other kind (`alt`). Routed methods (`routed-top<k>`)
 mix the cached scores of the experts their router picks (hdee.ensemble.routing), and every
@@ -28,10 +28,10 @@ from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.inference_flops import method_flops, window_flops
 from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, perplexity
 from hdee.ensemble.routing import RoutedEvaluator
-from hdee.errors import EnsembleError
-from hdee.fsutil import atomic_write_json, atomic_write_text
-from hdee.layout import RunLayout
-from hdee.method_choice import candidates, choose_method
+from hdee.core.errors import EnsembleError
+from hdee.core.fsutil import atomic_write_json, atomic_write_text
+from hdee.run.layout import RunLayout
+from hdee.evaluation.method_choice import candidates, choose_method
 from hdee.registry import MIXING_METHODS
 
 ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
@@ -243,7 +243,7 @@ def evaluate(
     `layout`: new text, an opt-out), with the CSV beside it (`RunLayout.csv_beside`). Each
     ensemble of the main kind also gets its leave-one-out perplexities (`without_each`, in the
     chosen method). `extra` adds top-level keys (what was evaluated, when not the run's own data).
-    `provenance` (hdee.provenance: versions, hardware, command, job costs) is stored as given.
+    `provenance` (hdee.core.provenance: versions, hardware, command, job costs) is stored as given.
     """
     reader = reader or scoring.read_tokens
     experts = {eid: Path(d) for eid, d in experts.items()}

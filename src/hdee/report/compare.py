@@ -1,5 +1,5 @@
 """The comparison the report shows: strategy tables, wins against the baseline beside their
-chance rate, the paper's win count, corrected tests (`hdee.stats`), for both ensemble kinds.
+chance rate, the paper's win count, corrected tests (`hdee.report.stats`), for both ensemble kinds.
 
 Everything here is computed from saved `results.json` files (one per repeat), so `hdee report`
 rebuilds the report without touching a model. The report module only renders this.
@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hdee import stats
-from hdee.errors import HdeeError
-from hdee.fsutil import read_json
-from hdee.layout import RunLayout
-from hdee.provenance import total_costs
+from hdee.report import stats
+from hdee.core.errors import HdeeError
+from hdee.core.fsutil import read_json
+from hdee.run.layout import RunLayout
+from hdee.core.provenance import total_costs
 from hdee.registry import MIXING_METHODS, STRATEGIES
-from hdee.seeds import Vary, noise_covered
+from hdee.plan.seeds import Vary, noise_covered
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 NOT_REMOVED = (
