@@ -10,18 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_helpers import cli_error
+from run_fixture import CORPUS, make_run
 from typer.testing import CliRunner
 
-from hdee.pipeline.operations import load_run
 from hdee.cli.app import app
+from hdee.core.errors import ConfigError, DataError
 from hdee.data.loaders import eval_windows
 from hdee.data.tokenizer import load_tokenizer
 from hdee.ensemble import mixing, scoring
-from hdee.core.errors import ConfigError, DataError
 from hdee.evaluation.new_text import evaluate_text, parse_source, split_held_out
 from hdee.registry import MIXING_METHODS
-from cli_helpers import cli_error
-from run_fixture import CORPUS, make_run
+from hdee.run.run import load_run
 
 torch.set_num_threads(1)
 DOCS = [f"{CORPUS[i % 4]} number {i}: " + "more words here. " * (i % 5) for i in range(120)]

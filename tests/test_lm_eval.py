@@ -11,14 +11,15 @@ from typer.testing import CliRunner
 
 pytest.importorskip("lm_eval")
 
-from hdee.pipeline.operations import load_run  # noqa: E402
-from hdee.cli.app import app  # noqa: E402
-from hdee.data.tokenizer import load_hf_tokenizer  # noqa: E402
-from hdee.ensemble import Ensemble  # noqa: E402
-from hdee.core.errors import ConfigError, EnsembleError  # noqa: E402
-from hdee.evaluation.lm_eval import EnsembleLM  # noqa: E402
 from cli_helpers import cli_error  # noqa: E402
 from run_fixture import ROOT, make_run  # noqa: E402
+
+from hdee.cli.app import app  # noqa: E402
+from hdee.core.errors import ConfigError, EnsembleError  # noqa: E402
+from hdee.data.tokenizer import load_hf_tokenizer  # noqa: E402
+from hdee.ensemble import Ensemble  # noqa: E402
+from hdee.evaluation.lm_eval import EnsembleLM  # noqa: E402
+from hdee.run.run import load_run  # noqa: E402
 
 torch.set_num_threads(1)
 TASK_DIR = ROOT / "tests/data/lm_eval"

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from hdee.pipeline.operations import load_run
-from hdee.cli.app import app
-from hdee.report.compare import NOT_REMOVED, comparison
-from hdee.ensemble import scoring
-from hdee.core.errors import ConfigError
-from hdee.evaluation.evaluate import evaluate
-from hdee.evaluation.optout import opt_out
-from hdee.report.write import render_markdown
 from cli_helpers import cli_error
 from run_fixture import make_run
+from typer.testing import CliRunner
+
+from hdee.cli.app import app
+from hdee.core.errors import ConfigError
+from hdee.ensemble import scoring
+from hdee.evaluation.evaluate import evaluate
+from hdee.evaluation.optout import opt_out
+from hdee.report.compare import NOT_REMOVED, comparison
+from hdee.report.write import render_markdown
+from hdee.run.run import load_run
 
 torch.set_num_threads(1)
 EASY, HARD_M, HARD_L = "train-easy-i2-M-8-aaaa", "train-hard-i2-M-8-bbbb", "train-hard-i2-L-8-cccc"

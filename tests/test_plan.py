@@ -9,10 +9,11 @@ import pytest
 
 from hdee.config import load_config
 from hdee.core.errors import ConfigError, PlanError
-from hdee.pipeline.operations import resolve_vocab
 from hdee.plan import Job, Plan, build_plan, topological
-from hdee.registry import STRATEGIES
 from hdee.plan.seeds import domain_phase_seed
+from hdee.registry import STRATEGIES
+from hdee.run.layout import RunLayout
+from hdee.run.run import resolve_vocab
 from hdee.strategies import Assignment, PilotSpec, Strategy, register
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +136,7 @@ def test_plan_json_round_trip(tmp_path, tiny):
 def test_vocab_resolution(tmp_path, paper, tiny):
     assert resolve_vocab(tiny) == (512, "data.tokenizer.vocab_size")
     assert resolve_vocab(paper)[0] == 128002
-    assert resolve_vocab(paper, tmp_path / "absent.json", vocab=1000) == (1000, "--vocab")
+    assert resolve_vocab(paper, RunLayout(tmp_path / "absent"), vocab=1000) == (1000, "--vocab")
 
 
 # ---------------------------------------------------------------- refusals

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hdee.core.errors import one_line
 from hdee.core.fsutil import atomic_write_json
 
 RECORD = "hdee.json"
@@ -106,8 +107,7 @@ def load_record(expert_dir: str | Path) -> ExpertRecord:
     try:
         return ExpertRecord.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ValueError(one_line(exc)) from None
 
 
 def write_record(expert_dir: str | Path, record: ExpertRecord | dict[str, Any]) -> dict[str, Any]:

@@ -85,8 +85,8 @@ def eval_command(
     methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. uniform,routed-top1 (default: the config's)"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
-    from hdee.pipeline.operations import load_run
     from hdee.core.lock import run_dir_lock
+    from hdee.run.run import load_run
 
     if without and data is not None:
         raise ConfigError("--without evaluates the run's own domains; run it without --data")
@@ -101,10 +101,16 @@ def eval_command(
 
 def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_field: str, without: list[str],
           methods: str | None = None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from hdee.pipeline.operations import evaluate_plan, with_methods
     from hdee.evaluation.new_text import evaluate_text
+    from hdee.pipeline.operations import evaluate_plan, with_methods
 
     if without:
         _print_opt_out(run, without)

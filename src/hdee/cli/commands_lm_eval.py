@@ -29,7 +29,7 @@ def lm_eval_command(
         raise ConfigError(str(exc)) from None
     from lm_eval.utils import make_table
 
-    from hdee.pipeline.operations import load_run
+    from hdee.run.run import load_run
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hdee.config.sections import (
     AutoConfig,
@@ -31,7 +37,7 @@ from hdee.config.sections import (
     Strict,
     TrainConfig,
 )
-from hdee.core.errors import ConfigError
+from hdee.core.errors import ConfigError, one_line
 from hdee.core.names import Name
 from hdee.registry import STRATEGIES, import_plugins
 
@@ -201,20 +207,6 @@ def check_lineages(cfg: ExperimentConfig) -> None:
         raise ValueError(f"train domain {untrained[0]!r} is in no lineage")
 
 
-def _format_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = list(first["loc"])
-    if loc[-1:] == ["[key]"]:  # a bad mapping key: the message names it
-        loc = loc[:-2]
-    where = ".".join(str(p) for p in loc) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (typo?)"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return f"{path}: {where}: {msg}"
-
-
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read a TOML or YAML experiment file; raise ConfigError with one line saying what and where."""
     path = Path(path)
@@ -238,4 +230,4 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(path, exc)) from None
+        raise ConfigError(f"{path}: {one_line(exc)}") from None

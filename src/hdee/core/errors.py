@@ -39,3 +39,17 @@ class LayoutError(HdeeError):
 
 class LockError(HdeeError):
     """Another process holds the run directory."""
+
+
+def one_line(exc: Exception) -> str:
+    """The first problem of an error as `where: what`: a pydantic `ValidationError`'s first error
+    (its location dotted, "Value error, " dropped, an unknown key called one), else the first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        if loc[-1:] == ["[key]"]:  # a bad mapping key: the message names it
+            loc = loc[:-2]
+        msg = "unknown key (typo?)" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        return f"{'.'.join(loc)}: {msg}" if loc else msg
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,25 +22,24 @@ import numpy as np
 import torch
 
 from hdee.config import ExperimentConfig
-from hdee.ensemble import scoring  # attributes looked up at call time, so a patched read_tokens is seen
-from hdee.ensemble.experts import load_model, read_expert
-from hdee.ensemble.inference_flops import method_flops, window_flops
-from hdee.ensemble.mixing import best_expert_index, estimate_prior, mix_cached, perplexity
-from hdee.ensemble.routing import RoutedEvaluator
 from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import atomic_write_json, atomic_write_text
-from hdee.run.layout import RunLayout
+from hdee.ensemble import (
+    scoring,  # attributes looked up at call time, so a patched read_tokens is seen
+)
+from hdee.ensemble.experts import load_model, read_expert
+from hdee.ensemble.inference_flops import method_flops, window_flops
+from hdee.ensemble.mixing import (
+    best_expert_index,
+    estimate_prior,
+    mix_cached,
+    perplexity,
+)
+from hdee.ensemble.routing import RoutedEvaluator
 from hdee.evaluation.method_choice import candidates, choose_method
+from hdee.plan.schema import ENSEMBLE_KINDS, EnsembleSpec
 from hdee.registry import MIXING_METHODS
-
-ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
-
-
-@dataclass(frozen=True)
-class EnsembleSpec:
-    experts: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
-
+from hdee.run.layout import RunLayout
 
 #: called after each expert is scored (or found cached): (expert id, experts done, experts in all)
 ScoreProgress = Callable[[str, int, int], None]

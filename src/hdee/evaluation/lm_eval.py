@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from hdee.core.errors import ConfigError, EnsembleError
+from hdee.core.fsutil import atomic_write_text
 from hdee.data.tokenizer import load_hf_tokenizer
 from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import generation_methods
 from hdee.ensemble.mixing import estimate_prior
 from hdee.ensemble.scoring import split_val
-from hdee.core.errors import ConfigError, EnsembleError
-from hdee.core.fsutil import atomic_write_text
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
-    from hdee.pipeline.operations import Run
+    from hdee.run.run import Run
 
 try:
     from lm_eval.api.model import TemplateLM

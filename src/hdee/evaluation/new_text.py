@@ -18,15 +18,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from hdee.config import DomainConfig, FilesSource, HubSource
+from hdee.core.errors import ConfigError, DataError
 from hdee.data.sources import open_source
 from hdee.data.tokenizer import eos_token, load_tokenizer
 from hdee.ensemble.scoring import eval_token_cap
-from hdee.core.errors import ConfigError, DataError
 from hdee.evaluation.evaluate import ScoreProgress, evaluate
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
-    from hdee.pipeline.operations import Run
+    from hdee.run.run import Run
 
 #: at most this share of a short text's windows goes to the prior, and as much to the method choice
 HELD_OUT_SHARE = 0.2

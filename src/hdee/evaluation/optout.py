@@ -16,15 +16,15 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from hdee.report.compare import NOT_REMOVED
-from hdee.ensemble.experts import read_expert
 from hdee.core.errors import ConfigError
-from hdee.evaluation.evaluate import EnsembleSpec, evaluate
 from hdee.core.fsutil import read_json
+from hdee.ensemble.experts import read_expert
+from hdee.evaluation.evaluate import EnsembleSpec, evaluate
 from hdee.registry import MIXING_METHODS
+from hdee.report.compare import NOT_REMOVED
 
 if TYPE_CHECKING:
-    from hdee.pipeline.operations import Run
+    from hdee.run.run import Run
 
 
 def trained_on(expert_dir: str | Path) -> list[str]:

@@ -7,7 +7,6 @@ skip the job after checking those checksums. Worker processes import this module
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from pathlib import Path
@@ -15,37 +14,16 @@ from typing import Callable
 
 from hdee.config import ExperimentConfig
 from hdee.core.errors import ExecutionError
-from hdee.execute import fault
 from hdee.core.fsutil import atomic_write_json, read_json, sha256_file
-from hdee.run.layout import RunLayout
-from hdee.plan.schema import MODEL_KINDS, Job
 from hdee.core.provenance import job_cost
+from hdee.execute import fault
+from hdee.plan.schema import MODEL_KINDS, Job
+from hdee.run.layout import RunLayout
+from hdee.run.run import prepared_vocab, read_config
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result
 JobRunner = Callable[[str, str, "ProgressFn | None"], dict]
-
-
-@functools.lru_cache(maxsize=4)
-def _load_config(path: str, mtime_ns: int) -> ExperimentConfig:
-    return ExperimentConfig.model_validate(read_json(path))
-
-
-def run_config(layout: RunLayout) -> ExperimentConfig:
-    """The config snapshot the pipeline wrote into the run directory."""
-    path = layout.config_snapshot
-    if not path.is_file():
-        raise ExecutionError(f"{layout.root}: no config.json; run the pipeline (hdee run) to create it")
-    return _load_config(str(path), path.stat().st_mtime_ns)
-
-
-def run_vocab(layout: RunLayout) -> int:
-    """Vocabulary size of the run's tokenizer (the models' embedding rows)."""
-    from hdee.data.tokenizer import vocab_size
-
-    if not layout.tokenizer_path.is_file():
-        raise ExecutionError(f"{layout.tokenizer_path}: no tokenizer; the prepare job has not run")
-    return vocab_size(layout.tokenizer_path)
 
 
 def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
@@ -98,7 +76,7 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
     from hdee.train import TrainJob
     from hdee.train.job import Budget, DataMix
 
-    spec = size_spec(cfg, str(job.size), run_vocab(layout))
+    spec = size_spec(cfg, str(job.size), prepared_vocab(layout))
     return TrainJob(
         out_dir=layout.expert_dir(job.id),
         size=spec,
@@ -130,7 +108,7 @@ def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig) -> dict:
     from hdee.model import size_spec
     from hdee.train.pretrained import import_seed
 
-    spec = size_spec(cfg, str(job.size), run_vocab(layout))
+    spec = size_spec(cfg, str(job.size), prepared_vocab(layout))
     meta = {"job_id": job.id, "kind": "seed", "domains": job.domains, "repeat": job.repeat, "config": cfg.name}
     return import_seed(cfg.seed_models.from_[str(job.size)], layout.expert_dir(job.id), spec,
                        tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
@@ -138,12 +116,12 @@ def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig) -> dict:
 
 
 def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None]) -> dict:
-    cfg = run_config(layout)
+    cfg = read_config(layout)
     if job.kind == "prepare":
         from hdee.data.prepare import prepare
 
         prepare(cfg, layout)
-        return {"vocab": run_vocab(layout)}
+        return {"vocab": prepared_vocab(layout)}
     if job.kind == "seed" and cfg.seed_models.from_ is not None:
         return _import_seed(job, layout, cfg)
     if job.kind in MODEL_KINDS:

@@ -8,25 +8,24 @@ training job resumes from its last checkpoint, and evaluation is recomputed from
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from hdee.pipeline.operations import evaluate_plan, pilot_outputs, resolve_vocab
 from hdee.config import ExperimentConfig
 from hdee.core.errors import ConfigError, HdeeError, PlanError
+from hdee.core.fsutil import atomic_write_json, clean_stale_temps, read_json
+from hdee.core.provenance import environment
 from hdee.execute import fault, make_executor
 from hdee.execute.base import Executor
-from hdee.execute.jobs import run_vocab
 from hdee.execute.view import RunView
 from hdee.expert_dir import is_finished
-from hdee.core.fsutil import atomic_write_json, clean_stale_temps, read_json
-from hdee.run.layout import RunLayout
-from hdee.plan import Job, build_plan, prepare_job
-from hdee.core.provenance import environment
-from hdee.report.write import write_report
+from hdee.pipeline.operations import evaluate_plan
+from hdee.plan import Job, prepare_job
 from hdee.plan.seeds import Vary, check_vary
+from hdee.report.write import write_report
+from hdee.run.layout import RunLayout
+from hdee.run.run import current_plan, prepared_vocab, resolve_vocab
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -62,11 +61,9 @@ def trained_not_reused(cfg: ExperimentConfig, layout: RunLayout) -> tuple[int, i
         repeats += 1
     wanted: set[str] = set()
     try:
-        vocab, _ = resolve_vocab(cfg, layout.tokenizer_path)
+        vocab, _ = resolve_vocab(cfg, layout)
         for repeat in range(repeats):
-            plan = build_plan(cfg, vocab, repeat=repeat)
-            if plan.pending and (outputs := pilot_outputs(plan, layout)) is not None:
-                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs)
+            plan = current_plan(cfg, vocab, layout, repeat)
             wanted |= {j.id for j in plan.jobs_of("seed", "train", "pilot", "dense")}
     except HdeeError:
         return None
@@ -156,19 +153,19 @@ def run_experiment(
         cfg, layout.root, backend=backend, address=address, workers=workers
     ) as executor:
         ran += _execute(executor, live, [prepare_job(cfg)], "prepare")
-        vocab = run_vocab(layout)
+        vocab = prepared_vocab(layout)
         for repeat in range(seeds):
-            outputs: dict[str, Path] | None = None
+            plan = current_plan(cfg, vocab, layout, repeat, vary)
             stage = 1
             while True:
-                plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs, vary=vary)
                 plan.write(layout.plan_path(repeat, vary))
                 ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:
                     break
-                if outputs is not None or (outputs := pilot_outputs(plan, layout)) is None:
-                    raise PlanError(f"strategies {', '.join(plan.pending)} stay pending after their pilot jobs ran")
-                stage += 1
+                decided = current_plan(cfg, vocab, layout, repeat, vary)  # the pilots have run now
+                if decided.pending:
+                    raise PlanError(f"strategies {', '.join(decided.pending)} stay pending after their pilot jobs ran")
+                plan, stage = decided, stage + 1
             live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
             evaluate_plan(cfg, layout, plan, vary, env, t0)

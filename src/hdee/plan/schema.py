@@ -6,8 +6,9 @@ This is the contract between the plan builder and the executors; it knows nothin
 from __future__ import annotations
 
 import graphlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,6 +18,7 @@ from hdee.core.names import JobId, Name
 
 JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
 MODEL_KINDS = ("seed", "train", "pilot", "dense")
+ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
 
 
 class Job(BaseModel):
@@ -125,3 +127,11 @@ def topological(jobs: list[Job]) -> list[Job]:
                 del pending[i]
                 break
     return out
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """One ensemble as evaluation takes it: its expert ids and what the report shows of it."""
+
+    experts: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
