@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hdee.config import DataConfig, DedupConfig, DomainConfig, ExperimentConfig, FilesSource
+from hdee.config import DataConfig, DedupConfig, DomainConfig, ExperimentConfig
+from hdee.data.sources import FilesSource
 from hdee.data.dedup import TrainingIndex
 from hdee.data.documents import Document
 from hdee.data.prepare import build_domain_shards

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdee.config import DomainConfig, FilesSource, HubSource
+from hdee.config import DomainConfig
+from hdee.data.sources import FilesSource, HubSource
 from hdee.data.documents import decode_utf8
 from hdee.data.sources import capped, open_source
 from hdee.core.errors import DataError

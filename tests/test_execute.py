@@ -105,9 +105,9 @@ def test_deps_outside_the_list_count_as_done(tmp_path):
 
 def test_record_lists_checksums(tmp_path):
     fake_runner(Job(id="a", kind="train").model_dump_json(), str(tmp_path))
-    rec = json.loads(RunLayout(tmp_path).job_record("a").read_text())
+    rec = json.loads(RunLayout(tmp_path).done_record("a").read_text())
     assert rec["id"] == "a" and list(rec["outputs"]) == ["out/a.txt"] and len(rec["outputs"]["out/a.txt"]) == 64
-    RunLayout(tmp_path).job_record("a").write_text("{not json")
+    RunLayout(tmp_path).done_record("a").write_text("{not json")
     assert not is_done(Job(id="a", kind="train"), tmp_path)
 
 

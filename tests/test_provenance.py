@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 import hdee
+from hdee.execute.kinds import COST_GROUPS
 from hdee.core.provenance import command_line, environment, git_commit, strategy_costs, total_costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,9 @@ def test_costs_per_strategy_count_each_seed_model_once():
     records0 = {"seed-M": rec(100, 1), "t1": rec(10, 1), "t2": rec(20), "sc1": rec(3), "prep": rec(5)}
     repeat1 = [_job("seed-M", "seed", "A"), _job("t3", "train", "A"), _job("missing", "train", "A")]
     records1 = {"seed-M": rec(100, 1), "t3": rec(12, 1)}
-    c0 = strategy_costs(repeat0, records0)
+    c0 = strategy_costs(repeat0, records0, COST_GROUPS)
     assert c0["A"]["domain_phase"] == {"seconds": 10, "gpu_hours": pytest.approx(10 / 3600), "jobs": 1}
     assert c0["A"]["scoring"]["seconds"] == 3 and c0["B"]["seed_jobs"] == {"seed-M": {"seconds": 100, "gpus": 1}}
-    total = total_costs([c0, strategy_costs(repeat1, records1)])
+    total = total_costs([c0, strategy_costs(repeat1, records1, COST_GROUPS)])
     assert total["A"] == {"seed": 100, "domain_phase": 22, "scoring": 3, "gpu_hours": pytest.approx((100 + 10 + 12) / 3600)}
     assert total["B"] == {"seed": 100, "domain_phase": 20, "scoring": 0, "gpu_hours": pytest.approx(100 / 3600)}

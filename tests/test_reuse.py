@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from hdee.config import DomainConfig, FilesSource
+from hdee.config import DomainConfig
+from hdee.data.sources import FilesSource
 from hdee.core.errors import ConfigError
 from hdee.core.fsutil import sha256_file
+from hdee.execute.kinds import MODEL_KINDS
 from hdee.run.layout import RunLayout
 from hdee.pipeline.experiment import run_experiment
 
-MODEL_KINDS = {"seed", "train", "pilot", "dense"}
 
 
 def _files(layout: RunLayout, folder) -> dict[str, tuple[str, int]]:

@@ -51,7 +51,7 @@ def test_plan_jobs_refuse_names_that_are_not_plain():
 @pytest.mark.parametrize("call", [
     lambda l: l.domain_dir("."), lambda l: l.domain_dir(".."), lambda l: l.domain_dir("a/../../b"),
     lambda l: l.expert_dir("../../x"), lambda l: l.expert_dir("/etc"), lambda l: l.expert_dir(""),
-    lambda l: l.score_path("e", "../d", "test"), lambda l: l.job_record("../config"),
+    lambda l: l.score_path("e", "../d", "test"), lambda l: l.done_record("../config"),
 ])
 def test_run_layout_refuses_paths_outside_its_directories(tmp_path, call):
     """The second line of defence: whatever a name holds, the layout never leaves its run directory."""

@@ -14,9 +14,11 @@ import pytest
 
 from hdee.config import load_config
 from hdee.data.tokenizer import save_tokenizer, train_bpe
-from hdee.execute.jobs import _train_job
+from hdee.execute.kinds import MODEL_KINDS
 from hdee.run.layout import RunLayout
-from hdee.plan import MODEL_KINDS, build_plan
+from hdee.plan import build_plan
+from hdee.run.run import prepared_vocab
+from hdee.train.for_run import train_job_for
 from hdee.train.start import make_sampler
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -40,7 +42,7 @@ def layout(tmp_path) -> RunLayout:
 
 def _orders(job, cfg, layout, domains: list[str]) -> dict[str, list[int]]:
     """Window starts per domain, in the order `job`'s sampler draws them."""
-    tj = _train_job(job, layout, cfg)
+    tj = train_job_for(job, layout, cfg, prepared_vocab(layout))
     seq = tj.size.seq_len
     tokens = [OFFSET * domains.index(d) + np.arange(WINDOWS * seq + 1, dtype=np.int64) for d in job.domains]
     batch = make_sampler(tj, tokens, list(job.domains)).next_batch(DRAWS)

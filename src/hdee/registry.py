@@ -1,4 +1,5 @@
-"""The two extension points, strategies and mixing methods: one registry each, the only list of names.
+"""The extension points, strategies, mixing methods, data sources and routers: one registry each, the
+only list of names.
 
 An entry carries its traits, and every module that needs a name or a trait (config validation,
 the plan, evaluation, generation, the comparison, the report) reads them here. Built-in entries
@@ -7,6 +8,11 @@ are registered by their own modules, imported the first time a registry is read;
 
     hdee.strategies.register("my-strategy", MyStrategy, heterogeneous=True)
     hdee.ensemble.methods.register_method("my-mix", score=my_mix)
+    hdee.data.sources.register_source("my-source", MySourceSpec, MyDocs)
+    hdee.ensemble.routers.register_router("my-router", MyRouter)
+
+The built-in modules import nothing heavy at module level, so reading a config (which checks its
+names here) imports neither torch nor the data libraries.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from hdee.core.errors import EnsembleError, HdeeError, PlanError
+from hdee.core.errors import ConfigError, EnsembleError, HdeeError, PlanError
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class StrategyEntry:
     baseline: bool = False  # the homogeneous ensemble the others are compared against
     single_model: bool = False  # one model, not an ensemble: reported apart from the ensembles
     order: int = 100  # display order in tables (lower first; ties keep registration order)
+    default: bool = False  # run when a config names no strategies (hdee's own strategies only)
     describe: Callable[[dict[str, Any]], list[str]] | None = None  # lines for its recorded decision
 
 
@@ -52,6 +59,8 @@ class MixingEntry:
     # k > 0: a routed method (hdee.ensemble.routing): a router picks k experts per window from its
     # first tokens and only those run; it trades perplexity for compute, so it is never the default
     routed: int = 0
+    runs_one: bool = False  # runs only the one expert it picks: its inference cost is that expert's
+    default: bool = False  # the method generation and lm-eval use when none is named
 
     @property
     def cached(self) -> bool:
@@ -68,7 +77,28 @@ class MixingEntry:
         return self.cached and not self.oracle
 
 
-E = TypeVar("E", StrategyEntry, MixingEntry)
+@dataclass(frozen=True)
+class SourceEntry:
+    """A kind of data source: the settings a config's `source = {kind = ...}` takes, and its reader."""
+
+    name: str  # the `kind`
+    spec: type  # a pydantic model (a subclass of `hdee.config.SourceSpec`) of the source's settings
+    open: Callable[[Any, str], Any]  # (spec, where) -> a DocumentSource (`documents()`, `fingerprint()`)
+    max_bytes: int | None = None  # text read per domain when the domain sets no `max_bytes`
+    # `hdee eval --data PREFIX:REST` builds this kind's spec as `parse(REST, text_field)`
+    prefix: str | None = None
+    parse: Callable[[str, str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class RouterEntry:
+    """A kind of router for routed mixing methods: how it is fitted, saved and loaded."""
+
+    name: str
+    cls: type  # `fit(...)`, `save(dir)`, `load(dir)`, `route(...)`; see hdee.ensemble.routers
+
+
+E = TypeVar("E", StrategyEntry, MixingEntry, SourceEntry, RouterEntry)
 
 
 class Registry(Generic[E]):
@@ -148,14 +178,29 @@ class Registry(Generic[E]):
         return iter(list(self._entries.values()))
 
 
-def _origin(entry: StrategyEntry | MixingEntry) -> tuple:
+def _origin(entry: StrategyEntry | MixingEntry | SourceEntry | RouterEntry) -> tuple:
     """Where an entry's code is defined: a module imported twice registers the same origin again."""
-    code = entry.cls if isinstance(entry, StrategyEntry) else (entry.score or entry.score_models)
+    if isinstance(entry, MixingEntry):
+        code: Any = entry.score or entry.score_models
+    else:
+        code = entry.spec if isinstance(entry, SourceEntry) else entry.cls
     return (getattr(code, "__module__", None), getattr(code, "__qualname__", None))
 
 
 STRATEGIES: Registry[StrategyEntry] = Registry("strategy", "hdee.strategies", PlanError)
 MIXING_METHODS: Registry[MixingEntry] = Registry("mixing method", "hdee.ensemble.methods", EnsembleError)
+SOURCES: Registry[SourceEntry] = Registry("data source kind", "hdee.data.sources", ConfigError)
+ROUTERS: Registry[RouterEntry] = Registry("router kind", "hdee.ensemble.router_kinds", EnsembleError)
+
+
+def default_strategies() -> list[str]:
+    """The strategies a config runs when it names none, in registration order."""
+    return [e.name for e in STRATEGIES if e.default]
+
+
+def default_method() -> str:
+    """The mixing method used where none is named (generation, lm-eval): the built-in marked default."""
+    return next(e.name for e in MIXING_METHODS if e.default)
 
 
 def import_plugins(modules: list[str]) -> None:

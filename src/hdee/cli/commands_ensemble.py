@@ -150,7 +150,7 @@ def generate(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p"),
-    method: str | None = typer.Option(None, "--method", help="default prefix-posterior; routed-top1 with --router"),
+    method: str | None = typer.Option(None, "--method", help="default: the registry's default method; routed-top1 with --router"),
     top_k: int = typer.Option(2, "--top-k", min=1, help="experts kept by --method top-k"),
     seed: int = typer.Option(0, "--seed"),
     router: Path | None = typer.Option(
@@ -171,7 +171,7 @@ def generate(
         raise EnsembleError("give expert directories, or --router FILE")
     else:
         out = Ensemble(expert_dirs).generate(
-            prompt, max_new_tokens, temperature, top_p, method or "prefix-posterior", seed, tokenizer=tokenizer, top_k=top_k
+            prompt, max_new_tokens, temperature, top_p, method, seed, tokenizer=tokenizer, top_k=top_k
         )
     _out.print(prompt + (out.text or ""), highlight=False, markup=False)
 

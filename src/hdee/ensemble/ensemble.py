@@ -14,7 +14,7 @@ from hdee.ensemble.generate import Generation, generate_ids
 from hdee.ensemble.mixing import mix_cached
 from hdee.ensemble.scoring import score_model
 from hdee.core.errors import EnsembleError
-from hdee.registry import MIXING_METHODS
+from hdee.registry import MIXING_METHODS, default_method
 
 
 class Ensemble:
@@ -68,7 +68,7 @@ class Ensemble:
     def log_probs(
         self,
         windows: np.ndarray,
-        method: str = "prefix-posterior",
+        method: str | None = None,
         *,
         val_windows: np.ndarray | None = None,
         top_k: int = 2,
@@ -80,6 +80,7 @@ class Ensemble:
         The cached-prior methods estimate their prior on `val_windows` only.
         """
         windows = np.asarray(windows, dtype=np.int64)
+        method = method or default_method()
         entry = MIXING_METHODS.get(method)
         if entry.score_models is not None:
             return entry.score_models(self.models, windows, batch_size)
@@ -92,7 +93,7 @@ class Ensemble:
         max_new_tokens: int = 32,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        method: str = "prefix-posterior",
+        method: str | None = None,
         seed: int = 0,
         *,
         tokenizer: Any = None,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from hdee.core.errors import EnsembleError
-from hdee.registry import MIXING_METHODS
+from hdee.registry import MIXING_METHODS, default_method
 
 
 def generation_methods() -> list[str]:
@@ -137,7 +137,7 @@ def generate_ids(
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    method: str = "prefix-posterior",
+    method: str | None = None,
     seed: int = 0,
     *,
     log_prior: np.ndarray | None = None,
@@ -146,7 +146,9 @@ def generate_ids(
     eos_id: int | None = None,
     keep_distributions: bool = False,
 ) -> Generation:
-    """Sample up to `max_new_tokens` from the mixture of `models` after `prompt_ids`."""
+    """Sample up to `max_new_tokens` from the mixture of `models` after `prompt_ids` (with the
+    default mixing method, `hdee.registry.default_method()`, when none is named)."""
+    method = method or default_method()
     entry = MIXING_METHODS.find(method)
     if entry is None or entry.generate is None:
         raise EnsembleError(f"cannot generate with method {method!r}; use one of: {', '.join(generation_methods())}")

@@ -71,11 +71,12 @@ def method_flops(
 ) -> float:
     """FLOPs per scored token of `method`, from each expert's forward FLOPs over one window."""
     full = np.asarray(expert_windows, dtype=np.float64)
-    if method == "best-expert":
+    entry = MIXING_METHODS.get(method)
+    if entry.runs_one:
         if best is None:
-            raise EnsembleError("best-expert FLOPs need the chosen expert")
+            raise EnsembleError(f"{method} FLOPs need the chosen expert")
         return float(full[best] / seq_len)
-    if MIXING_METHODS.get(method).routed:
+    if entry.routed:
         if routed is None:
             raise EnsembleError(f"{method} FLOPs need the routing choices")
         experts = full[np.asarray(routed.choice, dtype=np.int64)].sum(axis=1).mean() if routed.choice.size else 0.0

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from hdee.ensemble import generate as gen
-from hdee.ensemble import mixing
-from hdee.ensemble.product import product_scores
 from hdee.registry import MIXING_METHODS, MixingEntry
 
 
@@ -30,47 +27,71 @@ def register_method(
     needs_prior: bool = False,
     oracle: bool = False,
     routed: int = 0,
+    runs_one: bool = False,
+    default: bool = False,
 ) -> MixingEntry:
     """Register a mixing method; exactly one of `score` (cached log-probs) or `score_models`, or
-    neither for a routed method (`routed` = k, the experts it runs; hdee.ensemble.routing)."""
+    neither for a routed method (`routed` = k, the experts it runs; hdee.ensemble.routing).
+    `runs_one`: it runs only the one expert it picks (its inference cost is that expert's);
+    `default`: the method generation and lm-eval use when none is named (one built-in has it)."""
     if routed < 0 or (routed > 0) == (score is not None or score_models is not None) or (score and score_models):
         raise ValueError(f"mixing method {name!r} needs exactly one of score, score_models or routed")
     entry = MixingEntry(
-        name, score=score, score_models=score_models, generate=generate, needs_prior=needs_prior, oracle=oracle, routed=routed
+        name, score=score, score_models=score_models, generate=generate, needs_prior=needs_prior, oracle=oracle, routed=routed,
+        runs_one=runs_one, default=default,
     )
     return MIXING_METHODS.add(entry, builtin=_registering_builtins)
 
 
+# The built-ins call into numpy/torch code only when used, so that reading a config (which checks
+# method names against this registry) imports neither.
+
+
+def _mix(name: str, *, prior: bool = False, top_k: bool = False) -> Callable[..., Any]:
+    """`score` for a built-in: `hdee.ensemble.mixing.<name>` on cached log-probs."""
+
+    def score(lp: Any, log_prior: Any, k: int | None) -> Any:
+        from hdee.ensemble import mixing
+
+        fn = getattr(mixing, name)
+        if top_k:
+            return fn(lp, k)
+        return fn(lp, log_prior) if prior else fn(lp)
+
+    score.__qualname__ = f"score_{name}{'_prior' if prior else ''}"
+    return score
+
+
+def _sample(weights: str | None, *, top_k: bool = False) -> Callable[..., Any]:
+    """`generate` for a built-in: `hdee.ensemble.generate.weighted(<weights>)`, or the product's step."""
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        from hdee.ensemble import generate as gen
+
+        fn = gen.product_step if weights is None else gen.weighted(getattr(gen, weights), top_k=top_k)
+        return fn(*args, **kwargs)
+
+    return step
+
+
+def _product_scores(*args: Any, **kwargs: Any) -> Any:
+    from hdee.ensemble.product import product_scores
+
+    return product_scores(*args, **kwargs)
+
+
 # the built-ins, in the order results and reports list them; `eval.methods` defaults to them
 _registering_builtins = True
-register_method("uniform", score=lambda lp, log_prior, top_k: mixing.uniform(lp), generate=gen.weighted(gen.uniform_weights))
-register_method(
-    "prefix-posterior", score=lambda lp, log_prior, top_k: mixing.prefix_posterior(lp), generate=gen.weighted(gen.prefix_weights)
-)
-register_method(
-    "prevtoken-posterior",
-    score=lambda lp, log_prior, top_k: mixing.prevtoken_posterior(lp),
-    generate=gen.weighted(gen.prevtoken_weights),
-)
-register_method(
-    "cached-prior",
-    score=lambda lp, log_prior, top_k: mixing.prefix_posterior(lp, log_prior),
-    generate=gen.weighted(gen.prefix_weights),
-    needs_prior=True,
-)
-register_method(
-    "cached-prior-prevtoken",
-    score=lambda lp, log_prior, top_k: mixing.prevtoken_posterior(lp, log_prior),
-    generate=gen.weighted(gen.prevtoken_weights),
-    needs_prior=True,
-)
-register_method(
-    "top-k",
-    score=lambda lp, log_prior, top_k: mixing.top_k(lp, top_k),
-    generate=gen.weighted(gen.prefix_weights, top_k=True),
-)
-register_method("best-expert", score=lambda lp, log_prior, top_k: mixing.best_expert(lp), oracle=True)
-register_method("product", score_models=product_scores, generate=gen.product_step)
+register_method("uniform", score=_mix("uniform"), generate=_sample("uniform_weights"))
+register_method("prefix-posterior", score=_mix("prefix_posterior"), generate=_sample("prefix_weights"), default=True)
+register_method("prevtoken-posterior", score=_mix("prevtoken_posterior"), generate=_sample("prevtoken_weights"))
+register_method("cached-prior", score=_mix("prefix_posterior", prior=True), generate=_sample("prefix_weights"),
+                needs_prior=True)
+register_method("cached-prior-prevtoken", score=_mix("prevtoken_posterior", prior=True),
+                generate=_sample("prevtoken_weights"), needs_prior=True)
+register_method("top-k", score=_mix("top_k", top_k=True), generate=_sample("prefix_weights", top_k=True))
+register_method("best-expert", score=_mix("best_expert"), oracle=True, runs_one=True)
+register_method("product", score_models=_product_scores, generate=_sample(None))
 register_method("routed-top1", routed=1)
 register_method("routed-top2", routed=2)
 _registering_builtins = False

@@ -1,6 +1,7 @@
 """Routers: pick experts from the first tokens of a window, each expert described by its own data.
 
-Both kinds are nearest-centroid on cosine similarity, so each expert's centroid is computed from
+The kinds are registered in `hdee.ensemble.router_kinds` (`hdee.registry.ROUTERS`). The built-ins
+are nearest-centroid on cosine similarity, so each expert's centroid is computed from
 its own domain's train split alone (no joint training, no test data):
 
 * `tfidf`: sublinear tf-idf over token ids (scikit-learn). The idf comes from the seed models'
@@ -28,8 +29,8 @@ import torch
 
 from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
+from hdee.registry import ROUTERS
 
-ROUTER_KINDS = ("tfidf", "hidden")
 FORMAT = 1
 
 
@@ -67,14 +68,14 @@ def hidden_means(model: torch.nn.Module, prefixes: np.ndarray, batch_size: int =
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size))
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.where(norm > 0, norm, 1.0)
 
 
 def _centroid(features) -> np.ndarray:
     mean = np.asarray(features.mean(axis=0), dtype=np.float64).ravel()
-    return _unit_rows(mean)
+    return unit_rows(mean)
 
 
 @dataclass
@@ -91,12 +92,13 @@ class Router:
     def expert_ids(self) -> list[str]:
         return [e["id"] for e in self.meta.get("experts", [])]
 
+    @property
+    def kind_spec(self) -> type:
+        """This router's registered kind (`hdee.ensemble.router_kinds`)."""
+        return ROUTERS.get(self.kind).cls
+
     def features(self, prefixes: np.ndarray, model: torch.nn.Module | None = None):
-        if self.kind == "tfidf":
-            return tfidf(token_counts(prefixes, len(self.idf)), self.idf.astype(np.float64))
-        if model is None:
-            raise EnsembleError("the hidden-state router needs its prefix model")
-        return _unit_rows(hidden_means(model, prefixes))
+        return self.kind_spec.features(self, prefixes, model)
 
     def scores(self, prefixes: np.ndarray, model: torch.nn.Module | None = None) -> np.ndarray:
         """Cosine similarity of each prefix to each expert's centroid: float64 [n, K]."""
@@ -112,13 +114,8 @@ class Router:
         return top_experts(self.scores(prefixes, model), k)
 
     def flops_per_window(self) -> float:
-        """Arithmetic of one routing decision beyond the prefix model's forward pass (an upper bound:
-        tfidf 4 per prefix token + 2*K per prefix token; hidden a mean over the prefix + 2*K*d)."""
-        k, r = self.centroids.shape[0], self.route_tokens
-        if self.kind == "tfidf":
-            return float(4 * r + 2 * k * r)
-        d = self.centroids.shape[1]
-        return float(r * d + 3 * d + 2 * k * d)
+        """Arithmetic of one routing decision beyond the prefix model's forward pass (an upper bound)."""
+        return self.kind_spec.flops_per_window(self)
 
 
 def top_experts(scores: np.ndarray, k: int) -> np.ndarray:
@@ -139,7 +136,7 @@ def fit_tfidf(expert_prefixes: list[np.ndarray], idf_prefixes: np.ndarray, vocab
 
 
 def fit_hidden(expert_prefixes: list[np.ndarray], model: torch.nn.Module, route_tokens: int) -> Router:
-    cents = [_centroid(_unit_rows(hidden_means(model, p))) for p in expert_prefixes]
+    cents = [_centroid(unit_rows(hidden_means(model, p))) for p in expert_prefixes]
     return Router("hidden", route_tokens, np.stack(cents).astype(np.float32))
 
 
@@ -175,8 +172,8 @@ def load_router(json_path: str | Path) -> Router:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EnsembleError(f"{path}: not a router file ({exc})") from None
-    if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("kind") not in ROUTER_KINDS:
-        raise EnsembleError(f"{path}: not a router file (needs format {FORMAT} and kind one of {', '.join(ROUTER_KINDS)})")
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("kind") not in ROUTERS:
+        raise EnsembleError(f"{path}: not a router file (needs format {FORMAT} and kind one of {', '.join(ROUTERS.names())})")
     experts = rec.get("experts")
     if not isinstance(experts, list) or not experts or not all(isinstance(e, dict) and "id" in e for e in experts):
         raise EnsembleError(f"{path}: 'experts' must be a non-empty list of objects with an 'id'")
@@ -195,10 +192,11 @@ def load_router(json_path: str | Path) -> Router:
     cents, idf = tensors.get("centroids"), tensors.get("idf")
     if cents is None or cents.ndim != 2 or cents.shape[0] != len(experts):
         raise EnsembleError(f"{tpath}: needs 'centroids' of shape [{len(experts)}, features]")
-    if rec["kind"] == "tfidf" and (idf is None or idf.shape != (cents.shape[1],)):
-        raise EnsembleError(f"{tpath}: a tfidf router needs 'idf' of shape [{cents.shape[1]}]")
     meta = {k: v for k, v in rec.items() if k not in ("format", "kind", "route_tokens", "tensors_sha256")}
-    return Router(rec["kind"], rec["route_tokens"], cents, idf, meta)
+    router = Router(rec["kind"], rec["route_tokens"], cents, idf, meta)
+    if (problem := router.kind_spec.check(router)) is not None:
+        raise EnsembleError(f"{tpath}: {problem}")
+    return router
 
 
 def relative_dir(target: str | Path, router_json: str | Path) -> str:

@@ -23,8 +23,6 @@ from hdee.ensemble.inference_flops import RoutedCost, total_params, window_flops
 from hdee.ensemble.mixing import prefix_posterior
 from hdee.ensemble.routers import (
     Router,
-    fit_hidden,
-    fit_tfidf,
     load_router,
     relative_dir,
     resolve_dir,
@@ -33,7 +31,7 @@ from hdee.ensemble.routers import (
 )
 from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import sha256_bytes
-from hdee.registry import MIXING_METHODS
+from hdee.registry import MIXING_METHODS, ROUTERS
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
@@ -108,7 +106,8 @@ def ensure_router(
     else built from train splits only and written to `routers/<kind>-<hash>.json`."""
     kind, r = cfg.routing.router, cfg.route_tokens
     domains = [_expert_domain(infos[e]) for e in ids]
-    idf_domains = list(cfg.seed_domains) if kind == "tfidf" else []
+    spec = ROUTERS.get(kind).cls
+    idf_domains = list(cfg.seed_domains) if spec.shared_data else []
     prefixes = {d: router_prefixes(cfg, layout, d, reader) for d in dict.fromkeys([*domains, *idf_domains])}
     for e, d in zip(ids, domains):
         if len(prefixes[d]) == 0:
@@ -131,13 +130,10 @@ def ensure_router(
         except EnsembleError:
             pass  # torn or stale: rebuilt below
     expert_prefixes = [prefixes[d] for d in domains]
-    if kind == "tfidf":
-        idf_prefixes = np.concatenate([prefixes[d] for d in idf_domains])
-        if len(idf_prefixes) == 0:
-            raise EnsembleError(f"seed domains {', '.join(idf_domains)}: no train windows to fit the tf-idf router's idf")
-        router = fit_tfidf(expert_prefixes, idf_prefixes, infos[ids[0]].vocab_size, r)
-    else:
-        router = fit_hidden(expert_prefixes, prefix_model(), r)
+    shared = np.concatenate([prefixes[d] for d in idf_domains]) if idf_domains else np.zeros((0, r), dtype=np.int64)
+    if spec.shared_data and len(shared) == 0:
+        raise EnsembleError(f"seed domains {', '.join(idf_domains)}: no train windows to fit the {kind} router")
+    router = spec.fit(expert_prefixes, shared, infos[ids[0]].vocab_size, r, prefix_model() if spec.needs_prefix_model else None)
     router.meta = {
         "version": version,
         "experts": [
@@ -201,7 +197,7 @@ class RoutedEvaluator:
         else:
             skey = (tuple(ids), domain)
             if skey not in self._scores:
-                model = self._model(prefix_id) if router.kind == "hidden" else None
+                model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
                 self._scores[skey] = router.scores(windows[:, :r], model)
                 top1 = self._scores[skey].argmax(axis=1)
                 rec["top1_share"][domain] = {e: float(np.mean(top1 == i)) for i, e in enumerate(ids)}
@@ -242,7 +238,7 @@ def generate_routed(router_file: str | Path, prompt: str | Sequence[int], method
     if not ids:
         raise EnsembleError("generation needs a prompt of at least one token")
     model = None
-    if router.kind == "hidden" and k < len(dirs):
+    if router.kind_spec.needs_prefix_model and k < len(dirs):
         pm = router.meta.get("prefix_model") or {}
         pdir = resolve_dir(pm.get("dir", ""), router_file)
         if read_expert(pdir).weights_sha256() != pm.get("weights_sha256"):

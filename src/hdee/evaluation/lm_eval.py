@@ -23,7 +23,7 @@ from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import generation_methods
 from hdee.ensemble.mixing import estimate_prior
 from hdee.ensemble.scoring import split_val
-from hdee.registry import MIXING_METHODS
+from hdee.registry import MIXING_METHODS, default_method
 
 if TYPE_CHECKING:
     from hdee.run.run import Run
@@ -42,13 +42,14 @@ class EnsembleLM(TemplateLM):
         self,
         expert_dirs: Sequence[str | Path],
         tokenizer: str | Path,
-        method: str = "prefix-posterior",
+        method: str | None = None,
         *,
         log_prior: np.ndarray | None = None,
         top_k: int = 2,
         max_length: int | None = None,
     ):
         super().__init__()
+        method = method or default_method()
         entry = MIXING_METHODS.find(method)
         if entry is None or entry.generate is None:  # best-expert picks by the scored text, which an answer must not see
             raise EnsembleError(f"lm-eval method {method!r}: use one of {', '.join(generation_methods())}")

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from pydantic import ValidationError
 
-from hdee.config import DomainConfig, FilesSource, HubSource
+from hdee.config import DomainConfig, SourceSpec
 from hdee.core.errors import ConfigError, DataError
-from hdee.data.sources import open_source
+from hdee.data.sources import open_source, source_from_text
 from hdee.data.tokenizer import eos_token, load_tokenizer
 from hdee.ensemble.scoring import eval_token_cap
 from hdee.evaluation.evaluate import ScoreProgress, evaluate
@@ -33,18 +33,12 @@ HELD_OUT_SHARE = 0.2
 ENCODE_BATCH = 256
 
 
-def parse_source(spec: str, text_field: str = "text") -> FilesSource | HubSource:
-    """`hf:DATASET[:CONFIG][:SPLIT]` -> an hf source; anything else is a file path or glob."""
-    if spec.startswith("hf:"):
-        parts = spec[3:].split(":")
-        if not parts[0] or len(parts) > 3:
-            raise ConfigError(f"--data {spec!r}: expected hf:DATASET[:CONFIG][:SPLIT]")
-        config = parts[1] if len(parts) > 1 and parts[1] else None
-        split = parts[2] if len(parts) > 2 and parts[2] else "train"
-        return HubSource(path=parts[0], name=config, split=split, text_field=text_field)
-    if not spec:
-        raise ConfigError("--data needs a file, a glob or hf:DATASET")
-    return FilesSource(paths=[spec], text_field=text_field)
+def parse_source(spec: str, text_field: str = "text") -> SourceSpec:
+    """`--data`: `hf:DATASET[:CONFIG][:SPLIT]` (or another registered prefix) or a file path or glob."""
+    try:
+        return source_from_text(spec, text_field)
+    except DataError as exc:
+        raise ConfigError(f"--data {spec!r}: {exc}") from None
 
 
 def default_name(spec: str) -> str:
@@ -57,7 +51,7 @@ def default_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_.") or "text"
 
 
-def text_domain(name: str, source: FilesSource | HubSource, run: "Run") -> DomainConfig:
+def text_domain(name: str, source: SourceSpec, run: "Run") -> DomainConfig:
     """The new text as a held-out domain; its name follows the config's rules and is new to the run."""
     try:
         domain = DomainConfig(name=name, source=source, role="heldout")

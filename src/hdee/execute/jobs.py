@@ -1,6 +1,7 @@
 """One function every executor calls: `run_job(job_spec_json, run_dir)`.
 
-It dispatches by kind to data preparation, training or scoring (the logic lives there), then
+It runs the job as its kind says (`execute.kinds`: data preparation, training or scoring, whose
+logic lives in those packages), then
 writes a done record `jobs/<id>.json` listing the sha256 of every output, so a later run can
 skip the job after checking those checksums. Worker processes import this module only.
 """
@@ -12,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from hdee.config import ExperimentConfig
 from hdee.core.errors import ExecutionError
 from hdee.core.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.core.provenance import job_cost
 from hdee.execute import fault
-from hdee.plan.schema import MODEL_KINDS, Job
+from hdee.execute.kinds import JOB_KINDS, JobKindSpec
+from hdee.plan.schema import Job
 from hdee.run.layout import RunLayout
-from hdee.run.run import prepared_vocab, read_config
+from hdee.run.run import read_config
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result
@@ -28,31 +29,18 @@ JobRunner = Callable[[str, str, "ProgressFn | None"], dict]
 
 def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
     """The files a finished job leaves behind (what its done record checksums)."""
-    if job.kind == "prepare":
-        files = [layout.tokenizer_path]
-        from hdee.data.shards import MANIFEST
+    return _kind(job).outputs(job, layout)
 
-        files += sorted(layout.domains_dir.glob(f"*/{MANIFEST}"))
-        files += sorted(layout.domains_dir.glob("*/*.bin"))  # a damaged shard makes prepare run again
-        return files
-    if job.kind in MODEL_KINDS:
-        d = layout.expert_dir(job.id)
-        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")) if d.is_dir() else []
-    if job.kind == "score":
-        from hdee.ensemble.scoring import SPLITS_SCORED, sidecar_path
 
-        files = []
-        for domain in job.domains:
-            for split in SPLITS_SCORED:
-                path = layout.score_path(str(job.expert), domain, split)
-                files += [path, sidecar_path(path)]
-        return [p for p in files if p.is_file()]
-    raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
+def _kind(job: Job) -> JobKindSpec:
+    if job.kind not in JOB_KINDS:
+        raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
+    return JOB_KINDS[job.kind]
 
 
 def is_done(job: Job, run_dir: str | Path) -> bool:
     """True when the done record exists and every output it lists still has its checksum."""
-    path = RunLayout(run_dir).job_record(job.id)
+    path = RunLayout(run_dir).done_record(job.id)
     if not path.is_file():
         return False
     try:
@@ -70,83 +58,6 @@ def is_done(job: Job, run_dir: str | Path) -> bool:
     return True
 
 
-def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
-    from hdee.data.tokenizer import tokenizer_hash
-    from hdee.model import size_spec
-    from hdee.train import TrainJob
-    from hdee.train.job import Budget, DataMix
-
-    spec = size_spec(cfg, str(job.size), prepared_vocab(layout))
-    return TrainJob(
-        out_dir=layout.expert_dir(job.id),
-        size=spec,
-        parent=layout.expert_dir(job.parent) if job.parent else None,
-        data=[DataMix(domain_dir=layout.domain_dir(d), weight=w) for d, w in zip(job.domains, job.weights)],
-        val=[layout.domain_dir(d) for d in job.domains],
-        tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
-        tokenizer=layout.tokenizer_path,
-        budget=Budget(steps=job.steps),
-        schedule=cfg.schedule(seed=job.kind == "seed"),
-        train=cfg.train,
-        seed=int(job.seed or 0),
-        meta={
-            "job_id": job.id,
-            "kind": job.kind,
-            "lineage": job.lineage,
-            "iteration": job.iteration,
-            "domain": job.domains[0] if len(job.domains) == 1 else None,
-            "domains": job.domains,
-            "repeat": job.repeat,
-            "parent_id": job.parent,
-            "config": cfg.name,
-        },
-    )
-
-
-def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig) -> dict:
-    from hdee.data.tokenizer import tokenizer_hash
-    from hdee.model import size_spec
-    from hdee.train.pretrained import import_seed
-
-    spec = size_spec(cfg, str(job.size), prepared_vocab(layout))
-    meta = {"job_id": job.id, "kind": "seed", "domains": job.domains, "repeat": job.repeat, "config": cfg.name}
-    return import_seed(cfg.seed_models.from_[str(job.size)], layout.expert_dir(job.id), spec,
-                       tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
-                       val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.train.eval_tokens, meta=meta)
-
-
-def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None]) -> dict:
-    cfg = read_config(layout)
-    if job.kind == "prepare":
-        from hdee.data.prepare import prepare
-
-        prepare(cfg, layout)
-        return {"vocab": prepared_vocab(layout)}
-    if job.kind == "seed" and cfg.seed_models.from_ is not None:
-        return _import_seed(job, layout, cfg)
-    if job.kind in MODEL_KINDS:
-        from hdee.train import run_train_job
-
-        result = run_train_job(_train_job(job, layout, cfg), progress=_train_progress(progress, int(job.steps or 0)))
-        return dict(result or {})
-    if job.kind == "score":
-        from hdee.ensemble.scoring import score_domains
-
-        score_domains(layout, str(job.expert), layout.expert_dir(str(job.expert)), list(job.domains), cfg)
-        return {}
-    raise ExecutionError(f"job {job.id}: unknown kind {job.kind!r}")
-
-
-def _train_progress(progress: Callable[[int, int], None], steps: int) -> Callable[[dict], None]:
-    """The trainer calls its hook with every metrics row; report (step, steps) from it."""
-
-    def cb(row: dict) -> None:
-        if "step" in row:
-            progress(int(row["step"]), steps)
-
-    return cb
-
-
 def run_job(job_spec_json: str, run_dir: str | Path, progress: ProgressFn | None = None) -> dict:
     """Run one job of a plan (idempotent) and write its done record; returns the job's result."""
     job = Job.model_validate_json(job_spec_json)
@@ -159,7 +70,7 @@ def run_job(job_spec_json: str, run_dir: str | Path, progress: ProgressFn | None
         trap.progress(step, steps)
 
     t0 = time.perf_counter()
-    result = _dispatch(job, layout, on_progress)
+    result = _kind(job).run(job, layout, read_config(layout), on_progress)
     cost = job_cost(time.perf_counter() - t0, job.kind != "prepare" and _cuda_available())
     trap.before_record()
     write_record(job, layout.root, result, outputs_of(job, layout), cost)
@@ -178,7 +89,7 @@ def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path
     if not outputs:
         raise ExecutionError(f"job {job.id} finished but left no outputs under {root}")
     atomic_write_json(
-        RunLayout(root).job_record(job.id),
+        RunLayout(root).done_record(job.id),
         {
             "id": job.id,
             "kind": job.kind,

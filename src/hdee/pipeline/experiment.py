@@ -18,6 +18,7 @@ from hdee.core.fsutil import atomic_write_json, clean_stale_temps, read_json
 from hdee.core.provenance import environment
 from hdee.execute import fault, make_executor
 from hdee.execute.base import Executor
+from hdee.execute.kinds import MODEL_KINDS
 from hdee.execute.view import RunView
 from hdee.expert_dir import is_finished
 from hdee.pipeline.operations import evaluate_plan
@@ -64,7 +65,7 @@ def trained_not_reused(cfg: ExperimentConfig, layout: RunLayout) -> tuple[int, i
         vocab, _ = resolve_vocab(cfg, layout)
         for repeat in range(repeats):
             plan = current_plan(cfg, vocab, layout, repeat)
-            wanted |= {j.id for j in plan.jobs_of("seed", "train", "pilot", "dense")}
+            wanted |= {j.id for j in plan.jobs_of(*MODEL_KINDS)}
     except HdeeError:
         return None
     return len(trained - wanted), len(trained)

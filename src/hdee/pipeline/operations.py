@@ -17,6 +17,7 @@ from hdee.core.errors import ConfigError, one_line
 from hdee.core.fsutil import read_json
 from hdee.core.provenance import environment, strategy_costs
 from hdee.evaluation.evaluate import evaluate
+from hdee.execute.kinds import COST_GROUPS
 from hdee.plan import Plan
 from hdee.plan.schema import ENSEMBLE_KINDS
 from hdee.plan.seeds import Vary, check_vary
@@ -52,7 +53,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
     records, and how long this invocation had run (from `started`, a `time.monotonic()` reading)."""
     records = {}
     for job in plan.jobs:
-        path = layout.job_record(job.id)
+        path = layout.done_record(job.id)
         if path.is_file():
             records[job.id] = read_json(path)
     return {
@@ -61,7 +62,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
         "repeat": plan.repeat,
         "vary": vary if plan.repeat else None,
         "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
-        "costs": strategy_costs(plan.jobs, records),
+        "costs": strategy_costs(plan.jobs, records, COST_GROUPS),
     }
 
 

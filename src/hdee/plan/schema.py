@@ -17,7 +17,6 @@ from hdee.core.fsutil import atomic_write_json, read_json
 from hdee.core.names import JobId, Name
 
 JobKind = Literal["prepare", "seed", "train", "pilot", "dense", "score"]
-MODEL_KINDS = ("seed", "train", "pilot", "dense")
 ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
 
 

@@ -179,6 +179,6 @@ class RunLayout:
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 
-    def job_record(self, job_id: str) -> Path:
+    def done_record(self, job_id: str) -> Path:
         """A finished job's done record: its result and the sha256 of each output."""
         return self.inside("jobs", f"{job_id}.json")

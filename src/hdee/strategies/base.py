@@ -128,6 +128,8 @@ def register(name: str, cls: type[Strategy] | None = None, **traits: Any) -> Any
     """
 
     def add(c: type[Strategy]) -> type[Strategy]:
+        if traits.get("default") and not c.__module__.startswith("hdee.strategies."):
+            raise ValueError(f"strategy {name!r}: only hdee's own strategies may be default (a config names plugins' ones)")
         STRATEGIES.add(StrategyEntry(name=name, cls=c, **traits))
         c.name = name
         return c

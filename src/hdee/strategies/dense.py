@@ -8,7 +8,7 @@ from hdee.budget import budget_flops, size_flops_per_step
 from hdee.strategies.base import Assignment, ExpertSpec, Strategy, register
 
 
-@register("dense", single_model=True, order=5)
+@register("dense", single_model=True, order=5, default=True)
 class Dense(Strategy):
     """One baseline-size model from the same seed, equal domain weights, the baseline's FLOPs."""
 

@@ -14,7 +14,7 @@ from hdee.core.errors import PlanError
 from hdee.strategies.base import Assignment, Strategy, register
 
 
-@register("MHo-IHo", baseline=True, order=0)
+@register("MHo-IHo", baseline=True, order=0, default=True)
 class Baseline(Strategy):
     """Every expert at the baseline size and steps."""
 
@@ -23,7 +23,7 @@ class Baseline(Strategy):
         return Assignment(self.lineage_experts(lambda lin, i: rule.size, lambda lin, i: rule.steps))
 
 
-@register("MHo-IHe", needs_steps=True, heterogeneous=True, order=1)
+@register("MHo-IHe", needs_steps=True, heterogeneous=True, order=1, default=True)
 class HeteroSteps(Strategy):
     """Baseline size; steps by tier in the iterations `budget.vary_steps_in` names."""
 
@@ -37,7 +37,7 @@ class HeteroSteps(Strategy):
         return self.cfg.budget.baseline.steps
 
 
-@register("MHe-IHo", needs_sizes=True, heterogeneous=True, order=2)
+@register("MHe-IHo", needs_sizes=True, heterogeneous=True, order=2, default=True)
 class HeteroSize(Strategy):
     """Size by the lineage's tier for the whole lineage; baseline steps."""
 

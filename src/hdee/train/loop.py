@@ -26,7 +26,7 @@ from hdee.train.domains import open_domain
 from hdee.train.job import StepPlan, TrainJob, lr_at, plan_steps
 from hdee.train.loss import CausalLMLoss
 from hdee.train.metrics import MetricsLog, ProgressBar, ProgressHook
-from hdee.train.record import job_record
+from hdee.train.record import done_record
 from hdee.train.start import initial_model, make_sampler, parent_record
 from hdee.train.validate import val_windows, validate
 
@@ -142,7 +142,7 @@ def run_train_job(
     record = None
     if ctx.is_main:
         record = ckpt.save_expert(
-            out, model, job_record(job, plan, parent, train_data, sampler, last_val, val_names), job.tokenizer, job.size.seq_len
+            out, model, done_record(job, plan, parent, train_data, sampler, last_val, val_names), job.tokenizer, job.size.seq_len
         )
         ckpt.remove_state(out)
     ctx.barrier()
