@@ -29,8 +29,8 @@ from hdee.core.fsutil import atomic_write_json
 from hdee.data.shards import read_split
 from hdee.evaluation.evaluate import EnsembleSpec, evaluate
 from hdee.report.compare import inference_cost, strategy_order
-from hdee.run.layout import RunLayout
-from hdee.run.run import ensemble_specs, expert_dirs, load_run
+from hdee.core.layout import RunLayout
+from hdee.run import ensemble_specs, expert_dirs, load_run
 
 METHODS = ["uniform", "prefix-posterior", "cached-prior", "routed-top1", "routed-top2", "best-expert"]
 TARGET_PPL, TARGET_FLOPS = 1.03, 0.2

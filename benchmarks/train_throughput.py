@@ -10,7 +10,7 @@ and (b) the full trainer (data sampling, validation, metrics, checkpointing, fin
 the same number of steps, and prints tokens/s and MFU (FLOPs counted with `flops_per_token_full`).
 On CUDA it also reports peak GPU memory (against `hdee.train.memory`'s estimate) and the time
 to checkpoint the model with its optimizer state, as a share of the steps between two
-checkpoints. The vocabulary is the config's tokenizer's (`hdee.run.run.resolve_vocab`: 128,002 for
+checkpoints. The vocabulary is the config's tokenizer's (`hdee.run.resolve_vocab`: 128,002 for
 an unprepared Llama-3 tokenizer) unless `--vocab` says otherwise. The trainer validates on one
 batch at its start and end only. Numbers are noisy when the machine is shared; compare the
 ratios from one run.
@@ -32,7 +32,7 @@ from hdee.config import load_config
 from hdee.data.shards import DomainManifest, SplitStats, dtype_for_vocab, np_dtype
 from hdee.expert_dir import read_metrics
 from hdee.model import SizeSpec, build_model, flops_per_token_full, param_counts
-from hdee.run.run import resolve_vocab
+from hdee.run import resolve_vocab
 from hdee.train import Budget, DataMix, TrainJob, plan_steps, run_train_job
 from hdee.train import checkpoint as ckpt
 from hdee.train.device import amp_dtype, autocast, default_context, make_optimizer

@@ -10,7 +10,7 @@ from hdee.config import load_config
 from hdee.data.tokenizer import save_tokenizer, tokenizer_hash, train_bpe
 from hdee.expert_dir import record_path
 from hdee.core.fsutil import atomic_write_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 ROOT = Path(__file__).resolve().parents[1]

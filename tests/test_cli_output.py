@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hdee.report.training_curves import curve_lines, plot_curves
 from hdee.core.fsutil import atomic_write_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.report.write import _save_png
 
 ROOT = Path(__file__).resolve().parents[1]

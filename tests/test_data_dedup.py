@@ -18,7 +18,7 @@ from hdee.data.shards import read_split
 from hdee.data.split import split_of
 from hdee.data.tokenizer import load_tokenizer
 from hdee.core.errors import ConfigError, DataError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 from data_helpers import digests, make_config
 

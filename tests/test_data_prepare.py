@@ -14,7 +14,7 @@ from hdee.data.shards import load_manifest, read_split
 from hdee.data.tokenizer import load_hf_tokenizer, tokenizer_hash
 from hdee.core.errors import DataError
 from hdee.core.fsutil import sha256_file
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 from data_helpers import HELDOUT, TRAIN, _corpus, digests, make_config
 

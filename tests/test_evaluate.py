@@ -20,7 +20,7 @@ from hdee.ensemble import mixing, scoring
 from hdee.core.errors import EnsembleError
 from hdee.evaluation.evaluate import EnsembleSpec, evaluate
 from hdee.core.fsutil import atomic_write_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)

@@ -21,7 +21,7 @@ from hdee.data.tokenizer import load_tokenizer
 from hdee.ensemble import mixing, scoring
 from hdee.evaluation.new_text import evaluate_text, parse_source, split_held_out
 from hdee.registry import MIXING_METHODS
-from hdee.run.run import load_run
+from hdee.run import load_run
 
 torch.set_num_threads(1)
 DOCS = [f"{CORPUS[i % 4]} number {i}: " + "more words here. " * (i % 5) for i in range(120)]

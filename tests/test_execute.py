@@ -10,7 +10,7 @@ import pytest
 from hdee.core.errors import ExecutionError
 from hdee.execute.base import Event, Executor
 from hdee.execute.jobs import is_done, write_record
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.execute.local import LocalExecutor
 from hdee.execute.view import RunView
 from hdee.plan import Job

@@ -63,7 +63,7 @@ def test_ray_gives_the_same_numbers_and_weights_as_local(tmp_path):
 
     from hdee.config import load_config
     from hdee.core.fsutil import sha256_file
-    from hdee.run.layout import RunLayout
+    from hdee.core.layout import RunLayout
     from hdee.pipeline.experiment import run_experiment
 
     root = Path(__file__).resolve().parents[1]

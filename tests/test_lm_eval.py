@@ -19,7 +19,7 @@ from hdee.core.errors import ConfigError, EnsembleError  # noqa: E402
 from hdee.data.tokenizer import load_hf_tokenizer  # noqa: E402
 from hdee.ensemble import Ensemble  # noqa: E402
 from hdee.evaluation.lm_eval import EnsembleLM  # noqa: E402
-from hdee.run.run import load_run  # noqa: E402
+from hdee.run import load_run  # noqa: E402
 
 torch.set_num_threads(1)
 TASK_DIR = ROOT / "tests/data/lm_eval"

@@ -16,7 +16,7 @@ from hdee.evaluation.evaluate import evaluate
 from hdee.evaluation.optout import opt_out
 from hdee.report.compare import NOT_REMOVED, comparison
 from hdee.report.write import render_markdown
-from hdee.run.run import load_run
+from hdee.run import load_run
 
 torch.set_num_threads(1)
 EASY, HARD_M, HARD_L = "train-easy-i2-M-8-aaaa", "train-hard-i2-M-8-bbbb", "train-hard-i2-L-8-cccc"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hdee.core.errors import ConfigError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.pipeline.experiment import snapshot_config
 
 ROOT = Path(__file__).resolve().parents[1]

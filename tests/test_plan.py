@@ -12,8 +12,8 @@ from hdee.core.errors import ConfigError, PlanError
 from hdee.plan import Job, Plan, build_plan, topological
 from hdee.plan.seeds import domain_phase_seed
 from hdee.registry import STRATEGIES
-from hdee.run.layout import RunLayout
-from hdee.run.run import resolve_vocab
+from hdee.core.layout import RunLayout
+from hdee.run import resolve_vocab
 from hdee.strategies import Assignment, PilotSpec, Strategy, register
 
 ROOT = Path(__file__).resolve().parents[1]

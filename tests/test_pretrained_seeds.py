@@ -16,7 +16,7 @@ from hdee.cli.app import app
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import save_tokenizer, save_tokenizer_files, train_bpe
 from hdee.core.errors import ConfigError, PlanError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import build_plan
 from run_fixture import CORPUS
 

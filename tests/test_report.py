@@ -13,7 +13,7 @@ import pytest
 from hdee.report.compare import comparison, heterogeneous_wins
 from hdee.core.errors import HdeeError
 from hdee.core.fsutil import atomic_write_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.report.write import write_report
 
 STRATS = ["MHo-IHo", "MHo-IHe", "MHe-IHo", "dense"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hdee.config import load_config
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny.toml"

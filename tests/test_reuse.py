@@ -11,7 +11,7 @@ from hdee.data.sources import FilesSource
 from hdee.core.errors import ConfigError
 from hdee.core.fsutil import sha256_file
 from hdee.execute.kinds import MODEL_KINDS
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.pipeline.experiment import run_experiment
 
 

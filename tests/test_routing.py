@@ -19,7 +19,7 @@ from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.routers import fit_tfidf, load_router, save_router, tensors_path, tfidf, token_counts
 from hdee.core.errors import EnsembleError
 from hdee.evaluation.evaluate import EnsembleSpec, evaluate
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import EnsemblePlan, Plan
 
 torch.set_num_threads(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hdee.core.errors import DataError, LayoutError, LockError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.core.lock import run_dir_lock
 from hdee.core.names import check_name
 from safety_helpers import alive, descendants, flip_byte, is_loopback, listening, lock_held

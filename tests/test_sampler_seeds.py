@@ -15,9 +15,9 @@ import pytest
 from hdee.config import load_config
 from hdee.data.tokenizer import save_tokenizer, train_bpe
 from hdee.execute.kinds import MODEL_KINDS
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import build_plan
-from hdee.run.run import prepared_vocab
+from hdee.run import prepared_vocab
 from hdee.train.for_run import train_job_for
 from hdee.train.start import make_sampler
 

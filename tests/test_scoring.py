@@ -14,7 +14,7 @@ from hdee.ensemble import scoring
 from hdee.ensemble.experts import load_model
 from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import sha256_file
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ from hdee.config import ExperimentConfig, load_config
 from hdee.execute.base import Executor
 from hdee.execute.jobs import run_job
 from hdee.core.fsutil import read_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ["MHo-IHo", "MHe-IHo"]
@@ -68,7 +68,7 @@ class TinyRun:
 
 
 def build(root: Path) -> TinyRun:
-    from hdee.pipeline import experiment as pipeline
+    import hdee.pipeline.experiment as pipeline
 
     cfg_path = tiny_config(root / "tiny.toml")
     cfg = load_config(cfg_path)

@@ -24,7 +24,7 @@ def prepare(
     """Build the tokenizer and token shards for every domain of CONFIG."""
     from hdee.config import load_config
     from hdee.data.prepare import prepare as prepare_data
-    from hdee.run.layout import RunLayout
+    from hdee.core.layout import RunLayout
     from hdee.core.lock import run_dir_lock
 
     cfg = load_config(config)

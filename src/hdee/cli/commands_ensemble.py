@@ -86,7 +86,7 @@ def eval_command(
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
     from hdee.core.lock import run_dir_lock
-    from hdee.run.run import load_run
+    from hdee.run import load_run
 
     if without and data is not None:
         raise ConfigError("--without evaluates the run's own domains; run it without --data")

@@ -30,7 +30,7 @@ def lm_eval_command(
     from lm_eval.utils import make_table
 
     from hdee.registry import default_method
-    from hdee.run.run import load_run
+    from hdee.run import load_run
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:

@@ -10,7 +10,7 @@ from hdee.pipeline.operations import report_run
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.core.errors import HdeeError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.core.lock import run_dir_lock
 from hdee.report.write import rich_table
 from hdee.plan.seeds import check_vary

@@ -10,7 +10,7 @@ from rich.table import Table
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.config import load_config
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan import Plan
 from hdee.registry import STRATEGIES
 from hdee.report.write import rich_table

@@ -12,7 +12,7 @@ from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.config import load_config
 from hdee.core.errors import ConfigError
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.core.lock import run_dir_lock
 
 _out = make_console()

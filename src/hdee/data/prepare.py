@@ -39,7 +39,7 @@ from hdee.data.tokenizer import (
 )
 from hdee.core.errors import DataError
 from hdee.core.fsutil import atomic_dir, atomic_write_json, clean_stale_temps, read_json, sha256_file
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 ProgressFn = Callable[[str, int, int], None]  # (what is happening, steps done, steps in all)
 

@@ -36,7 +36,7 @@ from hdee.registry import MIXING_METHODS, ROUTERS
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
     from hdee.ensemble.generate import Generation
-    from hdee.run.layout import RunLayout
+    from hdee.core.layout import RunLayout
 
 TokenReader = Callable[["RunLayout", str, str], np.ndarray]
 

@@ -22,7 +22,7 @@ from hdee.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
-    from hdee.run.layout import RunLayout
+    from hdee.core.layout import RunLayout
 
 SPLITS_SCORED = ("test", "val")
 

@@ -39,7 +39,7 @@ from hdee.ensemble.routing import RoutedEvaluator
 from hdee.evaluation.method_choice import candidates, choose_method
 from hdee.plan.schema import ENSEMBLE_KINDS, EnsembleSpec
 from hdee.registry import MIXING_METHODS
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 #: called after each expert is scored (or found cached): (expert id, experts done, experts in all)
 ScoreProgress = Callable[[str, int, int], None]

@@ -26,7 +26,7 @@ from hdee.ensemble.scoring import split_val
 from hdee.registry import MIXING_METHODS, default_method
 
 if TYPE_CHECKING:
-    from hdee.run.run import Run
+    from hdee.run import Run
 
 try:
     from lm_eval.api.model import TemplateLM

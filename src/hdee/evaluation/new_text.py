@@ -26,7 +26,7 @@ from hdee.evaluation.evaluate import ScoreProgress, evaluate
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
-    from hdee.run.run import Run
+    from hdee.run import Run
 
 #: at most this share of a short text's windows goes to the prior, and as much to the method choice
 HELD_OUT_SHARE = 0.2

@@ -24,7 +24,7 @@ from hdee.registry import MIXING_METHODS
 from hdee.report.compare import NOT_REMOVED
 
 if TYPE_CHECKING:
-    from hdee.run.run import Run
+    from hdee.run import Run
 
 
 def trained_on(expert_dir: str | Path) -> list[str]:

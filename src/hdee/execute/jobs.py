@@ -19,8 +19,8 @@ from hdee.core.provenance import job_cost
 from hdee.execute import fault
 from hdee.execute.kinds import JOB_KINDS, JobKindSpec
 from hdee.plan.schema import Job
-from hdee.run.layout import RunLayout
-from hdee.run.run import read_config
+from hdee.core.layout import RunLayout
+from hdee.run import read_config
 
 ProgressFn = Callable[[str, int, int], None]  # (job id, step, steps)
 #: what an executor calls for one job: (job spec JSON, run dir, progress) -> result

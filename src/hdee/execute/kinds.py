@@ -11,8 +11,8 @@ from typing import Callable
 
 from hdee.config import ExperimentConfig
 from hdee.plan.schema import Job
-from hdee.run.layout import RunLayout
-from hdee.run.run import prepared_vocab
+from hdee.core.layout import RunLayout
+from hdee.run import prepared_vocab
 
 #: the trainer's progress hook as an executor sees it: (step, steps)
 StepProgress = Callable[[int, int], None]

@@ -25,8 +25,8 @@ from hdee.pipeline.operations import evaluate_plan
 from hdee.plan import Job, prepare_job
 from hdee.plan.seeds import Vary, check_vary
 from hdee.report.write import write_report
-from hdee.run.layout import RunLayout
-from hdee.run.run import current_plan, prepared_vocab, resolve_vocab
+from hdee.core.layout import RunLayout
+from hdee.run import current_plan, prepared_vocab, resolve_vocab
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)

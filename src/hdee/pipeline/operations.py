@@ -1,5 +1,5 @@
 """The run-level operations the CLI and the pipeline share: preview a plan, evaluate one, record
-how results were made, rebuild the report. Reading a run is `hdee.run.run`'s; the CLI only parses
+how results were made, rebuild the report. Reading a run is `hdee.run`'s; the CLI only parses
 arguments and prints what these return.
 """
 
@@ -21,8 +21,8 @@ from hdee.execute.kinds import COST_GROUPS
 from hdee.plan import Plan
 from hdee.plan.schema import ENSEMBLE_KINDS
 from hdee.plan.seeds import Vary, check_vary
-from hdee.run.layout import RunLayout
-from hdee.run.run import (
+from hdee.core.layout import RunLayout
+from hdee.run import (
     current_plan,
     ensemble_specs,
     expert_dirs,

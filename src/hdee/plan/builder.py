@@ -19,7 +19,7 @@ from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_
 from hdee.config import ExperimentConfig, check_lineages
 from hdee.core.errors import PlanError
 from hdee.plan.keys import data_key, score_key, train_key
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.plan.schema import EnsemblePlan, Job, Plan, topological
 from hdee.plan.seeds import Vary, check_vary, domain_phase_seed, seed_model_seed
 from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hdee.report import stats
+import hdee.report.stats as stats
 from hdee.core.errors import HdeeError
 from hdee.core.fsutil import read_json
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.core.provenance import total_costs
 from hdee.registry import MIXING_METHODS, STRATEGIES
 from hdee.plan.seeds import Vary, noise_covered

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from hdee.report.compare import strategy_order  # noqa: E402
 from hdee.expert_dir import ExpertRecord, is_finished, load_record, read_metrics  # noqa: E402
 from hdee.core.fsutil import read_json  # noqa: E402
-from hdee.run.layout import RunLayout  # noqa: E402
+from hdee.core.layout import RunLayout  # noqa: E402
 
 
 def _users(layout: RunLayout) -> dict[str, list[str]]:

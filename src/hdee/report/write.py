@@ -21,7 +21,7 @@ from hdee.report.compare import baseline_of, comparison, load_repeats, strategy_
 from hdee.report.training_curves import plot_curves  # noqa: E402
 from hdee.core.errors import HdeeError  # noqa: E402
 from hdee.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
-from hdee.run.layout import RunLayout  # noqa: E402
+from hdee.core.layout import RunLayout  # noqa: E402
 from hdee.report.markdown import domain_groups, fmt_ppl, render_markdown  # noqa: E402
 from hdee.plan.seeds import Vary  # noqa: E402
 

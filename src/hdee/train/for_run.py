@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import tokenizer_hash
 from hdee.model import size_spec
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 from hdee.train.job import Budget, DataMix, TrainJob
 
 

@@ -25,7 +25,7 @@ from hdee.expert_dir import is_finished, load_record
 from hdee.plan import Plan, build_plan
 from hdee.plan.schema import EnsembleSpec
 from hdee.plan.seeds import Vary
-from hdee.run.layout import RunLayout
+from hdee.core.layout import RunLayout
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 

@@ -1,1 +1,0 @@
-"""One run directory: where everything lives (`layout`) and the run read back (`run`)."""
