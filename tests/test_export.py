@@ -1,0 +1,198 @@
+"""`hdee export`: the exported HF model computes exactly hdee's mixture, loads anywhere, generates, is refused cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import hdee  # noqa: F401 - registers hdee_ensemble with the Auto classes
+from hdee.api import load_run
+from hdee.cli.app import app
+from hdee.ensemble.experts import read_expert
+from hdee.ensemble.mixing import mix_cached
+from hdee.ensemble.routing import RoutedEvaluator
+from hdee.ensemble.scoring import domain_windows, read_tokens, split_val
+from hdee.export.spec import ExportSpec
+from hdee.export.writer import write_export
+from cli_helpers import cli_error
+
+torch.set_num_threads(1)
+STRATEGY, DOMAIN = "MHe-IHo", "py_code"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _export(tiny_run, out: Path, method: str, *extra: str) -> Path:
+    res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--method", method,
+                                   "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out}" in res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    return {
+        "prefix-posterior": _export(tiny_run, root / "pp", "prefix-posterior"),
+        "cached-prior": _export(tiny_run, root / "cp", "cached-prior", "--prior-domain", DOMAIN),
+        "routed-top1": _export(tiny_run, root / "r1", "routed-top1"),
+    }
+
+
+def _stacked(layout, ids, split):
+    return np.stack([np.load(layout.score_path(e, DOMAIN, split), allow_pickle=False) for e in ids])
+
+
+def _hdee_scores(tiny_run, method: str, windows: np.ndarray) -> np.ndarray:
+    """hdee's own mixture of the ensemble on DOMAIN's test windows, from the run's cached scores."""
+    run = load_run(tiny_run.layout.root)
+    ids = run.ensembles[STRATEGY].experts
+    lp = _stacked(run.layout, ids, "test")
+    if method.startswith("routed"):
+        infos = {e: read_expert(d) for e, d in run.experts.items()}
+        mixed, _ = RoutedEvaluator(run.cfg, run.layout, infos, read_tokens).mix(ids, DOMAIN, windows, lp, 1)
+        return mixed
+    prior_lp, _ = split_val(_stacked(run.layout, ids, "val"), run.cfg.eval.prior_sequences)
+    return mix_cached(method, lp, prior_lp, top_k_experts=run.cfg.eval.top_k, prior_alpha=run.cfg.eval.prior_alpha)
+
+
+def _exported_scores(model, windows: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
+    with torch.inference_mode():
+        logits = model(input_ids=x[:, :-1]).logits
+    return logits.double().gather(-1, x[:, 1:, None])[..., 0].numpy()
+
+
+@pytest.mark.parametrize("method", ["prefix-posterior", "cached-prior", "routed-top1"])
+def test_exported_log_probs_equal_hdee_scores(tiny_run, exports, method):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(exports[method])).eval()  # no remote code: hdee registered it
+    assert type(model).__module__ == "hdee.export.modeling_hdee_ensemble"
+    windows = domain_windows(tiny_run.layout, DOMAIN, "test", tiny_run.cfg, read_tokens)
+    got = _exported_scores(model, windows)
+    want = _hdee_scores(tiny_run, method, windows)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    if method == "routed-top1":  # the router really chose: both experts appear across the windows
+        with torch.inference_mode():
+            from hdee.export.modeling_hdee_ensemble import HdeeEnsembleCache
+
+            state = HdeeEnsembleCache()
+            model(input_ids=torch.from_numpy(windows[:, :-1].astype(np.int64)), cache=state)
+        assert sorted(set(state.choice[:, 0].tolist())) == [0, 1]
+
+
+def test_cached_prior_is_fixed_in_the_config(tiny_run, exports):
+    cfg = json.loads((exports["cached-prior"] / "config.json").read_text())
+    assert cfg["prior_domain"] == DOMAIN and len(cfg["log_prior"]) == 2
+    results = json.loads(tiny_run.layout.results_path(0).read_text())
+    np.testing.assert_allclose(np.exp(cfg["log_prior"]), results["ensembles"][STRATEGY]["priors"][DOMAIN], atol=1e-12)
+    card = (exports["cached-prior"] / "README.md").read_text()
+    ppl = results["ensembles"][STRATEGY]["ppl"]["cached-prior"][DOMAIN]
+    assert card.startswith("---\n") and "library_name: transformers" in card and f"{ppl:.3f}" in card
+
+
+def test_generate_with_cache_equals_without(exports):
+    from transformers import AutoModelForCausalLM
+
+    for method in ("cached-prior", "routed-top1"):
+        model = AutoModelForCausalLM.from_pretrained(str(exports[method])).eval()
+        prompt = torch.tensor([[5, 17, 42]])  # shorter than the routing prefix: the router decides mid-generation
+        a = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True)
+        b = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False)
+        assert a.shape == (1, 15) and a.tolist() == b.tolist()
+        with torch.inference_mode():  # and the last step's cached logits equal a full forward's
+            full = model(input_ids=a).logits[0, -1]
+            out = model(input_ids=a[:, :-1], use_cache=True)
+            step = model(input_ids=a[:, -1:], cache=out.cache, use_cache=True).logits[0, -1]
+        torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
+
+
+def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    from hdee.ensemble import Ensemble
+
+    names = sorted(p.name for p in tiny_run.layout.experts_dir.iterdir())
+    ids = [next(n for n in names if n.startswith(f"train-{lin}-i2-{s}-")) for lin, s in (("easy", "S"), ("easy", "M"), ("hard", "L"))]
+    infos = {e: read_expert(tiny_run.layout.expert_dir(e)) for e in ids}
+    assert sorted({i.config["intermediate_size"] for i in infos.values()}) == [48, 64, 80]
+    spec = ExportSpec(tiny_run.layout.root, "hand-picked", "final", "prefix-posterior", ids, infos)
+    out = write_export(spec, tmp_path / "sml", "tiny", None).path
+    model = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    assert [m.config.intermediate_size for m in model.models] == [48, 64, 80]
+    windows = domain_windows(tiny_run.layout, DOMAIN, "test", tiny_run.cfg, read_tokens)[:3]
+    want = Ensemble([infos[e].path for e in ids]).log_probs(windows, "prefix-posterior")
+    np.testing.assert_allclose(_exported_scores(model, windows), want, atol=1e-5, rtol=0)
+    tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=True)
+    text = pipeline("text-generation", model=model, tokenizer=tok)("def f(x):\n", max_new_tokens=8, do_sample=False)
+    assert text[0]["generated_text"].startswith("def f(x):\n")
+    assert "hand-picked" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--method", "best-expert"], "cannot be exported: it picks its expert by the scored text itself"),
+        (["--method", "cached-prior"], "fixes its prior at export: name the domain"),
+        (["--method", "uniform", "--prior-domain", DOMAIN], "--prior-domain goes with a cached-prior method"),
+        (["--method", "no-such-method"], "unknown mixing method"),
+        (["--ensemble", "some"], "--ensemble 'some': use one of final, all"),
+    ],
+)
+def test_refused_in_one_line(tiny_run, tmp_path, args, expect):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--out", str(out), *args])
+    assert expect in cli_error(res)
+    assert not out.exists()
+
+
+def test_refuses_out_in_run_dir_or_existing(tiny_run, tmp_path):
+    inside = tiny_run.layout.root / "exported"
+    res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--out", str(inside)])
+    assert "must lie outside the run directory" in cli_error(res) and not inside.exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--out", str(tmp_path / "taken")])
+    assert "already exists" in cli_error(res)
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+_REMOTE = """
+import sys
+sys.modules["hdee"] = None  # as where hdee is not installed
+import numpy as np, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+d = sys.argv[1]
+m = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True).eval()
+x = torch.from_numpy(np.load(sys.argv[2]))
+with torch.inference_mode():
+    np.save(sys.argv[3], m(input_ids=x).logits.numpy())
+tok = AutoTokenizer.from_pretrained(d, trust_remote_code=True)
+print(pipeline("text-generation", model=m, tokenizer=tok)("import os", max_new_tokens=5, do_sample=False)[0]["generated_text"])
+"""
+
+
+def test_loads_as_remote_code_without_hdee(tiny_run, exports, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    d = exports["routed-top1"]
+    x = domain_windows(tiny_run.layout, DOMAIN, "test", tiny_run.cfg, read_tokens)[:4, :-1].astype(np.int64)
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", _REMOTE, str(d), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("import os")
+    with torch.inference_mode():
+        here = AutoModelForCausalLM.from_pretrained(str(d)).eval()(input_ids=torch.from_numpy(x)).logits.numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), here, atol=1e-6, rtol=0)
