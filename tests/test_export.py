@@ -37,14 +37,22 @@ def _export(tiny_run, out: Path, method: str, *extra: str) -> Path:
     return out
 
 
+class _Exports(dict):
+    """Each method's export of the tiny run's MHe-IHo ensemble, written on first use."""
+
+    def __init__(self, tiny_run, root: Path):
+        super().__init__()
+        self.tiny_run, self.root = tiny_run, root
+
+    def __missing__(self, method: str) -> Path:
+        extra = ["--prior-domain", DOMAIN] if method.startswith("cached-prior") else []
+        self[method] = _export(self.tiny_run, self.root / method, method, *extra)
+        return self[method]
+
+
 @pytest.fixture(scope="module")
 def exports(tiny_run, tmp_path_factory):
-    root = tmp_path_factory.mktemp("exports")
-    return {
-        "prefix-posterior": _export(tiny_run, root / "pp", "prefix-posterior"),
-        "cached-prior": _export(tiny_run, root / "cp", "cached-prior", "--prior-domain", DOMAIN),
-        "routed-top1": _export(tiny_run, root / "r1", "routed-top1"),
-    }
+    return _Exports(tiny_run, tmp_path_factory.mktemp("exports"))
 
 
 def _stacked(layout, ids, split):
@@ -58,7 +66,8 @@ def _hdee_scores(tiny_run, method: str, windows: np.ndarray) -> np.ndarray:
     lp = _stacked(run.layout, ids, "test")
     if method.startswith("routed"):
         infos = {e: read_expert(d) for e, d in run.experts.items()}
-        mixed, _ = RoutedEvaluator(run.cfg, run.layout, infos, read_tokens).mix(ids, DOMAIN, windows, lp, 1)
+        k = int(method.removeprefix("routed-top"))
+        mixed, _ = RoutedEvaluator(run.cfg, run.layout, infos, read_tokens).mix(ids, DOMAIN, windows, lp, k)
         return mixed
     prior_lp, _ = split_val(_stacked(run.layout, ids, "val"), run.cfg.eval.prior_sequences)
     return mix_cached(method, lp, prior_lp, top_k_experts=run.cfg.eval.top_k, prior_alpha=run.cfg.eval.prior_alpha)
@@ -71,7 +80,8 @@ def _exported_scores(model, windows: np.ndarray) -> np.ndarray:
     return logits.double().gather(-1, x[:, 1:, None])[..., 0].numpy()
 
 
-@pytest.mark.parametrize("method", ["prefix-posterior", "cached-prior", "routed-top1"])
+@pytest.mark.parametrize("method", ["prefix-posterior", "cached-prior", "routed-top1", "uniform", "prevtoken-posterior",
+                                    "cached-prior-prevtoken", "routed-top2"])
 def test_exported_log_probs_equal_hdee_scores(tiny_run, exports, method):
     from transformers import AutoModelForCausalLM
 
@@ -117,7 +127,8 @@ def test_generate_with_cache_equals_without(exports):
         torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
 
 
-def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path):
+@pytest.mark.parametrize("method", ["top-k", "product"])
+def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path, method):
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
     from hdee.ensemble import Ensemble
@@ -126,12 +137,12 @@ def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path):
     ids = [next(n for n in names if n.startswith(f"train-{lin}-i2-{s}-")) for lin, s in (("easy", "S"), ("easy", "M"), ("hard", "L"))]
     infos = {e: read_expert(tiny_run.layout.expert_dir(e)) for e in ids}
     assert sorted({i.config["intermediate_size"] for i in infos.values()}) == [48, 64, 80]
-    spec = ExportSpec(tiny_run.layout.root, "hand-picked", "final", "prefix-posterior", ids, infos)
+    spec = ExportSpec(tiny_run.layout.root, "hand-picked", "final", method, ids, infos, top_k=2)
     out = write_export(spec, tmp_path / "sml", "tiny", None).path
     model = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     assert [m.config.intermediate_size for m in model.models] == [48, 64, 80]
     windows = domain_windows(tiny_run.layout, DOMAIN, "test", tiny_run.cfg, read_tokens)[:3]
-    want = Ensemble([infos[e].path for e in ids]).log_probs(windows, "prefix-posterior")
+    want = Ensemble([infos[e].path for e in ids]).log_probs(windows, method, top_k=2)  # top-k: 2 of the 3
     np.testing.assert_allclose(_exported_scores(model, windows), want, atol=1e-5, rtol=0)
     tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=True)
     text = pipeline("text-generation", model=model, tokenizer=tok)("def f(x):\n", max_new_tokens=8, do_sample=False)
@@ -167,6 +178,32 @@ def test_refuses_out_in_run_dir_or_existing(tiny_run, tmp_path):
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("method", ["prefix-posterior", "cached-prior"])
+def test_lm_eval_hf_model_agrees_with_hdee_lm_eval(tiny_run, exports, method, monkeypatch):
+    """`lm_eval --model hf` on the export and hdee's own EnsembleLM (`hdee lm-eval`): same accuracy, same
+    log-likelihood of every choice (summed float32 log-probs, so to 1e-4)."""
+    pytest.importorskip("lm_eval")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from hdee.lm_eval import EnsembleLM, run_prior
+
+    monkeypatch.chdir(ROOT)  # the task yaml names its jsonl relative to the repository root
+    run = load_run(tiny_run.layout.root)
+    tasks = TaskManager(include_path=str(ROOT / "tests/data/lm_eval"), include_defaults=False)
+    kw = {"tasks": ["hdee_tiny_mc"], "task_manager": tasks, "log_samples": True, "bootstrap_iters": 0}
+    hf = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={exports[method]},trust_remote_code=True",
+                                 device="cpu", **kw)
+    prior = run_prior(run, STRATEGY, DOMAIN) if method == "cached-prior" else None
+    own = lm_eval.simple_evaluate(model=EnsembleLM(run.ensemble_dirs(STRATEGY), run.layout.tokenizer_path, method,
+                                                   log_prior=prior, max_length=run.cfg.data.seq_len), **kw)
+    for key in ("acc,none", "acc_norm,none"):
+        assert hf["results"]["hdee_tiny_mc"][key] == own["results"]["hdee_tiny_mc"][key]
+    ll = [[float(r[0][0]) for s in res["samples"]["hdee_tiny_mc"] for r in s["resps"]] for res in (hf, own)]
+    assert len(ll[0]) == len(ll[1]) > 0
+    np.testing.assert_allclose(ll[0], ll[1], atol=1e-4, rtol=0)
+
+
 _REMOTE = """
 import sys
 sys.modules["hdee"] = None  # as where hdee is not installed
@@ -182,6 +219,7 @@ print(pipeline("text-generation", model=m, tokenizer=tok)("import os", max_new_t
 """
 
 
+@pytest.mark.slow  # a fresh interpreter imports transformers: ~10 s
 def test_loads_as_remote_code_without_hdee(tiny_run, exports, tmp_path):
     from transformers import AutoModelForCausalLM
 
