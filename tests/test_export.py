@@ -127,6 +127,28 @@ def test_generate_with_cache_equals_without(exports):
         torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["cached-prior", "routed-top1"])
+def test_left_padded_batch_equals_each_prompt_alone(exports, method):
+    """pipeline and lm-eval batch prompts with left padding: each row must get what it gets alone
+    (the posterior ignores padding; a routed row routes on its own first R tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(exports[method])).eval()
+    tok = AutoTokenizer.from_pretrained(str(exports[method]), padding_side="left")
+    tok.pad_token = tok.eos_token
+    prompts = ["def main(argv):\n    parser = argparse", "import"]
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    assert batch.attention_mask[1, 0] == 0
+    with torch.inference_mode():
+        together = model.generate(**batch, max_new_tokens=8, do_sample=False)
+        logits = model(**batch).logits
+        for i, p in enumerate(prompts):
+            ids = tok(p, return_tensors="pt").input_ids
+            alone = model.generate(ids, max_new_tokens=8, do_sample=False)
+            assert together[i, -8:].tolist() == alone[0, -8:].tolist()
+            torch.testing.assert_close(logits[i, -ids.shape[1]:], model(input_ids=ids).logits[0], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("method", ["top-k", "product"])
 def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path, method):
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
@@ -148,6 +170,27 @@ def test_heterogeneous_s_m_l_export_loads_and_generates(tiny_run, tmp_path, meth
     text = pipeline("text-generation", model=model, tokenizer=tok)("def f(x):\n", max_new_tokens=8, do_sample=False)
     assert text[0]["generated_text"].startswith("def f(x):\n")
     assert "hand-picked" in (out / "README.md").read_text()
+
+
+def test_network_with_tied_embeddings_keeps_its_output_layer(tmp_path):
+    """An expert whose output layer shares its input embedding (its safetensors holds the embedding only)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from hdee.export.configuration_hdee_ensemble import HdeeEnsembleConfig
+
+    torch.manual_seed(0)
+    net = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, tie_word_embeddings=True)).eval()
+    net.save_pretrained(tmp_path / "net")
+    tensors = load_file(tmp_path / "net" / "model.safetensors")
+    assert "lm_head.weight" not in tensors
+    HdeeEnsembleConfig(models=[net.config.to_dict()], method="uniform").save_pretrained(tmp_path / "ens")
+    save_file({f"models.0.{k}": v for k, v in tensors.items()}, tmp_path / "ens" / "model.safetensors", metadata={"format": "pt"})
+    ens = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ens")).eval()
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        torch.testing.assert_close(ens(input_ids=x).logits, torch.log_softmax(net(input_ids=x).logits, -1), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,17 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
                 self.register_buffer("router_idf", torch.zeros(int(rt["features"])))
         self.post_init()
 
+    def post_init(self) -> None:
+        """As transformers' own, and the networks' tied weights (an output layer that shares the input
+        embedding) and unsplittable modules too: they sit one level down, inside `models`."""
+        super().post_init()
+        for i, net in enumerate(self.models):
+            tied = getattr(net, "all_tied_weights_keys", None) or {}
+            if isinstance(getattr(self, "all_tied_weights_keys", None), dict):
+                self.all_tied_weights_keys.update({f"models.{i}.{k}": f"models.{i}.{v}" for k, v in tied.items()})
+            if isinstance(self._no_split_modules, set):
+                self._no_split_modules.update(getattr(net, "_no_split_modules", None) or [])
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # each network keeps its own cache, inside HdeeEnsembleCache
@@ -173,12 +184,13 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
             acc = term if acc is None else torch.logaddexp(acc, term)
         return acc
 
-    def _route(self, state: HdeeEnsembleCache, use_cache: bool) -> torch.Tensor:
+    def _route(self, state: HdeeEnsembleCache, rows: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The k members chosen for each of `rows` from its first R real tokens: long [len(rows), k]."""
         rt, members, k = self.config.routing, self.config.members, self.routed
-        r, b = int(rt["route_tokens"]), state.ids.shape[0]
+        r = int(rt["route_tokens"])
         if len(members) == 1 or k >= len(members):
-            return torch.arange(min(k, len(members)), device=state.ids.device).repeat(b, 1)
-        prefixes = state.ids[:, :r]
+            return torch.arange(min(k, len(members)), device=rows.device).repeat(len(rows), 1)
+        prefixes = torch.stack([state.ids[b, int(pad[b]) : int(pad[b]) + r] for b in rows.tolist()])
         if rt["kind"] == "tfidf":
             features = tfidf_features(prefixes, self.router_idf)
         else:
@@ -186,32 +198,52 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
             features = h.double().mean(dim=1)
         return cosine_top(features, self.router_centroids, k)
 
+    def _routed(self, state: HdeeEnsembleCache, start: int, end: int, use_cache: bool) -> torch.Tensor:
+        """routed-top<k> at positions start..end-1: the prefix model's log-probs where a row has read
+        fewer than R real tokens, the chosen members' prefix posterior from there on."""
+        members, n, k = self.config.members, end - start, self.routed
+        r, pm = int(self.config.routing["route_tokens"]), int(self.config.routing["prefix_model"])
+        b = state.ids.shape[0]
+        pad = torch.zeros(b, dtype=torch.long, device=state.ids.device)
+        if state.mask is not None:  # left padding: a row's own positions start after it
+            pad = (state.mask.cumsum(dim=1) == 0).sum(dim=1)
+        real = torch.arange(start, end, device=pad.device)[None, :] - pad[:, None]
+        from_prefix = real < r
+        out = None
+        if state.choice is None:
+            state.choice = torch.full((b, min(k, len(members))), -1, dtype=torch.long, device=pad.device)
+        todo = ((state.choice[:, 0] < 0) & (end - pad > r)).nonzero()[:, 0]
+        if len(todo):
+            state.choice[todo] = self._route(state, todo, pad)
+        decided = state.choice[:, 0] >= 0
+        if bool((~from_prefix).any()):
+            chosen = torch.where(decided[:, None], state.choice, state.choice[decided][0])
+            got = {int(j): self._advance(state, members[int(j)], end, use_cache)[:, -n:] for j in chosen.unique()}
+            logps, trues = [], []
+            for j in range(chosen.shape[1]):
+                picks = chosen[:, j].tolist()
+                logps.append(torch.stack([got[c][row] for row, c in enumerate(picks)]))
+                trues.append(torch.stack([state.streams[members[c]].true[row] for row, c in enumerate(picks)]))
+            out = self._mix(logps, self._log_weights(torch.stack(trues), start, end))
+        if bool(from_prefix.any()):
+            upto = min(end, int((pad + r).max()))
+            pre = self._advance(state, pm, upto, use_cache)[:, -(upto - start) :]
+            if out is None:
+                return pre
+            head = out[:, : upto - start]
+            out[:, : upto - start] = torch.where(from_prefix[:, : upto - start, None], pre, head)
+        return out
+
     def _mixture(self, state: HdeeEnsembleCache, start: int, end: int, use_cache: bool) -> torch.Tensor:
         """The mixture's log-probs [B, end-start, V] at positions start..end-1."""
+        if self.routed:
+            return self._routed(state, start, end, use_cache)
         members, n = self.config.members, end - start
-        if not self.routed:
-            logps = [self._advance(state, i, end, use_cache)[:, -n:] for i in members]
-            if self.config.method == "product":
-                return F.log_softmax(torch.stack(logps).mean(0), dim=-1)
-            true = torch.stack([state.streams[i].true for i in members])
-            return self._mix(logps, self._log_weights(true, start, end))
-        r = int(self.config.routing["route_tokens"])
-        parts = []
-        if start < r:
-            upto = min(end, r)
-            parts.append(self._advance(state, int(self.config.routing["prefix_model"]), upto, use_cache)[:, -(upto - start) :])
-        if end > r:
-            if state.choice is None:
-                state.choice = self._route(state, use_cache)
-            first = max(start, r)
-            got = {int(j): self._advance(state, members[int(j)], end, use_cache) for j in state.choice.unique()}
-            logps, trues = [], []
-            for j in range(state.choice.shape[1]):
-                rows = state.choice[:, j].tolist()
-                logps.append(torch.stack([got[c][b, -(end - first) :] for b, c in enumerate(rows)]))
-                trues.append(torch.stack([state.streams[members[c]].true[b] for b, c in enumerate(rows)]))
-            parts.append(self._mix(logps, self._log_weights(torch.stack(trues), first, end)))
-        return torch.cat(parts, dim=1)
+        logps = [self._advance(state, i, end, use_cache)[:, -n:] for i in members]
+        if self.config.method == "product":
+            return F.log_softmax(torch.stack(logps).mean(0), dim=-1)
+        true = torch.stack([state.streams[i].true for i in members])
+        return self._mix(logps, self._log_weights(true, start, end))
 
     def forward(
         self,
