@@ -72,7 +72,7 @@ def perplexity_table(spec: ExportSpec, results: dict[str, Any] | None) -> list[s
 
 
 def render_card(spec: ExportSpec, results: dict[str, Any] | None, run_name: str) -> str:
-    sizes = sorted({spec.infos[e].record.size_name or "?" for e in spec.members})
+    sizes = list(dict.fromkeys(spec.infos[e].record.size_name or "?" for e in spec.members))
     data = ModelCardData(library_name="transformers", pipeline_tag="text-generation",
                          tags=["hdee", "hdee_ensemble", "ensemble", "mixture", spec.strategy, spec.method])
     members = ["| expert | size | domain | parameters | final val loss |", "|---|---|---|---|---|"]
@@ -100,7 +100,7 @@ def render_card(spec: ExportSpec, results: dict[str, Any] | None, run_name: str)
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",
         'model = AutoModelForCausalLM.from_pretrained("DIR", trust_remote_code=True)  # or without, after `import hdee`',
-        'tok = AutoTokenizer.from_pretrained("DIR")',
+        'tok = AutoTokenizer.from_pretrained("DIR", trust_remote_code=True)',
         'print(pipeline("text-generation", model=model, tokenizer=tok)("def main(", max_new_tokens=20))',
         "```", "",
         "`lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True --tasks ...` evaluates it as any HF model.",
