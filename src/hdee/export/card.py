@@ -90,9 +90,9 @@ def render_card(spec: ExportSpec, results: dict[str, Any] | None, run_name: str)
     lines = [
         "---", data.to_yaml(), "---", "",
         f"# {run_name}: {spec.strategy} ensemble ({spec.kind} experts), {spec.method}", "",
-        f"{len(spec.members)} domain experts of sizes {', '.join(sizes)} from the hdee run `{run_name}`, "
-        "one Hugging Face causal LM. Each expert keeps its own architecture, width and weights "
-        "(`model-*.safetensors`); `forward` returns the mixture's log-probabilities as `logits`.", "",
+        (f"{len(spec.members)} domain experts of sizes {', '.join(sizes)} from the hdee run `{run_name}`, "
+         "one Hugging Face causal LM. Each expert keeps its own architecture, width and weights "
+         "(`model-*.safetensors`); `forward` returns the mixture's log-probabilities as `logits`."), "",
         f"**Mixing method `{spec.method}`:** {method_text(spec)}.", prior,
         "## Experts", "", *members, "",
         "## Perplexity measured by the run (test split)", "", *perplexity_table(spec, results), "",
@@ -105,8 +105,8 @@ def render_card(spec: ExportSpec, results: dict[str, Any] | None, run_name: str)
         "```", "",
         "`lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True --tasks ...` evaluates it as any HF model.",
         "", "## Limits", "",
-        "- `generate` supports greedy decoding and sampling; beam search is not supported (each expert's KV cache "
-        "lives inside the ensemble's cache).",
+        ("- `generate` supports greedy decoding and sampling; beam search is not supported (each expert's KV cache "
+         "lives inside the ensemble's cache)."),
         "- The logits are normalised log-probabilities; temperature and top-p apply to the mixture.",
         "- Made by `hdee export`; `hdee-export.json` records the run, the experts' weight checksums and the method's inputs.",
         "",

@@ -22,7 +22,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def check_out(out: Path, run_root: Path, force: bool) -> None:
             raise EnsembleError(f"--out {out}: already exists; choose another --out or pass --force to replace it")
 
 
-def _config(spec: ExportSpec, tokenizer) -> "object":
+def _config(spec: ExportSpec, tokenizer: Any) -> Any:
     from hdee.export.configuration_hdee_ensemble import HdeeEnsembleConfig
 
     routing = None
