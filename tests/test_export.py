@@ -101,6 +101,31 @@ def test_exported_log_probs_equal_hdee_scores(tiny_run, exports, method):
         assert sorted(set(state.choice[:, 0].tolist())) == [0, 1]
 
 
+def test_hidden_router_over_all_experts_equals_hdee(tiny_run, tmp_path):
+    """routed-top2 over the four experts of the `all` ensemble, with a hidden-state router (built now,
+    in a copy of the run, from train splits): the export equals evaluation's routed mixture."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from hdee.export.writer import export_run
+
+    shutil.copytree(tiny_run.layout.root, tmp_path / "run")
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    cfg["routing"]["router"] = "hidden"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    run = load_run(tmp_path / "run")
+    done = export_run(run, STRATEGY, "routed-top2", tmp_path / "hf", kind="all")
+    ids = done.spec.members
+    assert done.spec.router.kind == "hidden" and len(ids) == 4 and done.spec.prefix_model not in ids
+    model = AutoModelForCausalLM.from_pretrained(str(done.path)).eval()
+    infos = {e: read_expert(d) for e, d in run.experts.items()}
+    windows = domain_windows(run.layout, DOMAIN, "test", run.cfg, read_tokens)
+    lp = np.stack([np.load(run.layout.score_path(e, DOMAIN, "test"), allow_pickle=False) for e in ids])
+    want, _ = RoutedEvaluator(run.cfg, run.layout, infos, read_tokens).mix(ids, DOMAIN, windows, lp, 2)
+    np.testing.assert_allclose(_exported_scores(model, windows), want, atol=1e-5, rtol=0)
+
+
 def test_cached_prior_is_fixed_in_the_config(tiny_run, exports):
     cfg = json.loads((exports["cached-prior"] / "config.json").read_text())
     assert cfg["prior_domain"] == DOMAIN and len(cfg["log_prior"]) == 2
@@ -277,3 +302,20 @@ def test_loads_as_remote_code_without_hdee(tiny_run, exports, tmp_path):
     with torch.inference_mode():
         here = AutoModelForCausalLM.from_pretrained(str(d)).eval()(input_ids=torch.from_numpy(x)).logits.numpy()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), here, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow  # a fresh interpreter imports transformers: ~10 s
+def test_import_hdee_registers_lazily(tmp_path):
+    """`import hdee` imports neither torch nor transformers; the Auto classes know hdee_ensemble once loaded."""
+    script = (
+        "import sys, hdee\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "cfg = AutoConfig.for_model('hdee_ensemble')\n"
+        "print(type(cfg).__module__, AutoModelForCausalLM._model_mapping[type(cfg)].__name__)\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["hdee.export.configuration_hdee_ensemble", "HdeeEnsembleForCausalLM"]
