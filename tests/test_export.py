@@ -235,6 +235,18 @@ def test_refused_in_one_line(tiny_run, tmp_path, args, expect):
     assert not out.exists()
 
 
+def test_a_plugin_method_is_refused(monkeypatch):
+    """A method a plugin registers runs inside hdee only: the exported model cannot compute it."""
+    from hdee.errors import EnsembleError
+    from hdee.export import spec as export_spec_module
+    from hdee.registry import MixingEntry
+
+    plugin = MixingEntry("my-mix", score=lambda lp, log_prior, top_k: lp.mean(0))
+    monkeypatch.setattr(export_spec_module.MIXING_METHODS, "find", lambda name: plugin)
+    with pytest.raises(EnsembleError, match="my-mix: cannot be exported: the exported model computes only"):
+        export_spec_module.check_method("my-mix")
+
+
 def test_refuses_out_in_run_dir_or_existing(tiny_run, tmp_path):
     inside = tiny_run.layout.root / "exported"
     res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--out", str(inside)])

@@ -91,7 +91,8 @@ def _config(spec: ExportSpec, tokenizer: Any) -> Any:
 
 def _write_weights(spec: ExportSpec, tmp: Path) -> list[str]:
     """One safetensors file per network (keys under `models.<i>.`), the router's, and the index."""
-    from safetensors.numpy import load_file, save
+    import torch
+    from safetensors.torch import load_file, save  # torch's: any dtype an expert holds (bfloat16 too)
 
     weight_map: dict[str, str] = {}
     total = 0
@@ -104,15 +105,15 @@ def _write_weights(spec: ExportSpec, tmp: Path) -> list[str]:
         name = f"model-{i:02d}-{eid}.safetensors"
         (tmp / name).write_bytes(save(tensors, metadata={"format": "pt"}))
         weight_map.update(dict.fromkeys(tensors, name))
-        total += sum(v.nbytes for v in tensors.values())
+        total += sum(v.numel() * v.element_size() for v in tensors.values())
         files.append(name)
     if spec.router is not None:
-        tensors = {"router_centroids": np.ascontiguousarray(spec.router.centroids, dtype=np.float32)}
+        tensors = {"router_centroids": torch.from_numpy(np.ascontiguousarray(spec.router.centroids, dtype=np.float32))}
         if spec.router.idf is not None:
-            tensors["router_idf"] = np.ascontiguousarray(spec.router.idf, dtype=np.float32)
+            tensors["router_idf"] = torch.from_numpy(np.ascontiguousarray(spec.router.idf, dtype=np.float32))
         (tmp / "router.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
         weight_map.update(dict.fromkeys(tensors, "router.safetensors"))
-        total += sum(v.nbytes for v in tensors.values())
+        total += sum(v.numel() * v.element_size() for v in tensors.values())
         files.append("router.safetensors")
         (tmp / "router.json").write_text(json.dumps({**spec.router.meta, "kind": spec.router.kind,
                                                      "route_tokens": spec.router.route_tokens}, indent=2) + "\n")
