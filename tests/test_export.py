@@ -141,10 +141,10 @@ def test_generate_with_cache_equals_without(exports):
 
     for method in ("cached-prior", "routed-top1"):
         model = AutoModelForCausalLM.from_pretrained(str(exports[method])).eval()
-        prompt = torch.tensor([[5, 17, 42]])  # shorter than the routing prefix: the router decides mid-generation
-        a = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True)
-        b = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False)
-        assert a.shape == (1, 15) and a.tolist() == b.tolist()
+        for prompt in (torch.tensor([[5, 17, 42]]), torch.tensor([[7]])):  # shorter than the routing prefix: routed mid-generation
+            a = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True)
+            b = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False)
+            assert a.shape == (1, prompt.shape[1] + 12) and a.tolist() == b.tolist()
         with torch.inference_mode():  # and the last step's cached logits equal a full forward's
             full = model(input_ids=a).logits[0, -1]
             out = model(input_ids=a[:, :-1], use_cache=True)

@@ -137,13 +137,14 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
             out = model(input_ids=new, use_cache=True, **kw)
             kv = getattr(out, "cache", None)
             s.kv = kv if kv is not None else getattr(out, "past_key_values", None)
-        else:
-            out = model(input_ids=new, use_cache=False, **kw)
-        logp = F.log_softmax(out.logits.float(), dim=-1)
+            logits = out.logits
+        else:  # no cache: read the whole sequence again, keep the new positions
+            logits = model(input_ids=ids[:, :upto], use_cache=False, **kw).logits[:, s.fed :]
+        logp = F.log_softmax(logits.float(), dim=-1)
         prev = logp[:, :-1] if s.last is None else torch.cat([s.last[:, None], logp[:, :-1]], dim=1)
-        true = prev.gather(-1, new[:, -prev.shape[1] :, None])[..., 0].double()
+        true = prev.gather(-1, new[:, new.shape[1] - prev.shape[1] :, None])[..., 0].double()
         if s.last is None:
-            true = torch.cat([torch.zeros_like(true[:, :1]), true], dim=1)
+            true = torch.cat([true.new_zeros(true.shape[0], 1), true], dim=1)
         if state.mask is not None:  # a padding token, or the first token after padding, tells nothing
             m = state.mask.double()
             both = m[:, s.fed : upto] * torch.cat([torch.zeros_like(m[:, :1]), m[:, :-1]], dim=1)[:, s.fed : upto]
@@ -247,7 +248,7 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: HdeeEnsembleCache | None = None,
         past_key_values: HdeeEnsembleCache | None = None,
@@ -256,6 +257,8 @@ class HdeeEnsembleForCausalLM(HdeeEnsemblePreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        if input_ids is None:
+            raise ValueError("hdee_ensemble takes input_ids: each expert embeds the tokens with its own embedding")
         state = cache if cache is not None else past_key_values
         if not isinstance(state, HdeeEnsembleCache):
             state = HdeeEnsembleCache()
