@@ -275,13 +275,22 @@ def test_lm_eval_hf_model_agrees_with_hdee_lm_eval(tiny_run, exports, method, mo
     hf = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={exports[method]},trust_remote_code=True",
                                  device="cpu", **kw)
     prior = run_prior(run, STRATEGY, DOMAIN) if method == "cached-prior" else None
-    own = lm_eval.simple_evaluate(model=EnsembleLM(run.ensemble_dirs(STRATEGY), run.layout.tokenizer_path, method,
-                                                   log_prior=prior, max_length=run.cfg.data.seq_len), **kw)
+    own_lm = EnsembleLM(run.ensemble_dirs(STRATEGY), run.layout.tokenizer_path, method, log_prior=prior,
+                        max_length=run.cfg.data.seq_len)
+    own = lm_eval.simple_evaluate(model=own_lm, **kw)
     for key in ("acc,none", "acc_norm,none"):
         assert hf["results"]["hdee_tiny_mc"][key] == own["results"]["hdee_tiny_mc"][key]
     ll = [[float(r[0][0]) for s in res["samples"]["hdee_tiny_mc"] for r in s["resps"]] for res in (hf, own)]
     assert len(ll[0]) == len(ll[1]) > 0
     np.testing.assert_allclose(ll[0], ll[1], atol=1e-4, rtol=0)
+    if method == "cached-prior":  # generate_until: lm-eval's batched, left-padded greedy search, hdee's sampler
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+
+        reqs = [Instance("generate_until", {}, (c, {"until": ["\n\n"], "max_gen_toks": 10, "do_sample": False}), 0)
+                for c in ["def main(argv):\n", "import os", "Question: what is x?\nAnswer:"]]
+        lm = HFLM(pretrained=str(exports[method]), trust_remote_code=True, device="cpu", batch_size=2)
+        assert lm.generate_until(reqs) == own_lm.generate_until(reqs)
 
 
 _REMOTE = """
