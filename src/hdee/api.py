@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from hdee.config import ExperimentConfig
 from hdee.data.tokenizer import vocab_size
-from hdee.errors import ConfigError, EnsembleError, PlanError
+from hdee.errors import ConfigError, EnsembleError, ExecutionError, PlanError
 from hdee.evaluate import ENSEMBLE_KINDS, EnsembleSpec, evaluate
 from hdee.expert_dir import is_finished, load_record
 from hdee.fsutil import read_json
@@ -22,6 +22,7 @@ from hdee.layout import RunLayout
 from hdee.plan import Plan, build_plan
 from hdee.provenance import environment, strategy_costs
 from hdee.seeds import Vary, check_vary
+from hdee.trust import check_plugins, config_sha256
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 
@@ -98,15 +99,31 @@ def preview_plan(cfg: ExperimentConfig, layout: RunLayout, vocab: int | None = N
     return PlanPreview(plan, v, source)
 
 
-def read_config_snapshot(layout: RunLayout) -> ExperimentConfig:
-    """The config a run was made with (config.json); importing its plugins on the way."""
+def read_config_snapshot(layout: RunLayout, trust_plugins: bool = False, raw: dict | None = None) -> ExperimentConfig:
+    """The config a run was made with (config.json); importing its plugins on the way, when
+    they may be (`hdee.trust`: a run started here, or `trust_plugins`)."""
+    path = layout.config_snapshot
+    if raw is None:
+        raw = read_snapshot_json(layout)
+    check_plugins(layout.root, path, raw, trust_plugins)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+
+
+def read_snapshot_json(layout: RunLayout) -> dict:
+    """config.json as written, not yet validated (nothing imported)."""
     path = layout.config_snapshot
     if not path.is_file():
         raise ConfigError(f"{path}: not found (is {layout.root} a run directory?)")
     try:
-        return ExperimentConfig.model_validate(read_json(path))
-    except (ValidationError, ValueError) as exc:
+        raw = read_json(path)
+    except ValueError as exc:
         raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return raw
 
 
 def _first_problem(exc: ValueError) -> str:
@@ -122,18 +139,24 @@ def _first_problem(exc: ValueError) -> str:
     return f"not valid JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """A finished (or running) run directory: its config snapshot and plan.json, both checked."""
+def load_run(run_dir: str | Path, trust_plugins: bool = False) -> Run:
+    """A finished (or running) run directory: its config snapshot and plan.json, both checked, and
+    the snapshot the one the plan was made from (an edited config.json is refused, not evaluated)."""
     layout = RunLayout(run_dir)
     for p in (layout.config_snapshot, layout.plan_json):
         if not p.is_file():
             raise EnsembleError(f"{p}: not found (is {run_dir} a run directory?)")
-    cfg = read_config_snapshot(layout)
+    raw = read_snapshot_json(layout)
     try:
         plan = Plan.read(layout.plan_json)
     except (ValidationError, ValueError) as exc:
         raise EnsembleError(f"{layout.plan_json}: not a plan: {_first_problem(exc)}") from None
-    return Run(cfg, layout, plan)
+    if plan.config_sha256 is not None and plan.config_sha256 != config_sha256(raw):
+        raise ConfigError(
+            f"{layout.config_snapshot}: differs from the config {layout.plan_json.name} was made from (edited after the run?); "
+            "restore it, or rerun `hdee run` with the new config"
+        )
+    return Run(read_config_snapshot(layout, trust_plugins, raw), layout, plan)
 
 
 def expert_dirs(plan: Plan, layout: RunLayout) -> dict[str, Path]:
@@ -171,6 +194,25 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
     return specs
 
 
+def _done_record(path: Path) -> dict[str, Any]:
+    """A job's done record, with the cost `strategy_costs` adds up checked (it is written by hdee;
+    anything else is damage, refused in one line)."""
+    fix = "delete it and rerun `hdee run` to redo the job"
+    try:
+        rec = read_json(path)
+    except ValueError as exc:
+        raise ExecutionError(f"{path}: not a done record (not valid JSON: {(str(exc).splitlines() or [''])[0]}); {fix}") from None
+    cost = rec.get("cost") if isinstance(rec, dict) else None
+    if not isinstance(rec, dict) or (cost is not None and not (
+            isinstance(cost, dict) and all(_is_number(cost.get(k, 0)) for k in ("seconds", "gpus")) and "seconds" in cost)):
+        raise ExecutionError(f"{path}: not a done record (its cost is not seconds and GPUs); {fix}")
+    return rec
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
 def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
                        started: float | None = None) -> dict[str, Any]:
     """What results.json records of how it was made: `env` (`hdee.provenance.environment()`, taken
@@ -180,7 +222,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
     for job in plan.jobs:
         path = layout.job_record(job.id)
         if path.is_file():
-            records[job.id] = read_json(path)
+            records[job.id] = _done_record(path)
     return {
         **(env if env is not None else environment()),
         # repeat 0 is the same experiment whatever later repeats vary
@@ -212,7 +254,7 @@ def with_methods(cfg: ExperimentConfig, methods: list[str]) -> ExperimentConfig:
         raise ConfigError(f"methods {', '.join(methods)}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
-def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
+def report_run(run_dir: str | Path, vary: str = "domain-phase", trust_plugins: bool = False) -> dict[str, Any]:
     """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
     run's plugins imported first, so their strategies' traits order and classify them)."""
     from hdee.report import write_report
@@ -220,5 +262,5 @@ def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any
     kind = check_vary(vary)
     layout = RunLayout(run_dir)
     if layout.config_snapshot.is_file():
-        read_config_snapshot(layout)
+        read_config_snapshot(layout, trust_plugins)
     return write_report(layout, kind)

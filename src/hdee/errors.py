@@ -39,3 +39,11 @@ class LayoutError(HdeeError):
 
 class LockError(HdeeError):
     """Another process holds the run directory."""
+
+
+class DiskFullError(HdeeError, OSError):
+    """A write that failed for want of space (ENOSPC, EDQUOT); still an OSError for callers that
+    catch those, one line for the CLI."""
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()

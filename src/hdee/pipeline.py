@@ -27,6 +27,7 @@ from hdee.plan import Job, build_plan, prepare_job
 from hdee.provenance import environment
 from hdee.report import write_report
 from hdee.seeds import Vary, check_vary
+from hdee.trust import remember_run
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -105,8 +106,10 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
                 "use --force to reuse it or --run-dir for a new one"
             )
         if old == new:
+            remember_run(layout.root, new)
             return
     atomic_write_json(path, new)
+    remember_run(layout.root, new)
 
 
 def _execute(executor: Executor, view: RunView, jobs: list[Job], stage: str) -> int:
@@ -162,6 +165,7 @@ def run_experiment(
             stage = 1
             while True:
                 plan = build_plan(cfg, vocab, repeat=repeat, pilot_outputs=outputs, vary=vary)
+                plan = plan.model_copy(update={"config_sha256": cfg.fingerprint()})
                 plan.write(layout.plan_path(repeat, vary))
                 ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:
