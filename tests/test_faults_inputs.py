@@ -182,6 +182,8 @@ CASES = [
     Case("eval-foreign-plugins", lambda w: ["eval", "runs/tiny"],
          r"runs/tiny/config\.json: names plugins \(hdee_faults_no_such_plugin\), .* pass --trust-plugins", _foreign_plugins),
     Case("report-foreign-plugins", lambda w: ["report", "runs/tiny"], r"names plugins .* pass --trust-plugins", _foreign_plugins),
+    Case("lm-eval-foreign-plugins", lambda w: ["lm-eval", "runs/tiny", "--strategy", "MHo-IHo", "--tasks", "arc_easy"],
+         r"runs/tiny/config\.json: names plugins \(hdee_faults_no_such_plugin\)", _foreign_plugins),
     Case("eval-trusted-plugins-are-imported", lambda w: ["eval", "runs/tiny", "--trust-plugins"],
          r"plugins: cannot import plugin 'hdee_faults_no_such_plugin'", _foreign_plugins),
     # ---- finished experts that belong to another job
@@ -205,6 +207,10 @@ CASES = [
     Case("average-output-locked", lambda w: _avg(w, "--out", "merged"), r"merged: in use by pid {pid} \(hdee average\)",
          _average_lock_held),
     # ---- generate
+    Case("generate-out-of-memory", lambda w: ["generate", w.expert("MHo-IHo", 0), "--prompt", "x",
+                                              "--tokenizer", "runs/tiny/data/tokenizer.json"],
+         r"^error: out of memory; free memory", lambda w, mp, s: {} if mp.setattr(
+             "hdee.ensemble.ensemble.load_hf_tokenizer", lambda *a, **k: (_ for _ in ()).throw(MemoryError())) else {}),
     Case("generate-prompt-fills-the-context", lambda w: ["generate", w.expert("MHo-IHo", 0), "--prompt", LONG_PROMPT,
                                                          "--tokenizer", "runs/tiny/data/tokenizer.json"],
          r"the prompt has \d+ tokens, which fills the experts' context of 32"),
@@ -212,7 +218,7 @@ CASES = [
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 33 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

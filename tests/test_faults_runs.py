@@ -123,3 +123,20 @@ def test_non_utf8_inside_a_block_boundary_names_its_offset(tmp_path, monkeypatch
         list(text_stream.text_pieces(domain))
     path.write_bytes("héllo".encode() * 10)  # multi-byte characters split across blocks decode whole
     assert "".join(p for p, _, _ in text_stream.text_pieces(domain)) == "héllo" * 10
+
+
+def test_an_imported_seed_of_another_job_is_refused(tiny, tmp_path):
+    from experts import make_expert
+    from hdee.fsutil import sha256_file
+    from hdee.model import size_spec
+    from hdee.train.pretrained import import_seed
+
+    out = make_expert(tmp_path / "seed-M-aaaa", 0)
+    record = json.loads((out / "hdee.json").read_text())
+    record.update(job_id="seed-M-aaaa", source="org/ckpt-a", model_sha256=sha256_file(out / "model.safetensors"))
+    (out / "hdee.json").write_text(json.dumps(record))
+    kwargs = dict(tokenizer=tmp_path / "tokenizer.json", tokenizer_hash=None, val_dirs=[], eval_tokens=64)
+    spec = size_spec(tiny, "M", 512)
+    assert import_seed("org/ckpt-a", out, spec, meta={"job_id": "seed-M-aaaa"}, **kwargs)["source"] == "org/ckpt-a"
+    with pytest.raises(CheckpointError, match=r"seed-M-aaaa: holds a finished seed of another job \(job seed-M-aaaa, from 'org/ckpt-a'"):
+        import_seed("org/ckpt-b", out, spec, meta={"job_id": "seed-M-bbbb"}, **kwargs)

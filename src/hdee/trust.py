@@ -3,9 +3,9 @@
 A config's `plugins` are imported, so naming one runs its code. `hdee run` and `hdee prepare`
 import them from the config file the user gives; the commands that only read a run directory
 (`hdee eval`, `report`, `lm-eval`) find them in its config.json, which could come from anyone.
-They import them only from a run directory started on this machine by this user (`hdee run` /
-`prepare` leave a note in the user's cache, `$HDEE_CACHE/trusted-runs/`, with the config.json
-they wrote), or with `--trust-plugins`. Run directories are trusted input in every other way:
+They import them only from a run directory started on this machine by this user (`hdee run`
+leaves a note in the user's cache, `$HDEE_CACHE/trusted-runs/`, with the config.json it wrote),
+or with `--trust-plugins`. Run directories are trusted input in every other way:
 their files are checked for integrity, not for intent.
 """
 
