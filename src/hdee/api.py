@@ -195,22 +195,27 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
 
 
 def _done_record(path: Path) -> dict[str, Any]:
-    """A job's done record, with the cost `strategy_costs` adds up checked (it is written by hdee;
+    """A job's done record, with the cost `strategy_costs` adds up checked (hdee writes it;
     anything else is damage, refused in one line)."""
     fix = "delete it and rerun `hdee run` to redo the job"
     try:
         rec = read_json(path)
     except ValueError as exc:
         raise ExecutionError(f"{path}: not a done record (not valid JSON: {(str(exc).splitlines() or [''])[0]}); {fix}") from None
-    cost = rec.get("cost") if isinstance(rec, dict) else None
-    if not isinstance(rec, dict) or (cost is not None and not (
-            isinstance(cost, dict) and all(_is_number(cost.get(k, 0)) for k in ("seconds", "gpus")) and "seconds" in cost)):
+    if not isinstance(rec, dict):
+        raise ExecutionError(f"{path}: not a done record (not a JSON object); {fix}")
+    cost = rec.get("cost")
+    if cost is not None and not _valid_cost(cost):
         raise ExecutionError(f"{path}: not a done record (its cost is not seconds and GPUs); {fix}")
     return rec
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+def _valid_cost(cost: Any) -> bool:
+    """{"seconds": s, "gpus": n, ...} with non-negative numbers (gpus may be absent)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+    return isinstance(cost, dict) and number(cost.get("seconds")) and number(cost.get("gpus", 0))
 
 
 def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
