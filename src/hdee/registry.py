@@ -206,7 +206,12 @@ def default_method() -> str:
 def import_plugins(modules: list[str]) -> None:
     """Import the plugin modules a config names; they register strategies or mixing methods."""
     for name in modules:
+        if not isinstance(name, str) or not name or name.startswith(".") or not all(p.isidentifier() for p in name.split(".")):
+            raise ValueError(f"plugin {name!r}: not an absolute module name (give it as you would import it, e.g. 'my_pkg.strategies')")
         try:
             importlib.import_module(name)
         except ImportError as exc:
             raise ValueError(f"cannot import plugin {name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the plugin's own code failed: one line naming it
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ValueError(f"plugin {name!r} failed while being imported ({type(exc).__name__}: {first})") from None

@@ -26,6 +26,7 @@ from hdee.plan import Plan, build_plan
 from hdee.plan.schema import EnsembleSpec
 from hdee.plan.seeds import Vary
 from hdee.core.layout import RunLayout
+from hdee.trust import check_plugins, config_sha256
 
 PRETRAINED_VOCAB_DEFAULT = 128002  # Meta-Llama-3 (128000 + BOS/EOS), the paper's tokenizer
 
@@ -129,18 +130,49 @@ def current_plan(cfg: ExperimentConfig, vocab: int, layout: RunLayout, repeat: i
     return plan
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """A finished (or running) run directory: its config snapshot and plan.json, both checked."""
+def read_snapshot_json(layout: RunLayout) -> dict:
+    """config.json as written, not yet validated (so nothing is imported)."""
+    path = layout.config_snapshot
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (is {layout.root} a run directory?)")
+    try:
+        raw = read_json(path)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {_problem(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return raw
+
+
+def read_config_trusted(layout: RunLayout, trust_plugins: bool = False, raw: dict | None = None) -> ExperimentConfig:
+    """The config snapshot for a command that only reads the run: its plugins are imported only when
+    they may be (`hdee.trust`: a run `hdee run` started here, or `trust_plugins`)."""
+    raw = read_snapshot_json(layout) if raw is None else raw
+    check_plugins(layout.root, layout.config_snapshot, raw, trust_plugins)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"{layout.config_snapshot}: {_problem(exc)}") from None
+
+
+def load_run(run_dir: str | Path, trust_plugins: bool = False) -> Run:
+    """A finished (or running) run directory: its config snapshot and plan.json, both checked, and
+    the snapshot the one the plan was made from (an edited config.json is refused, not evaluated)."""
     layout = RunLayout(run_dir)
     for p in (layout.config_snapshot, layout.plan_json):
         if not p.is_file():
             raise EnsembleError(f"{p}: not found (is {run_dir} a run directory?)")
-    cfg = read_config(layout)
+    raw = read_snapshot_json(layout)
     try:
         plan = Plan.read(layout.plan_json)
     except (ValidationError, ValueError) as exc:
         raise EnsembleError(f"{layout.plan_json}: not a plan: {_problem(exc)}") from None
-    return Run(cfg, layout, plan)
+    if plan.config_sha256 is not None and plan.config_sha256 != config_sha256(raw):
+        raise ConfigError(
+            f"{layout.config_snapshot}: differs from the config {layout.plan_json.name} was made from (edited after the run?); "
+            "restore it, or rerun `hdee run` with the new config"
+        )
+    return Run(read_config_trusted(layout, trust_plugins, raw), layout, plan)
 
 
 def expert_dirs(plan: Plan, layout: RunLayout) -> dict[str, Path]:

@@ -1,5 +1,8 @@
 """The typer application every command module registers on."""
 
+import errno
+import os
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,9 +22,20 @@ class OneLineErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except HdeeError as exc:
-            message = " ".join(str(exc).split())  # one line, whatever the message held
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            _one_line(str(exc))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _one_line(f"{where}{os.strerror(exc.errno).lower()}; free space and rerun (finished outputs are kept)")
+        except MemoryError:
+            _one_line("out of memory; free memory, or lower the sizes or token caps the command works with")
+
+
+def _one_line(message: str) -> None:
+    message = " ".join(message.split())  # one line, whatever the message held
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
 
 
 app = typer.Typer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -83,6 +84,7 @@ def eval_command(
     text_field: str = typer.Option("text", "--text-field", help="the text column of jsonl / parquet / datasets"),
     without: list[str] = typer.Option([], "--without", help="opt-out: remove this expert, or every expert trained on this domain (repeatable)"),
     methods: str | None = typer.Option(None, "--methods", help="comma-separated, e.g. uniform,routed-top1 (default: the config's)"),
+    trust_plugins: bool = typer.Option(False, "--trust-plugins", help="import the plugins the run's config.json names even if this run directory was not started here"),
 ) -> None:
     """(Re)compute a run's per-domain perplexities from cached scores, or evaluate its ensembles on new text."""
     from hdee.core.lock import run_dir_lock
@@ -94,7 +96,7 @@ def eval_command(
         raise ConfigError("--methods goes with the run's own evaluation, not with --data or --without")
     if data is None and (name is not None or max_tokens is not None):
         raise ConfigError("--name and --max-tokens go with --data")
-    run = load_run(run_dir)  # checked before it is locked: a wrong path creates nothing
+    run = load_run(run_dir, trust_plugins)  # checked before it is locked: a wrong path creates nothing
     with run_dir_lock(run.layout.root, "eval"):
         _eval(run, data, name, max_tokens, text_field, without, methods)
 
@@ -161,19 +163,38 @@ def generate(
     from hdee.ensemble import Ensemble
     from hdee.ensemble.routing import generate_routed
 
-    if router is not None:
-        if expert_dirs:
-            raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
-        out, chosen = generate_routed(router, prompt, method or "routed-top1", tokenizer=tokenizer,
-                                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        _err.print(f"routed to {', '.join(chosen)}", highlight=False)
-    elif not expert_dirs:
+    if router is not None and expert_dirs:
+        raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
+    if router is None and not expert_dirs:
         raise EnsembleError("give expert directories, or --router FILE")
+
+    def emit(piece: str) -> None:  # the continuation streams to stdout as it is sampled
+        typer.echo(piece, nl=False)
+        sys.stdout.flush()
+
+    kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    started = False
+
+    def stream(piece: str) -> None:
+        nonlocal started
+        if not started:
+            emit(prompt)
+            started = True
+        emit(piece)
+
+    if router is not None:
+        out, chosen = generate_routed(router, prompt, method or "routed-top1", tokenizer=tokenizer, stream=stream, **kwargs)
     else:
-        out = Ensemble(expert_dirs).generate(
-            prompt, max_new_tokens, temperature, top_p, method, seed, tokenizer=tokenizer, top_k=top_k
-        )
-    _out.print(prompt + (out.text or ""), highlight=False, markup=False)
+        out = Ensemble(expert_dirs).generate(prompt, method=method, tokenizer=tokenizer, top_k=top_k,
+                                             stream=stream, **kwargs)
+    if not started:
+        emit(prompt)
+    typer.echo("")
+    if router is not None:
+        _err.print(f"routed to {', '.join(chosen)}", highlight=False)
+    if out.capped_at is not None:
+        _err.print(f"stopped at the experts' context of {out.capped_at} tokens (prompt and continuation together)",
+                   highlight=False)
 
 
 @app.command()

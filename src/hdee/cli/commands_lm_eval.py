@@ -21,6 +21,7 @@ def lm_eval_command(
     limit: int | None = typer.Option(None, "--limit", min=1, help="at most N examples per task"),
     prior_domain: str | None = typer.Option(None, "--prior-domain", help="cached-prior methods: the run domain whose prior to use"),
     num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0),
+    trust_plugins: bool = typer.Option(False, "--trust-plugins", help="import the plugins the run's config.json names even if this run directory was not started here"),
 ) -> None:
     """Run lm-eval TASKS on the mixture of STRATEGY's experts and print lm-eval's table."""
     try:
@@ -35,7 +36,7 @@ def lm_eval_command(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise ConfigError("--tasks names no task")
-    results, path = run_lm_eval(load_run(run_dir), strategy, method or default_method(), names, include_path, limit, prior_domain, num_fewshot)
+    results, path = run_lm_eval(load_run(run_dir, trust_plugins), strategy, method or default_method(), names, include_path, limit, prior_domain, num_fewshot)
     console = make_console()
     console.print(make_table(results), markup=False, highlight=False)
     console.print(f"wrote {path}", highlight=False)

@@ -20,6 +20,7 @@ from hdee.plan.seeds import check_vary
 def report(
     run_dir: Path = typer.Argument(..., help="a run directory with results/results.json"),
     vary: str = typer.Option("domain-phase", "--vary", help="which repeats: domain-phase or seed-models (as `hdee run --vary`)"),
+    trust_plugins: bool = typer.Option(False, "--trust-plugins", help="import the plugins the run's config.json names even if this run directory was not started here"),
 ) -> None:
     """Rebuild the report (report.md, report.png; report-seed-models.* with --vary seed-models) and curves.png
     from a run's saved results (no recomputation)."""
@@ -27,7 +28,7 @@ def report(
     if not run_dir.is_dir():
         raise HdeeError(f"{run_dir}: run directory not found")
     with run_dir_lock(run_dir, "report"):
-        cmp = report_run(run_dir, vary)
+        cmp = report_run(run_dir, vary, trust_plugins)
     layout = RunLayout(run_dir)
     md, png = layout.report_files(vary)
     console = make_console()

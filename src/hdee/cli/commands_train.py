@@ -55,6 +55,11 @@ def train(
         given = [x for x in (steps, tokens, flops) if x is not None]
         if len(given) != 1:
             raise ConfigError("hdee train needs exactly one of --steps, --tokens or --flops")
+        for flag, value in (("--steps", steps), ("--tokens", tokens), ("--flops", flops)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"{flag} {value}: must be positive")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise ConfigError(f"--seed {seed}: must be a whole number in [0, 2**63)")
         tok_hash = None
         if vocab is None:
             from hdee.data.tokenizer import tokenizer_hash, vocab_size

@@ -49,7 +49,7 @@ class ExperimentConfig(Strict):
         default_factory=list, description="modules imported before anything else is checked; they register strategies or mixing methods"
     )
     name: Name
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63, description="a whole number in [0, 2**63): the seeds derived from it share that range")
     domains: list[DomainConfig] = Field(min_length=1)
     data: DataConfig = DataConfig()
     model: ModelFamily | None = Field(default=None, exclude_if=lambda v: v is None)  # not with seed_models.from

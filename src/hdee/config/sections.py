@@ -144,6 +144,10 @@ class Schedule(Strict):
     warmup: float = Field(default=0.05, ge=0, description="steps if >= 1, else a fraction of steps")
 
 
+#: trainer settings that only change how a job runs or reports, not the weights it writes
+TRAIN_DISPLAY_ONLY = ("compile",)
+
+
 class TrainConfig(Strict):
     """Settings shared by every training job."""
 

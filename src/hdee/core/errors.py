@@ -41,6 +41,14 @@ class LockError(HdeeError):
     """Another process holds the run directory."""
 
 
+class DiskFullError(HdeeError, OSError):
+    """A write that failed for want of space (ENOSPC, EDQUOT); still an OSError for callers that
+    catch those, one line for the CLI."""
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
+
+
 def one_line(exc: Exception) -> str:
     """The first problem of an error as `where: what`: a pydantic `ValidationError`'s first error
     (its location dotted, "Value error, " dropped, an unknown key called one), else the first line."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +17,10 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
+
+from hdee.core.errors import DiskFullError
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors a full disk (or quota) gives a writer
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -76,6 +81,14 @@ def _plain_mode(path: str | Path, is_dir: bool) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
 
 
+def plain_modes(directory: str | Path) -> None:
+    """Give every file directly inside `directory` the umask's permissions (safetensors and
+    other writers create theirs 0600 whatever the umask)."""
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False):
+            _plain_mode(entry.path, is_dir=False)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -88,19 +101,36 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _full(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write_file(f, data)
             f.flush()
             os.fsync(f.fileno())
         _plain_mode(tmp, is_dir=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _full(path, exc) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _write_file(f, data: bytes) -> None:
+    f.write(data)
+
+
+def _full(path: Path, exc: OSError) -> OSError:
+    """A full disk as a one-line `DiskFullError` naming the file; any other OSError as it was."""
+    if exc.errno not in FULL or isinstance(exc, DiskFullError):
+        return exc
+    return DiskFullError(exc.errno, f"{path}: {os.strerror(exc.errno).lower()}; the file was not replaced, "
+                                    "earlier outputs are kept: free space and rerun")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -27,6 +27,28 @@ def repeat_suffix(repeat: int, vary: str = DOMAIN_PHASE) -> str:
     return f"-repeat{repeat}" if vary == DOMAIN_PHASE else f"-{vary}-repeat{repeat}"
 
 
+def refuse_outside_links(root: str | Path) -> None:
+    """LayoutError naming the first symbolic link under `root` that leads outside it.
+
+    Writes and temp-file clean-ups would follow such a link (`experts/X` or `results/` pointing
+    elsewhere) and land outside the run; links that stay inside it are left alone.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    real = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root):  # links to directories are listed, never entered
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if os.path.commonpath([real, target]) != real:
+                    raise LayoutError(
+                        f"{path}: a symbolic link to {target}, outside the run directory; hdee writes only inside "
+                        f"{root}: replace the link with what it points to, or remove it"
+                    )
+
+
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
@@ -43,7 +65,8 @@ class RunLayout:
         """root/base/names..., refused unless each name is one plain path component.
 
         So `.`, `..`, separators and absolute names are refused, and the result always lies
-        strictly inside root/base; a directory the user symlinked inside the run still works.
+        strictly inside root/base; a link inside the run that points elsewhere inside it still
+        works, one that points outside is refused by `refuse_outside_links` before any write.
         """
         path = self.root.joinpath(base, *names)
         plain = all(n and n not in (".", "..") and "/" not in n and os.sep not in n and "\0" not in n for n in names)

@@ -143,15 +143,21 @@ class FileDocs:
 
     def documents(self) -> Iterator[Document]:
         for path, rel in self.files:
-            suffix = Path(path).suffix.lower()
-            if suffix in (".jsonl", ".json"):
-                yield from self._jsonl(path, rel)
-            elif suffix == ".parquet":
-                yield from self._parquet(path, rel)
-            else:
-                with open(path, "rb") as f:
-                    text, bad = decode_utf8(f.read())
-                yield Document(rel, text, bad)
+            yield from self.file_documents(path, rel)
+
+    @staticmethod
+    def is_plain(path: str) -> bool:
+        """A file that is one document as a whole (not jsonl, json or parquet)."""
+        return Path(path).suffix.lower() not in (".jsonl", ".json", ".parquet")
+
+    def file_documents(self, path: str, rel: str) -> Iterator[Document]:
+        """The documents of one matched file (`rel`: its stable id)."""
+        if not self.is_plain(path):
+            yield from (self._parquet(path, rel) if path.lower().endswith(".parquet") else self._jsonl(path, rel))
+            return
+        with open(path, "rb") as f:
+            text, bad = decode_utf8(f.read())
+        yield Document(rel, text, bad)
 
     def _jsonl(self, path: str, rel: str) -> Iterator[Document]:
         with open(path, "rb") as f:

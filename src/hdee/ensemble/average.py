@@ -15,7 +15,8 @@ import torch
 from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read_expert
 from hdee.core.errors import EnsembleError
 from hdee.expert_dir import load_record, weights_path, write_record
-from hdee.core.fsutil import atomic_dir, sha256_file
+from hdee.core.fsutil import atomic_dir, plain_modes, sha256_file
+from hdee.core.lock import file_lock, output_lock_path
 from hdee.modelcard import CARD_FILE, render_card
 
 # config.json keys that fix the parameter shapes or how they are used
@@ -74,6 +75,24 @@ def _same_average(out_dir: Path, parent_sha256: list[str], weights: list[float])
     return record.kind == "average" and extra.get("parent_sha256") == parent_sha256 and extra.get("weights") == weights
 
 
+def _not_replaceable(out_dir: Path) -> str | None:
+    """Why `--force` must not delete `out_dir`, or None when it is an empty dir or an earlier average."""
+    names = {p.name for p in out_dir.iterdir()}
+    if not names:
+        return None
+    if {"plan.json", ".lock", "jobs"} & names or {"config.json", "experts"} <= names:
+        return "is a run directory"
+    try:
+        record = load_record(out_dir)
+    except FileNotFoundError:
+        return "is not a model directory hdee wrote (no hdee.json)"
+    except (OSError, ValueError):
+        return "has an unreadable hdee.json"
+    if record.kind != "average":
+        return f"holds a model of kind {record.kind!r}, not an average"
+    return None
+
+
 def _check_output(out_dir: Path, infos: list[ExpertInfo], parent_sha256: list[str], weights: list[float], force: bool) -> None:
     """Refuse an output that would overwrite or delete anything but an earlier identical average."""
     out = out_dir.resolve()
@@ -85,8 +104,14 @@ def _check_output(out_dir: Path, infos: list[ExpertInfo], parent_sha256: list[st
         return
     if not out_dir.is_dir():
         raise EnsembleError(f"{out_dir}: exists and is not a directory")
-    if force or _same_average(out_dir, parent_sha256, weights):
+    if _same_average(out_dir, parent_sha256, weights):
         return
+    if force:
+        what = _not_replaceable(out_dir)
+        if what is None:
+            return
+        raise EnsembleError(f"{out_dir}: {what}; --force replaces only an earlier average (hdee.json of kind 'average') "
+                            "or an empty directory, choose another --out")
     raise EnsembleError(
         f"{out_dir}: already exists and is not an earlier average of these experts; "
         "choose another --out or pass --force to replace it"
@@ -124,8 +149,14 @@ def average_experts(
     out_dir = Path(out_dir)
     w = _normalised_weights(weights, len(infos))
     parent_sha256 = [i.weights_sha256() for i in infos]
-    _check_output(out_dir, infos, parent_sha256, w.tolist(), force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(output_lock_path(out_dir), out_dir, "average", "one writer per output directory", remove=True):
+        _check_output(out_dir, infos, parent_sha256, w.tolist(), force)
+        _write_average(infos, w, parent_sha256, out_dir)
+    return out_dir
 
+
+def _write_average(infos: list[ExpertInfo], w: np.ndarray, parent_sha256: list[str], out_dir: Path) -> None:
     merged = load_model(infos[0].path)
     with torch.no_grad():
         acc = {name: t.detach().double() * w[0] for name, t in merged.state_dict().items()}
@@ -149,7 +180,7 @@ def average_experts(
         merged.save_pretrained(tmp)
         _copy_tokenizer(infos[0].path, tmp)
         (tmp / CARD_FILE).write_text(render_card(meta, out_dir.name), encoding="utf-8")
+        plain_modes(tmp)
         # both keys: `model_sha256` is what the trainer verifies when this model becomes a parent
         meta["sha256"] = meta["model_sha256"] = sha256_file(weights_path(tmp))
         write_record(tmp, meta)
-    return out_dir

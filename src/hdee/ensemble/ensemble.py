@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -102,8 +102,11 @@ class Ensemble:
         use_cache: bool = True,
         eos_id: int | None = None,
         keep_distributions: bool = False,
+        stream: Callable[[str], None] | None = None,
     ) -> Generation:
         """Sample from the mixture; a text prompt needs `tokenizer` (object or tokenizer.json path).
+
+        `stream` (with a tokenizer) receives the new text piece by piece as it is sampled.
 
         A tokenizer file must be the one the experts were trained with (their `tokenizer_hash`),
         and no tokenizer may know more tokens than the experts' vocabulary.
@@ -139,8 +142,28 @@ class Ensemble:
             use_cache=use_cache,
             eos_id=eos_id,
             keep_distributions=keep_distributions,
+            on_token=_text_stream(tokenizer, prompt_ids, stream) if stream is not None and tokenizer is not None else None,
         )
         if tokenizer is not None:
             head, whole = tokenizer.decode(out.prompt_ids), tokenizer.decode(out.ids)
             out.text = whole[len(head) :] if whole.startswith(head) else tokenizer.decode(out.new_ids)
         return out
+
+
+def _text_stream(tokenizer: Any, prompt_ids: Sequence[int], emit: Callable[[str], None]) -> Callable[[int], None]:
+    """A token callback that hands `emit` each piece of newly decoded text (held back while a
+    character is still incomplete, so multi-byte characters arrive whole)."""
+    ids = list(prompt_ids)
+    shown = len(tokenizer.decode(ids))
+
+    def on_token(token: int) -> None:
+        nonlocal shown
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > shown:
+            emit(text[shown:])
+        shown = len(text)
+
+    return on_token

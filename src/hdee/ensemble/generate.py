@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ class Generation:
     weights: np.ndarray  # [steps, K]: expert weights used at each step (product: 1/K each)
     step_logprobs: np.ndarray | None = None  # [steps, vocab] mixture log-probs, when kept
     text: str | None = None
+    capped_at: int | None = None  # the experts' context, when it cut the request short
 
     @property
     def ids(self) -> list[int]:
@@ -75,6 +76,13 @@ class _ExpertStream:
         else:
             out = self.model(input_ids=torch.tensor([self.ids]), use_cache=False, logits_to_keep=1)
         return torch.log_softmax(out.logits[0, -1].double(), dim=-1)
+
+
+def context_length(models: Sequence[torch.nn.Module]) -> int | None:
+    """The longest sequence every model was built for (`max_position_embeddings`), if they say."""
+    sizes = [getattr(getattr(m, "config", None), "max_position_embeddings", None) for m in models]
+    known = [int(n) for n in sizes if n]
+    return min(known) if known else None
 
 
 def _sample(logp: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
@@ -145,9 +153,15 @@ def generate_ids(
     use_cache: bool = True,
     eos_id: int | None = None,
     keep_distributions: bool = False,
+    on_token: Callable[[int], None] | None = None,
 ) -> Generation:
     """Sample up to `max_new_tokens` from the mixture of `models` after `prompt_ids` (with the
-    default mixing method, `hdee.registry.default_method()`, when none is named)."""
+    default mixing method, `hdee.registry.default_method()`, when none is named).
+
+    Prompt and new tokens together never exceed the models' context (`max_position_embeddings`):
+    a longer request stops there (`Generation.capped_at`), a prompt that fills it is refused.
+    `on_token` receives each new token as soon as it is sampled.
+    """
     method = method or default_method()
     entry = MIXING_METHODS.find(method)
     if entry is None or entry.generate is None:
@@ -157,6 +171,13 @@ def generate_ids(
         raise EnsembleError("generation needs a prompt of at least one token")
     if not 0 < top_p <= 1:
         raise EnsembleError(f"top_p must be in (0, 1], got {top_p}")
+    context = context_length(models)
+    capped_at = None
+    if context is not None:
+        if len(prompt) >= context:
+            raise EnsembleError(f"the prompt has {len(prompt)} tokens, which fills the experts' context of {context}; shorten it")
+        if len(prompt) + max_new_tokens > context:
+            max_new_tokens, capped_at = context - len(prompt), context
     k = len(models)
     if entry.needs_prior:
         if log_prior is None:
@@ -185,6 +206,8 @@ def generate_ids(
             kept.append(mixture.float().numpy())
         token = _sample(mixture, temperature, top_p, gen)
         new_ids.append(token)
+        if on_token is not None:
+            on_token(token)
         last = dists[:, token]
         seen = seen + last
         if token == eos_id or step == max_new_tokens - 1:
@@ -195,4 +218,5 @@ def generate_ids(
         new_ids=new_ids,
         weights=np.stack(weights) if weights else np.zeros((0, k)),
         step_logprobs=np.stack(kept) if keep_distributions and kept else None,
+        capped_at=capped_at,
     )

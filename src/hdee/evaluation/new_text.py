@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from hdee.config import DomainConfig, SourceSpec
 from hdee.core.errors import ConfigError, DataError
-from hdee.data.sources import open_source, source_from_text
+from hdee.data.sources import source_from_text
+from hdee.data.text_stream import text_pieces
 from hdee.data.tokenizer import eos_token, load_tokenizer
 from hdee.ensemble.scoring import eval_token_cap
 from hdee.evaluation.evaluate import ScoreProgress, evaluate
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 #: at most this share of a short text's windows goes to the prior, and as much to the method choice
 HELD_OUT_SHARE = 0.2
 ENCODE_BATCH = 256
+ENCODE_CHARS = 1 << 18  # characters tokenized at once: bounds the tokenizer's memory, whatever the file
 
 
 def parse_source(spec: str, text_field: str = "text") -> SourceSpec:
@@ -64,27 +66,38 @@ def text_domain(name: str, source: SourceSpec, run: "Run") -> DomainConfig:
 
 def read_tokens(domain: DomainConfig, tokenizer_path: Path, limit: int | None,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Token ids of the source's documents, each followed by EOS, stopping once `limit` are read."""
+    """Token ids of the source's documents, each followed by EOS, stopping once `limit` are read.
+
+    The text arrives in pieces (`hdee.data.text_stream`): however large a file or document, only
+    the pieces that reach `limit` are read and tokenized.
+    """
     tok = load_tokenizer(tokenizer_path)
     eos_id = tok.token_to_id(eos_token(tok, where=str(tokenizer_path)))
     chunks: list[np.ndarray] = []
     total = 0
-    batch: list[str] = []
+    batch: list[tuple[str, bool]] = []
+    chars = 0
 
     def flush() -> None:
-        nonlocal total
-        for enc in tok.encode_batch(batch, add_special_tokens=False):
-            chunks.append(np.asarray(enc.ids + [eos_id], dtype=np.int64))
-            total += len(enc.ids) + 1
+        nonlocal total, chars
+        try:
+            encoded = tok.encode_batch([text for text, _ in batch], add_special_tokens=False)
+        except MemoryError:
+            raise DataError(f"--data: out of memory while tokenizing, after {total:,} tokens; "
+                            "lower --max-tokens or free memory") from None
+        for enc, (_, last) in zip(encoded, batch):
+            ids = enc.ids + [eos_id] if last else enc.ids
+            chunks.append(np.asarray(ids, dtype=np.int64))
+            total += len(ids)
         batch.clear()
+        chars = 0
         if progress is not None:
             progress(total)
 
-    for doc in open_source(domain).documents():
-        if not doc.text.strip():
-            continue
-        batch.append(doc.text)
-        if len(batch) >= ENCODE_BATCH:
+    for piece, _first, last in text_pieces(domain):
+        batch.append((piece, last))
+        chars += len(piece)
+        if len(batch) >= ENCODE_BATCH or chars >= ENCODE_CHARS:
             flush()
             if limit is not None and total >= limit:
                 break

@@ -27,6 +27,7 @@ from hdee.plan.seeds import Vary, check_vary
 from hdee.report.write import write_report
 from hdee.core.layout import RunLayout
 from hdee.run import current_plan, prepared_vocab, resolve_vocab
+from hdee.trust import remember_run
 
 #: config sections that change how a run executes, not what it computes
 RUNTIME_SECTIONS = ("execute",)
@@ -103,8 +104,10 @@ def snapshot_config(cfg: ExperimentConfig, layout: RunLayout, force: bool = Fals
                 "use --force to reuse it or --run-dir for a new one"
             )
         if old == new:
+            remember_run(layout.root, new)
             return
     atomic_write_json(path, new)
+    remember_run(layout.root, new)
 
 
 def _execute(executor: Executor, view: RunView, jobs: list[Job], stage: str) -> int:
@@ -159,6 +162,7 @@ def run_experiment(
             plan = current_plan(cfg, vocab, layout, repeat, vary)
             stage = 1
             while True:
+                plan = plan.model_copy(update={"config_sha256": cfg.fingerprint()})
                 plan.write(layout.plan_path(repeat, vary))
                 ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:

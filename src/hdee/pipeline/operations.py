@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hdee.config import ExperimentConfig
-from hdee.core.errors import ConfigError, one_line
+from hdee.core.errors import ConfigError, ExecutionError, one_line
 from hdee.core.fsutil import read_json
 from hdee.core.provenance import environment, strategy_costs
 from hdee.evaluation.evaluate import evaluate
@@ -26,7 +26,7 @@ from hdee.run import (
     current_plan,
     ensemble_specs,
     expert_dirs,
-    read_config,
+    read_config_trusted,
     resolve_vocab,
 )
 
@@ -46,6 +46,30 @@ def preview_plan(cfg: ExperimentConfig, layout: RunLayout, vocab: int | None = N
     return PlanPreview(current_plan(cfg, v, layout, repeat, kind), v, source)
 
 
+def _done_record(path: Path) -> dict[str, Any]:
+    """A job's done record, with the cost `strategy_costs` adds up checked (hdee writes it;
+    anything else is damage, refused in one line)."""
+    fix = "delete it and rerun `hdee run` to redo the job"
+    try:
+        rec = read_json(path)
+    except ValueError as exc:
+        raise ExecutionError(f"{path}: not a done record (not valid JSON: {one_line(exc)}); {fix}") from None
+    if not isinstance(rec, dict):
+        raise ExecutionError(f"{path}: not a done record (not a JSON object); {fix}")
+    cost = rec.get("cost")
+    if cost is not None and not _valid_cost(cost):
+        raise ExecutionError(f"{path}: not a done record (its cost is not seconds and GPUs); {fix}")
+    return rec
+
+
+def _valid_cost(cost: Any) -> bool:
+    """{"seconds": s, "gpus": n, ...} with non-negative numbers (gpus may be absent)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+    return isinstance(cost, dict) and number(cost.get("seconds")) and number(cost.get("gpus", 0))
+
+
 def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
                        started: float | None = None) -> dict[str, Any]:
     """What results.json records of how it was made: `env` (`hdee.core.provenance.environment()`, taken
@@ -55,7 +79,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
     for job in plan.jobs:
         path = layout.done_record(job.id)
         if path.is_file():
-            records[job.id] = read_json(path)
+            records[job.id] = _done_record(path)
     return {
         **(env if env is not None else environment()),
         # repeat 0 is the same experiment whatever later repeats vary
@@ -87,7 +111,7 @@ def with_methods(cfg: ExperimentConfig, methods: list[str]) -> ExperimentConfig:
         raise ConfigError(f"methods {', '.join(methods)}: {one_line(exc).split(': ', 1)[-1]}") from None
 
 
-def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any]:
+def report_run(run_dir: str | Path, vary: str = "domain-phase", trust_plugins: bool = False) -> dict[str, Any]:
     """`hdee report`: rebuild the report over the repeats of kind `vary` from saved results (the
     run's plugins imported first, so their strategies' traits order and classify them)."""
     from hdee.report.write import write_report
@@ -95,5 +119,5 @@ def report_run(run_dir: str | Path, vary: str = "domain-phase") -> dict[str, Any
     kind = check_vary(vary)
     layout = RunLayout(run_dir)
     if layout.config_snapshot.is_file():
-        read_config(layout)
+        read_config_trusted(layout, trust_plugins)
     return write_report(layout, kind)

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from hdee.config import ExperimentConfig
+from hdee.config.sections import TRAIN_DISPLAY_ONLY
 from hdee.data.sources import default_max_bytes
 
-#: settings that only change how a job runs or reports, not the weights it writes
-TRAIN_DISPLAY_ONLY = ("compile",)
 
 
 def _read_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Plan(BaseModel):
     jobs: list[Job]
     ensembles: dict[Name, EnsemblePlan]
     experts: dict[JobId, str]
+    config_sha256: str | None = None  # the config it was made from (`ExperimentConfig.fingerprint()`), when recorded
 
     @property
     def pending(self) -> list[str]:

@@ -20,10 +20,11 @@ from rich.table import Table  # noqa: E402
 from hdee.report.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
 from hdee.report.training_curves import plot_curves  # noqa: E402
 from hdee.core.errors import HdeeError  # noqa: E402
-from hdee.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hdee.core.fsutil import atomic_write_bytes, atomic_write_text, read_json  # noqa: E402
 from hdee.core.layout import RunLayout  # noqa: E402
 from hdee.report.markdown import domain_groups, fmt_ppl, render_markdown  # noqa: E402
 from hdee.plan.seeds import Vary  # noqa: E402
+from hdee.report.results_check import check_results  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:
@@ -114,12 +115,23 @@ def rich_table(cmp: dict[str, Any]) -> Table:
     return t
 
 
+def _planned_strategies(plan_path: Path) -> list[str] | None:
+    """The strategies a plan file names (None when there is no readable plan to compare with)."""
+    try:
+        ensembles = read_json(plan_path).get("ensembles")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(ensembles) if isinstance(ensembles, dict) else None
+
+
 def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, Any]:
     """Rebuild the report over the repeats of kind `vary` (`layout.report_files(vary)`) and curves.png
     from the saved results of `layout`."""
     if not layout.results_json.is_file():
         raise HdeeError(f"{layout.results_json}: no results to report (run `hdee run` first)")
     runs = load_repeats(layout, vary)
+    for repeat, results in enumerate(runs):
+        check_results(results, layout.results_path(repeat, vary), _planned_strategies(layout.plan_path(repeat, vary)))
     cmp = comparison(runs, vary)
     name = runs[0].get("config", layout.root.name)
     md, png = layout.report_files(vary)

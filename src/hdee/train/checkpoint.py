@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from hdee.core.errors import CheckpointError
 from hdee.expert_dir import RECORD, WEIGHTS, load_record, write_record
-from hdee.core.fsutil import atomic_dir, read_json, sha256_file, write_hashed
+from hdee.core.fsutil import atomic_dir, plain_modes, read_json, sha256_file, write_hashed
 
 STATE_DIR = "state"
 _STATE_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
@@ -186,6 +186,7 @@ def save_expert(
             if tokenizer is not None:
                 save_tokenizer_files(tokenizer, tmp, max_length)
             (Path(tmp) / CARD_FILE).write_text(render_card(record, out_dir.name), encoding="utf-8")
+            plain_modes(tmp)
             for name in sorted(os.listdir(tmp)):
                 os.replace(Path(tmp) / name, out_dir / name)
         record = write_record(out_dir, {**record, "model_sha256": sha256_file(out_dir / WEIGHTS)})

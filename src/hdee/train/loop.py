@@ -8,6 +8,7 @@ finished record (`record`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ import torch
 from hdee.data.loaders import TrainSampler
 from hdee.core.errors import CheckpointError, DataError, TrainingError
 from hdee.core.fsutil import clean_stale_temps, sha256_bytes
+from hdee.config.sections import TRAIN_DISPLAY_ONLY
 from hdee.model import flops_per_token_full
 from hdee.train import checkpoint as ckpt
 from hdee.train.device import DistContext, amp_dtype, autocast, default_context, make_optimizer, to_device
@@ -26,18 +28,47 @@ from hdee.train.domains import open_domain
 from hdee.train.job import StepPlan, TrainJob, lr_at, plan_steps
 from hdee.train.loss import CausalLMLoss
 from hdee.train.metrics import MetricsLog, ProgressBar, ProgressHook
-from hdee.train.record import done_record
+from hdee.train.record import expert_record
 from hdee.train.start import initial_model, make_sampler, parent_record
 from hdee.train.validate import val_windows, validate
 
 log_ = logging.getLogger("hdee.train")
 
-__all__ = ["DistContext", "job_fingerprint", "run_train_job"]
+__all__ = ["DistContext", "job_fingerprint", "job_identity", "run_train_job"]
 
 
 def job_fingerprint(job: TrainJob) -> str:
     """What a saved state must match to be resumed (display-only settings excluded)."""
     return sha256_bytes(job.model_dump_json(exclude={"tensorboard", "tokenizer"}).encode())
+
+
+def job_identity(job: TrainJob) -> str:
+    """What a finished expert must match to be returned for `job`: what shapes its weights (size,
+    budget, schedule, trainer settings, seed, data, tokenizer, parent), with directories named by
+    their last part, so a run directory that was moved or copied still finds its experts."""
+    train = job.train.model_dump(mode="json", exclude=set(TRAIN_DISPLAY_ONLY))
+    dump = job.model_dump(mode="json", include={"size", "budget", "schedule", "seed", "tokenizer_hash"})
+    dump.update(train=train, job_id=job.meta.get("job_id"), out_dir=Path(job.out_dir).name,
+                parent=Path(job.parent).name if job.parent is not None else None,
+                data=[[Path(m.domain_dir).name, m.weight] for m in job.data], val=[Path(v).name for v in job.val])
+    return sha256_bytes(json.dumps(dump, sort_keys=True).encode())
+
+
+def _finished_for(job: TrainJob, steps: int) -> dict[str, Any]:
+    """The finished expert in `job.out_dir`, refused unless it was trained for this very job."""
+    out = Path(job.out_dir)
+    record = ckpt.verify_expert(out)
+    mine = {"job": job.meta.get("job_id"), "size": job.size.name, "steps": steps}
+    theirs = {"job": record.get("job_id"), "size": record.get("size_name"), "steps": record.get("steps")}
+    differ = [k for k in mine if mine[k] is not None and theirs[k] is not None and mine[k] != theirs[k]]
+    recorded = record.get("job_identity")
+    if differ or (recorded is not None and recorded != job_identity(job)):
+        what = ("; ".join(f"{k} {theirs[k]} there, {mine[k]} here" for k in differ) if differ
+                else "trained with other settings")
+        raise CheckpointError(
+            f"{out}: holds a finished expert of another job ({what}); move it away or delete it to train this one"
+        )
+    return record
 
 
 def run_train_job(
@@ -54,9 +85,9 @@ def run_train_job(
     """
     ctx = dist or default_context()
     out = Path(job.out_dir)
-    if (out / ckpt.RECORD).is_file():
-        return ckpt.verify_expert(out)
     plan = plan_steps(job, ctx.world_size)
+    if (out / ckpt.RECORD).is_file():
+        return _finished_for(job, plan.steps)
     parent = parent_record(job)
     train_data = [open_domain(m.domain_dir, "train", job.size.vocab, job.tokenizer_hash) for m in job.data]
     try:
@@ -142,11 +173,12 @@ def run_train_job(
     record = None
     if ctx.is_main:
         record = ckpt.save_expert(
-            out, model, done_record(job, plan, parent, train_data, sampler, last_val, val_names), job.tokenizer, job.size.seq_len
+            out, model, {**expert_record(job, plan, parent, train_data, sampler, last_val, val_names), "job_identity": job_identity(job)},
+            job.tokenizer, job.size.seq_len
         )
         ckpt.remove_state(out)
     ctx.barrier()
-    return record if record is not None else ckpt.verify_expert(out)
+    return record if record is not None else _finished_for(job, plan.steps)
 
 
 def _train_step(

@@ -67,7 +67,13 @@ def import_seed(
 
     out_dir = Path(out_dir)
     if is_finished(out_dir):
-        return ckpt.verify_expert(out_dir)
+        record = ckpt.verify_expert(out_dir)
+        theirs = (record.get("job_id"), record.get("source"), record.get("size_name"))
+        mine = (meta.get("job_id"), source, spec.name)
+        if any(a is not None and b is not None and a != b for a, b in zip(theirs, mine)):
+            raise CheckpointError(f"{out_dir}: holds a finished seed of another job (job {theirs[0]}, from {theirs[1]!r}, "
+                                  f"size {theirs[2]}; this job: {mine[0]}, {mine[1]!r}, {mine[2]}); move it away or delete it")
+        return record
     _check_tokenizer(source, tokenizer)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)

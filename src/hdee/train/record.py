@@ -10,7 +10,7 @@ from hdee.train.domains import DomainData
 from hdee.train.job import StepPlan, TrainJob
 
 
-def done_record(
+def expert_record(
     job: TrainJob,
     plan: StepPlan,
     parent: dict[str, Any] | None,
