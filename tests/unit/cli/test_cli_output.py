@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from hdee.curves import curve_lines, plot_curves
 from hdee.fsutil import atomic_write_json

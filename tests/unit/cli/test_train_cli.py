@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -39,6 +40,7 @@ source = {{ kind = "files", paths = ["{path}"] }}
 """
 
 
+@pytest.mark.slow
 def test_train_from_config_and_from_job_file(tmp_path):
     run_dir = tmp_path / "run"
     make_domain(run_dir / "data" / "domains", "alpha", 1)

@@ -15,6 +15,7 @@ from hdee.fsutil import sha256_file
 from hdee.train import run_train_job
 from tests.helpers.train_helpers import make_domain, tiny_job, tiny_spec
 
+pytestmark = pytest.mark.slow  # every test reads the experts `trained` trains
 torch.set_num_threads(1)
 TEXT = ["def f(x):\n    return x + 1\n", "the quick brown fox jumps over the lazy dog. " * 3, "import os\nprint(os.sep)\n"]
 

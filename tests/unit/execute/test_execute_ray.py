@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
@@ -25,6 +24,9 @@ def test_unreachable_cluster_is_one_line(tmp_path, monkeypatch):
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # "auto" reads <ray temp dir>/ray_current_cluster: a private temp dir, so a cluster someone else on
+    # this machine started (or left behind when killed) is not found
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
 
     assert not ray.is_initialized()
     addr = f"127.0.0.1:{_closed_port()}"

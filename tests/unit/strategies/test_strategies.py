@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from hdee.budget import budget_flops, expert_flops
 from hdee.errors import PlanError
 from hdee.registry import STRATEGIES
 from hdee.strategies import Assignment, ExpertSpec, Strategy, StrategyContext, get_strategy, register
-from tests.helpers.paths import ROOT
 
 PAPER_VOCAB = 128002
 

@@ -26,6 +26,7 @@ def domains(tmp_path):
     return [make_domain(tmp_path / "data", "alpha", 1), make_domain(tmp_path / "data", "beta", 2)]
 
 
+@pytest.mark.slow
 def test_job_writes_a_loadable_expert_with_its_record(tmp_path, domains):
     rows = []
     job = tiny_job(tmp_path / "exp", domains, steps=6)
@@ -53,6 +54,7 @@ def test_job_writes_a_loadable_expert_with_its_record(tmp_path, domains):
     assert metrics[-1]["lr"] > 3e-4 and metrics[-1]["lr"] < metrics[3]["lr"]
 
 
+@pytest.mark.slow
 def test_finished_job_returns_at_once_and_branches_load_the_parent(tmp_path, domains, monkeypatch):
     parent = tmp_path / "seed"
     first = run_train_job(tiny_job(parent, domains, steps=2))
@@ -93,6 +95,7 @@ def test_accumulation_is_derived_and_keeps_the_global_batch(tmp_path, domains):
         plan_steps(job, world_size=5)
 
 
+@pytest.mark.slow
 def test_state_is_checksummed_safetensors_and_json(tmp_path, domains, monkeypatch):
     out = tmp_path / "exp"
 
@@ -121,6 +124,7 @@ def test_state_is_checksummed_safetensors_and_json(tmp_path, domains, monkeypatc
         run_train_job(tiny_job(out, domains, steps=6))
 
 
+@pytest.mark.slow
 def test_parent_missing_corrupt_or_other_shape(tmp_path, domains):
     with pytest.raises(CheckpointError, match="not found"):
         run_train_job(tiny_job(tmp_path / "c", domains, parent=tmp_path / "nope"))
@@ -160,6 +164,7 @@ def test_tokenizer_and_vocab_mismatches(tmp_path):
         run_train_job(tiny_job(tmp_path / "e", [tmp_path / "missing"]))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, domains, monkeypatch):
     real = train_loss.compute_loss
     calls = {"n": 0}
@@ -180,6 +185,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, domains, mo
     assert not (out / "hdee.json").exists()
 
 
+@pytest.mark.slow
 def test_out_of_disk_keeps_the_previous_checkpoint(tmp_path, domains, monkeypatch):
     out = tmp_path / "exp"
     real_write = ckpt.write_hashed

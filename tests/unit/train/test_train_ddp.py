@@ -16,6 +16,7 @@ from tests.helpers.train_helpers import make_domain, tiny_job
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process(tmp_path):
     domains = [make_domain(tmp_path / "data", "alpha", 1), make_domain(tmp_path / "data", "beta", 2)]
     opts = {"batch_tokens": 4 * 16, "micro_batch_tokens": 1 * 16, "checkpoint_every": 3}

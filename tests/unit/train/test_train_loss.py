@@ -67,6 +67,7 @@ def test_plain_module_is_the_reference_loss_bit_for_bit():
     assert torch.equal(CausalLMLoss(model, "plain")(x), compute_loss(model, x))
 
 
+@pytest.mark.slow
 def test_training_with_the_chunked_loss_follows_the_plain_run(tmp_path, small_chunks):
     domains = [make_domain(tmp_path / "data", "alpha", 1)]
     plain = run_train_job(tiny_job(tmp_path / "plain", domains, steps=4))

@@ -2,7 +2,8 @@
 
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
 
 from hdee.expert_dir import read_metrics
 from tests.helpers.paths import ROOT
@@ -40,6 +41,7 @@ def _numbers(rows):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "flops_per_s")} for r in rows]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights_and_metrics(tmp_path):
     domains = [make_domain(tmp_path / "data", "alpha", 1), make_domain(tmp_path / "data", "beta", 2)]
     clean = _run(tmp_path, tmp_path / "clean", -1, domains)
