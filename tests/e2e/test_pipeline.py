@@ -41,6 +41,7 @@ def _hdee(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_cli_refuses_a_run_dir_of_another_config(tmp_path, tiny):
     other = tiny.model_copy(update={"seed": 7})
     snapshot_config(other, RunLayout(tmp_path))
@@ -52,6 +53,7 @@ def test_cli_refuses_a_run_dir_of_another_config(tmp_path, tiny):
     assert (tmp_path / "config.json").read_text() == before
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_cli_plan_prints_the_paper_budget():
     res = _hdee("plan", "configs/paper-small-close.toml")
     assert res.returncode == 0, res.stderr
@@ -61,6 +63,7 @@ def test_cli_plan_prints_the_paper_budget():
     assert "128,002" in out
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_cli_plan_unknown_strategy_is_one_line(tmp_path):
     text = TINY.read_text().replace('strategies = ["MHo-IHo",', 'strategies = ["bogus", "MHo-IHo",')
     (tmp_path / "c.toml").write_text(text)

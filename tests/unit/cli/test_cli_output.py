@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from hdee.curves import curve_lines, plot_curves
 from hdee.fsutil import atomic_write_json
 from hdee.layout import RunLayout
@@ -21,6 +23,7 @@ def _piped(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_plan_through_a_pipe_prints_whole_numbers_and_ids():
     res = _piped("plan", "configs/embedded.toml")
     assert res.returncode == 0, res.stderr

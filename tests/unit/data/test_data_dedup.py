@@ -149,6 +149,7 @@ def test_a_heldout_domain_never_changes_what_experts_train_on(tmp_path):
     assert {d: digests(fresh.domain_dir(d)) for d in cfg.train_domains} == trained
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_a_heldout_domain_that_only_copies_training_data_is_an_error(tmp_path):
     layout = RunLayout(tmp_path / "run")
     prepare(load_config(make_config(tmp_path, max_train=BIG, max_eval=BIG)), layout)

@@ -149,6 +149,7 @@ def test_wheel_hash_mismatch(tmp_path, monkeypatch):
         prepare(cfg, RunLayout(tmp_path / "run"))
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_cli_prepare_and_errors_exit_2(tmp_path):
     cfg_path = make_config(tmp_path)
     env = {**os.environ, "HDEE_CACHE": str(tmp_path / "cache")}
@@ -164,6 +165,7 @@ def test_cli_prepare_and_errors_exit_2(tmp_path):
     assert "no file matches" in err.stderr and len(err.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_killed_prepare_then_rerun_matches_clean_run(tmp_path):
     # enough domains that the process is still working when the first domain is finished
     extra = ""

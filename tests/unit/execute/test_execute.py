@@ -57,6 +57,7 @@ def pool_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("local")
 
 
+@pytest.mark.slow  # starts worker processes, each importing torch
 def test_local_executor_runs_a_dag_in_order_and_then_skips_it(pool_dir):
     events: list[Event] = []
     with LocalExecutor(pool_dir, workers=2, runner=fake_runner) as ex:
@@ -81,6 +82,7 @@ def test_local_executor_runs_a_dag_in_order_and_then_skips_it(pool_dir):
         assert runs(pool_dir, "c") == 2 and runs(pool_dir, "d") == 1
 
 
+@pytest.mark.slow  # starts worker processes, each importing torch
 def test_failure_names_the_job_and_stops_its_dependents(tmp_path):
     jobs = [Job(id="a", kind="train"), Job(id="boom", kind="train", deps=["a"]), Job(id="after", kind="train", deps=["boom"])]
     with LocalExecutor(tmp_path, workers=1, runner=fake_runner) as ex:

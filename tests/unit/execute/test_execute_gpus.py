@@ -33,6 +33,7 @@ def gpu_runner(spec_json: str, run_dir: str, progress=None) -> dict:
     return {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
+@pytest.mark.slow  # starts worker processes, each importing torch
 def test_local_workers_take_the_visible_gpus_in_turn(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     jobs = [Job(id=f"j{i}", kind="train", steps=1) for i in range(WORKERS)]

@@ -119,6 +119,7 @@ def test_seed_model_repeats_retrain_the_seeds_under_ids_of_their_own(embedded):
     assert not ids[2] & ids[0] and not ids[2] & ids[1]  # nothing a seed-model repeat runs can overwrite another's
 
 
+@pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_unknown_vary_is_one_line_and_exit_2(tmp_path):
     import subprocess
     import sys
