@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from hdee.cli.app import app
 from tests.helpers.safety_helpers import snapshot
-from test_bad_inputs import Case, Workspace, ws  # noqa: F401 - `ws` is the workspace fixture
+from tests.e2e.test_bad_inputs import Case, Workspace, ws  # noqa: F401 - `ws` is the workspace fixture
 
 torch.set_num_threads(1)
 
