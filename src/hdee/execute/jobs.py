@@ -15,7 +15,7 @@ from typing import Callable
 
 from hdee.config import ExperimentConfig
 from hdee.errors import ExecutionError
-from hdee.execute import fault
+from hdee.execute import devices, fault
 from hdee.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.layout import RunLayout
 from hdee.plan.schema import MODEL_KINDS, Job
@@ -182,16 +182,10 @@ def run_job(job_spec_json: str, run_dir: str | Path, progress: ProgressFn | None
 
     t0 = time.perf_counter()
     result = _dispatch(job, layout, on_progress)
-    cost = job_cost(time.perf_counter() - t0, job.kind != "prepare" and _cuda_available())
+    cost = job_cost(time.perf_counter() - t0, devices.job_gpus(job.kind))
     trap.before_record()
     write_record(job, layout.root, result, outputs_of(job, layout), cost)
     return result
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path], cost: dict | None = None) -> None:
