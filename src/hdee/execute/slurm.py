@@ -80,9 +80,8 @@ class SlurmTask(Checkpointable):
         try:
             node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
             preflight.check_node(preflight.probe(self.expect, node), self.expect)
-            import torch
-
-            torch.set_num_threads(self.threads)
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before torch is imported
+                os.environ[var] = str(self.threads)
             devices.give(self.gpus)
             return {"result": self.runner(self.spec_json, self.run_dir, None)}
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line in the driver

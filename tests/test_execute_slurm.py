@@ -1,0 +1,94 @@
+"""The Slurm backend through submitit's LocalExecutor: the executors' contract (order, skipping
+verified work, one-line failures), its preflight in every job, and its refusals."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import hdee
+from hdee.config import SlurmConfig
+from hdee.errors import ExecutionError, LayoutError
+from hdee.plan import Job
+
+pytest.importorskip("submitit")
+
+from hdee.execute.slurm import SlurmExecutor, rebuild_error  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+LOCAL = SlurmConfig(cluster="local", time_min=5, max_parallel=2)
+
+
+@pytest.fixture
+def job_path(monkeypatch):
+    """submitit's job processes import the fake runners from here, and hdee from this checkout."""
+    paths = [str(TESTS.parent / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def layout_error_runner(spec_json: str, run_dir: str, progress=None) -> dict:
+    raise LayoutError(f"{run_dir}/x: refused, it is not inside {run_dir}")
+
+
+@pytest.mark.slow
+def test_slurm_runs_a_dag_in_order_skips_it_and_fails_in_one_line(tmp_path, job_path, monkeypatch):
+    from test_execute import dag, fake_runner, runs
+
+    monkeypatch.chdir(tmp_path)
+    t0 = time.monotonic()
+    with SlurmExecutor("rel", LOCAL, runner=fake_runner) as ex:  # relative: made absolute
+        assert ex.run_dir == tmp_path / "rel"
+        results = ex.run(dag())
+        assert results == {"a": {"value": 0}, "b": {"value": 1}, "c": {"value": 1}, "d": {"value": 2}}
+        assert (tmp_path / "rel/out/d.txt").read_text() == "d(b(a()),c(a()))"
+        assert ex.run(dag()) == {} and all(runs(tmp_path / "rel", j) == 1 for j in "abcd")
+        (tmp_path / "rel/out/b.txt").write_text("tampered")  # fails its checksum: b runs again
+        assert set(ex.run(dag())) == {"b"}
+
+    jobs = [Job(id="a", kind="train"), Job(id="boom", kind="train", deps=["a"]), Job(id="after", kind="train", deps=["boom"])]
+    with SlurmExecutor(tmp_path / "f", LOCAL, runner=fake_runner) as ex:
+        with pytest.raises(ExecutionError, match="^job boom failed: ValueError: the fake job failed on purpose$"):
+            ex.run(jobs)
+    assert runs(tmp_path / "f", "after") == 0
+    with SlurmExecutor(tmp_path / "g", LOCAL, runner=layout_error_runner) as ex:
+        with pytest.raises(LayoutError, match="^job a: .*/x: refused, it is not inside"):  # hdee's own error keeps its class
+            ex.run([Job(id="a", kind="train")])
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.slow
+def test_every_slurm_job_checks_its_node_first(tmp_path, job_path):
+    from test_execute import fake_runner, runs
+
+    with SlurmExecutor(tmp_path, LOCAL, runner=fake_runner) as ex:
+        ex._admit([Job(id="a", kind="train")])
+        ex._expect["version"] = "0.0.1"  # as if this driver ran another hdee than the nodes
+        with pytest.raises(ExecutionError, match=f"^job a: node .* runs hdee {hdee.__version__}, this driver hdee 0.0.1"):
+            ex.run([Job(id="a", kind="train")])
+    assert runs(tmp_path, "a") == 0  # refused before the job's work
+
+
+def test_slurm_refusals_are_one_line(tmp_path, monkeypatch):
+    from hdee.execute import devices
+
+    with pytest.raises(ExecutionError, match="^gpus_per_job 0.5: Slurm gives whole GPUs"):
+        SlurmExecutor(tmp_path, LOCAL, gpus_per_job=0.5)
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
+    ex = SlurmExecutor(tmp_path, LOCAL, gpus_per_job=1)
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionError) as exc:
+        ex.run([Job(id="prep", kind="prepare"), Job(id="t", kind="train", deps=["prep"])])
+    assert str(exc.value).startswith("job t asks for 1 CPU and 1 GPU (execute.threads_per_worker, execute.gpus_per_job), "
+                                      "more than any node of this machine has: 1 node with")
+    assert time.monotonic() - t0 < 5 and not list((tmp_path / ".cluster/slurm").iterdir())  # nothing submitted
+    assert oct((tmp_path / ".cluster/slurm").stat().st_mode & 0o777) == "0o700"
+
+
+def test_errors_cross_back_as_words():
+    assert type(rebuild_error({"hdee": "LayoutError", "type": "LayoutError", "message": "m"})) is LayoutError
+    assert type(rebuild_error({"hdee": None, "type": "KeyError", "message": "k"})) is KeyError
+    odd = rebuild_error({"hdee": None, "type": "CudaOutOfMemory", "message": "no room"})
+    assert type(odd).__name__ == "CudaOutOfMemory" and str(odd) == "no room"
