@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def _check_reachable(address: str, timeout: float = 5.0, shown: str | None = None) -> None:
     """Fail fast with one line when a host:port address does not answer (ray.init would wait)."""
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
@@ -61,7 +62,21 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise ExecutionError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+        raise ExecutionError(f"cannot reach the Ray cluster at {shown or address}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for a moment (native code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_auth(address: str | None) -> None:
@@ -79,8 +94,10 @@ def _check_auth(address: str | None) -> None:
         return
     if target is None:
         return
+    _check_reachable(target, shown=address)
     try:
-        GcsClient(address=target)
+        with _stderr_silenced():  # Ray's C++ client logs each refused try there
+            GcsClient(address=target)
     except AuthenticationError as exc:
         raise ExecutionError(f"the Ray cluster at {address or 'auto'} refused authentication: {_first_line(exc)}") from None
     except Exception:  # noqa: BLE001 - anything else is ray.init's to report
