@@ -126,7 +126,7 @@ def test_ray_places_fractional_gpu_jobs_on_one_gpu(tmp_path):
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     # a CPU machine can declare a GPU to Ray: scheduling and CUDA_VISIBLE_DEVICES work as on a real one
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(tests_dir), "src"), tests_dir])}})
     try:
         jobs = [Job(id="prep", kind="prepare"), Job(id="a", kind="train", steps=1), Job(id="b", kind="train", steps=1)]
         with RayExecutor(tmp_path, gpus_per_job=0.5, runner=ray_gpu_runner) as ex:

@@ -41,8 +41,8 @@ def test_ray_runs_a_dag_in_order(tmp_path):
 
     import ray
 
-    tests_dir = os.path.dirname(os.path.abspath(__file__))  # Ray workers import the fake runner from here
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
+    tests_dir = os.path.dirname(os.path.abspath(__file__))  # Ray workers import the fake runner from here, hdee from src/
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(tests_dir), "src"), tests_dir])}})
     try:
         with RayExecutor(tmp_path, runner=fake_runner) as ex:
             results = ex.run(dag())

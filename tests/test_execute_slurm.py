@@ -92,3 +92,19 @@ def test_errors_cross_back_as_words():
     assert type(rebuild_error({"hdee": None, "type": "KeyError", "message": "k"})) is KeyError
     odd = rebuild_error({"hdee": None, "type": "CudaOutOfMemory", "message": "no room"})
     assert type(odd).__name__ == "CudaOutOfMemory" and str(odd) == "no room"
+
+
+def test_a_request_sbatch_refuses_is_one_line(tmp_path, monkeypatch):
+    import subprocess
+
+    class Refusing:
+        def submit(self, task):
+            raise subprocess.CalledProcessError(1, ["sbatch", "x.sh"], stderr=(
+                "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"))
+
+    ex = SlurmExecutor(tmp_path, SlurmConfig(cluster="slurm"), threads_per_worker=64, gpus_per_job=1)
+    monkeypatch.setattr(ex, "_executor", lambda gpus: Refusing())
+    with pytest.raises(ExecutionError) as exc:
+        ex.run([Job(id="t", kind="train")])
+    assert str(exc.value) == ("Slurm refused job t asking for 64 CPUs and 1 GPU: sbatch: error: Batch job submission failed: "
+                              "Requested node configuration is not available")

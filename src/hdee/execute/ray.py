@@ -99,7 +99,7 @@ def _check_auth(address: str | None) -> None:
         with _stderr_silenced():  # Ray's C++ client logs each refused try there
             GcsClient(address=target)
     except AuthenticationError as exc:
-        raise ExecutionError(f"the Ray cluster at {address or 'auto'} refused authentication: {_first_line(exc)}") from None
+        raise ExecutionError(f"authentication with the Ray cluster at {address} failed: {_first_line(exc)}") from None
     except Exception:  # noqa: BLE001 - anything else is ray.init's to report
         return
 
@@ -158,8 +158,9 @@ class RayExecutor(Executor):
                     ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # e.g. no auth token
                 where = address or "local"
-                if isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())):
-                    raise ExecutionError(f"the Ray cluster at {where} refused authentication: {_first_line(exc)}") from None
+                auth = isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())) or "authentication" in str(exc).lower()
+                if auth:  # a refused token, or none found
+                    raise ExecutionError(f"authentication with the Ray cluster at {where} failed: {_first_line(exc)}") from None
                 raise ExecutionError(f"cannot reach the Ray cluster at {where}: {_first_line(exc)}") from None
         self._task = ray.remote(max_retries=max_retries)(_run_on_ray_worker)
         self._probe = ray.remote(max_retries=0, num_cpus=0)(_probe_on_node)
