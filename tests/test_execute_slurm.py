@@ -94,13 +94,16 @@ def test_errors_cross_back_as_words():
     assert type(odd).__name__ == "CudaOutOfMemory" and str(odd) == "no room"
 
 
-def test_a_request_sbatch_refuses_is_one_line(tmp_path, monkeypatch):
-    import subprocess
+def test_a_request_sbatch_refuses_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from submitit.core.utils import FailedJobError
 
     class Refusing:
-        def submit(self, task):
-            raise subprocess.CalledProcessError(1, ["sbatch", "x.sh"], stderr=(
-                "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"))
+        def submit(self, task):  # what submitit does when sbatch exits non-zero
+            stderr = "sbatch: error: Batch job submission failed: Requested node configuration is not available"
+            print(stderr, file=sys.stderr)
+            raise FailedJobError(stderr)
 
     ex = SlurmExecutor(tmp_path, SlurmConfig(cluster="slurm"), threads_per_worker=64, gpus_per_job=1)
     monkeypatch.setattr(ex, "_executor", lambda gpus: Refusing())
@@ -108,3 +111,4 @@ def test_a_request_sbatch_refuses_is_one_line(tmp_path, monkeypatch):
         ex.run([Job(id="t", kind="train")])
     assert str(exc.value) == ("Slurm refused job t asking for 64 CPUs and 1 GPU: sbatch: error: Batch job submission failed: "
                               "Requested node configuration is not available")
+    assert capsys.readouterr().err == ""

@@ -16,6 +16,8 @@ JSON, the run directory, the expected versions.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import io
 import os
 import socket
 from concurrent.futures import Future
@@ -148,7 +150,8 @@ class SlurmExecutor(Executor):
         gpus = self._request(job)["GPU"]
         task = SlurmTask(self.runner, job.model_dump_json(), str(self.run_dir), self.threads, gpus, dict(self._expect))
         try:
-            sjob = self._executor(gpus).submit(task)
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal there too
+                sjob = self._executor(gpus).submit(task)
         except Exception as exc:  # noqa: BLE001 - sbatch's refusal (e.g. no such node) in one line
             raise ExecutionError(f"Slurm refused job {job.id} asking for {describe(self._request(job))}: "
                                  f"{_last_line(getattr(exc, 'stderr', None) or exc)}") from None
