@@ -88,8 +88,10 @@ def _check_auth(address: str | None) -> None:
         from ray.exceptions import AuthenticationError
     except ImportError:  # another Ray: ray.init reports what it reports
         return
+    if address and address.startswith("ray://"):  # Ray Client: its server, not the GCS, answers there
+        return
     try:
-        target = canonicalize_bootstrap_address(address.removeprefix("ray://") if address else "auto")
+        target = canonicalize_bootstrap_address(address or "auto")
     except Exception:  # noqa: BLE001 - no address to probe; ray.init says why
         return
     if target is None:
