@@ -112,3 +112,31 @@ def test_a_request_sbatch_refuses_is_one_line(tmp_path, monkeypatch, capsys):
     assert str(exc.value) == ("Slurm refused job t asking for 64 CPUs and 1 GPU: sbatch: error: Batch job submission failed: "
                               "Requested node configuration is not available")
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_hdee_run_on_slurm_retrains_a_dropped_expert_bit_for_bit(tiny_run, tmp_path, job_path):
+    """The whole pipeline with `--backend slurm`: finished jobs are verified and skipped, the
+    dropped expert trains in a submitit job, and the results equal the original run's."""
+    import json
+    import shutil
+
+    from hdee.config import load_config
+    from hdee.pipeline import run_experiment
+
+    layout = tiny_run.copy(tmp_path / "run")
+    plan = json.loads(layout.plan_json.read_text())
+    dropped = next(j["id"] for j in plan["jobs"] if j["kind"] == "train")
+    shutil.rmtree(layout.expert_dir(dropped))
+    layout.job_record(dropped).unlink()
+    cfg_path = tmp_path / "slurm.toml"
+    cfg_path.write_text(tiny_run.config_path.read_text() + '\n[execute.slurm]\ncluster = "local"\ntime_min = 10\n')
+    summary = run_experiment(load_config(cfg_path), layout, backend="slurm", view=False)
+    assert summary["jobs_run"] == 1
+    weights = "model.safetensors"
+    assert (layout.expert_dir(dropped) / weights).read_bytes() == (tiny_run.layout.expert_dir(dropped) / weights).read_bytes()
+    record = json.loads(layout.job_record(dropped).read_text())
+    assert record["cost"]["gpus"] == 0 and record["cost"]["seconds"] > 0  # no GPU given, none counted
+    ppl = lambda p: {k: v["ppl"] for k, v in json.loads(p.read_text())["ensembles"].items()}  # noqa: E731
+    assert ppl(layout.results_json) == ppl(tiny_run.layout.results_json)
+    assert list((layout.cluster_dir / "slurm").iterdir())  # submitit's job folder, inside the run
