@@ -126,7 +126,7 @@ def plan_cmd(
 @app.command("run")
 def run_cmd(
     config: Path = typer.Argument(DEFAULT_CONFIG, help="experiment config (.toml or .yaml)"),
-    backend: str | None = typer.Option(None, "--backend", help="local or ray (default: execute.backend)"),
+    backend: str | None = typer.Option(None, "--backend", help="local, ray or slurm (default: execute.backend)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address, e.g. auto or host:port"),
     workers: int | None = typer.Option(None, "--workers", min=1, help="worker processes (local) or CPUs (private Ray)"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="run N repeats with other seeds"),

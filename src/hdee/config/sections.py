@@ -307,16 +307,32 @@ class RoutingConfig(Strict):
         return value
 
 
+class SlurmConfig(Strict):
+    """`--backend slurm`: every job is one submitit job (README, "Slurm")."""
+
+    cluster: Literal["slurm", "local"] = Field(default="slurm", description="submitit's executor: Slurm, or processes on this machine")
+    partition: str | None = None
+    account: str | None = None
+    time_min: int = Field(default=240, gt=0, description="wall-time limit of one job; one cut off resumes when requeued")
+    mem_gb: float | None = Field(default=None, gt=0)
+    max_parallel: int = Field(default=64, gt=0, description="jobs queued or running at once")
+    extra: dict[str, str] = Field(default_factory=dict, description="further sbatch options, e.g. {qos = \"normal\"}")
+
+
 class ExecuteConfig(Strict):
-    backend: Literal["local", "ray"] = "local"
+    backend: Literal["local", "ray", "slurm"] = "local"
     workers: int | None = Field(default=None, gt=0)
     threads_per_worker: int = Field(default=1, gt=0)
     ray_address: str | None = None
-    gpus_per_job: float = Field(default=0, ge=0, description="GPUs of one Ray task: below 1 shares a GPU, above 1 whole numbers")
+    gpus_per_job: float = Field(default=0, ge=0, description="GPUs of one Ray or Slurm job: 1, or below 1 to share one (Ray)")
     workers_per_gpu: int = Field(default=1, gt=0, description="local workers per visible GPU, unless workers is set")
+    slurm: SlurmConfig = SlurmConfig()
 
     @model_validator(mode="after")
-    def _whole_gpus_above_one(self) -> "ExecuteConfig":
-        if self.gpus_per_job > 1 and not float(self.gpus_per_job).is_integer():
-            raise ValueError(f"gpus_per_job {self.gpus_per_job:g} above 1 must be a whole number (Ray shares a GPU only below 1)")
+    def _at_most_one_gpu(self) -> "ExecuteConfig":
+        if self.gpus_per_job > 1:  # a job is one process on one device: more would sit idle, counted as used
+            raise ValueError(
+                f"gpus_per_job {self.gpus_per_job:g}: a job trains in one process on one GPU, so at most 1 "
+                "(one expert trains data-parallel on several GPUs with torchrun -m hdee.train.distributed)"
+            )
         return self

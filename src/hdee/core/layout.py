@@ -202,6 +202,11 @@ class RunLayout:
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 
+    @property
+    def cluster_dir(self) -> Path:
+        """What a cluster backend keeps: preflight token files, submitit's job folders (`.cluster/slurm`)."""
+        return self.root / ".cluster"
+
     def done_record(self, job_id: str) -> Path:
         """A finished job's done record: its result and the sha256 of each output."""
         return self.inside("jobs", f"{job_id}.json")

@@ -87,9 +87,10 @@ def environment(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def job_cost(seconds: float, uses_gpu: bool) -> dict[str, Any]:
-    """What a done record keeps of the run that finished the job (a resumed job: its last run only)."""
-    return {"seconds": round(seconds, 3), "gpus": 1 if uses_gpu else 0, "host": socket.gethostname()}
+def job_cost(seconds: float, gpus: float) -> dict[str, Any]:
+    """What a done record keeps of the run that finished the job (a resumed job: its last run only):
+    its wall time, the GPUs it was given (a share below 1 when jobs share one) and its host."""
+    return {"seconds": round(seconds, 3), "gpus": round(float(gpus), 6), "host": socket.gethostname()}
 
 
 def strategy_costs(jobs: Iterable[Any], records: Mapping[str, dict], groups: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Run a plan's jobs: `local` worker processes or a `ray` cluster, behind one interface."""
+"""Run a plan's jobs: `local` worker processes, a `ray` cluster or `slurm` (submitit), behind one interface."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ def make_executor(
             threads_per_worker=ex.threads_per_worker,
             gpus_per_job=ex.gpus_per_job,
         )
-    raise ExecutionError(f"unknown backend {backend!r} (use local or ray)")
+    if backend == "slurm":
+        from hdee.execute.slurm import SlurmExecutor
+
+        return SlurmExecutor(run_dir, ex.slurm, threads_per_worker=ex.threads_per_worker, gpus_per_job=ex.gpus_per_job)
+    raise ExecutionError(f"unknown backend {backend!r} (use local, ray or slurm)")
 
 
 __all__ = ["Event", "Executor", "make_executor"]

@@ -6,6 +6,7 @@ the loop here submits every job whose dependencies have finished and reports eve
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -39,10 +40,14 @@ class Executor:
     capacity: int | None = None
 
     def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
+        # absolute before anything is submitted: a remote worker starts in a directory of its own
+        self.run_dir = Path(os.path.abspath(run_dir))
 
     def _submit(self, job: Job) -> Future:
         raise NotImplementedError
+
+    def _admit(self, jobs: list[Job]) -> None:
+        """Refuse, before the first submission, jobs the backend could never place (one line)."""
 
     def _poll(self, on_event: OnEvent) -> None:
         """Forward events the backend collected since the last call (progress reports)."""
@@ -76,6 +81,8 @@ class Executor:
                 emit(Event("skipped", job.id))
             else:
                 waiting.append(job)
+        if waiting:
+            self._admit(waiting)
         running: dict[Future, Job] = {}
         results: dict[str, dict] = {}
         failure: tuple[Job, BaseException] | None = None

@@ -16,7 +16,7 @@ from typing import Callable
 from hdee.core.errors import ExecutionError
 from hdee.core.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.core.provenance import job_cost
-from hdee.execute import fault
+from hdee.execute import devices, fault
 from hdee.execute.kinds import JOB_KINDS, JobKindSpec
 from hdee.plan.schema import Job
 from hdee.core.layout import RunLayout
@@ -71,16 +71,10 @@ def run_job(job_spec_json: str, run_dir: str | Path, progress: ProgressFn | None
 
     t0 = time.perf_counter()
     result = _kind(job).run(job, layout, read_config(layout), on_progress)
-    cost = job_cost(time.perf_counter() - t0, job.kind != "prepare" and _cuda_available())
+    cost = job_cost(time.perf_counter() - t0, devices.job_gpus(job.kind))
     trap.before_record()
     write_record(job, layout.root, result, outputs_of(job, layout), cost)
     return result
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def write_record(job: Job, run_dir: str | Path, result: dict, outputs: list[Path], cost: dict | None = None) -> None:

@@ -23,11 +23,12 @@ from hdee.plan import Job
 _events = None  # the worker's queue to the parent (set by _init_worker)
 
 
-def _init_worker(threads: int, events, parent_pid: int, gpu_counter=None, gpus: list[str] | None = None) -> None:
+def _init_worker(threads: int, events, parent_pid: int, gpu_counter=None, gpus: list[str] | None = None,
+                 workers: int | None = None) -> None:
     global _events
     die_with_parent(parent_pid)
     _events = events
-    devices.claim_gpu(gpu_counter, gpus or [])
+    devices.claim_gpu(gpu_counter, gpus or [], workers)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
@@ -72,7 +73,7 @@ class LocalExecutor(Executor):
             max_workers=self.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(threads_per_worker, self._events, os.getpid(), ctx.Value("i", 0), self.gpus),
+            initargs=(threads_per_worker, self._events, os.getpid(), ctx.Value("i", 0), self.gpus, self.workers),
         )
 
     def _submit(self, job: Job) -> Future:

@@ -2,9 +2,12 @@
 
 `address=None` starts a private local cluster, listening on 127.0.0.1 only; `"auto"` or
 `"host:port"` joins an existing one (see the README for running one with token authentication).
-The run directory must be on a filesystem every node sees under the same path. A task whose
-worker dies (a lost node) is retried by Ray (`max_retries`); jobs are idempotent, so a retried
-training job resumes from its last checkpoint.
+Joining, a driver whose token the cluster refuses stops at once, in words that say so. The run
+directory must be on a filesystem every node sees under the same path: before the first job on
+a joined cluster a probe on every node checks that, and that it runs the driver's hdee on the
+same config (`hdee.execute.preflight`). Every job's request is checked against the live nodes
+first (`hdee.execute.resources`). A task whose worker dies (a lost node) is retried by Ray
+(`max_retries`); jobs are idempotent, so a retried training job resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -12,20 +15,23 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 
 from hdee.core.errors import ExecutionError
+from hdee.execute import devices, preflight
 from hdee.execute.base import Executor
-from hdee.execute.devices import ray_task_options
 from hdee.execute.jobs import JobRunner, run_job
+from hdee.execute.resources import check_requests
 from hdee.plan import Job
 
 _threads_set = False
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+PREFLIGHT_SECONDS = 120  # a node's probe must answer within this (a worker starts on every node)
 
 
-def _run_on_ray_worker(runner, spec_json: str, run_dir: str, threads: int) -> dict:
+def _run_on_ray_worker(runner, spec_json: str, run_dir: str, threads: int, gpus: float = 0) -> dict:
     global _threads_set
     if not _threads_set:
         import torch
@@ -34,10 +40,19 @@ def _run_on_ray_worker(runner, spec_json: str, run_dir: str, threads: int) -> di
         torch.set_num_threads(threads)
         hf_logging.disable_progress_bar()
         _threads_set = True
+    devices.give(gpus)
     return runner(spec_json, run_dir, None)
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def _probe_on_node(expect: dict, node: str) -> dict:
+    return preflight.probe(expect, node)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_reachable(address: str, timeout: float = 5.0, shown: str | None = None) -> None:
     """Fail fast with one line when a host:port address does not answer (ray.init would wait)."""
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
@@ -47,7 +62,48 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise ExecutionError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+        raise ExecutionError(f"cannot reach the Ray cluster at {shown or address}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for a moment (native code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _check_auth(address: str | None) -> None:
+    """One line naming authentication when the cluster refuses this driver's token (ray.init
+    would retry for half a minute and then say only "Failed to connect")."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # another Ray: ray.init reports what it reports
+        return
+    if address and address.startswith("ray://"):  # Ray Client: its server, not the GCS, answers there
+        return
+    try:
+        target = canonicalize_bootstrap_address(address or "auto")
+    except Exception:  # noqa: BLE001 - no address to probe; ray.init says why
+        return
+    if target is None:
+        return
+    _check_reachable(target, shown=address)
+    try:
+        with _stderr_silenced():  # Ray's C++ client logs each refused try there
+            GcsClient(address=target)
+    except AuthenticationError as exc:
+        raise ExecutionError(f"authentication with the Ray cluster at {address} failed: {_first_line(exc)}") from None
+    except Exception:  # noqa: BLE001 - anything else is ray.init's to report
+        return
 
 
 @contextlib.contextmanager
@@ -86,9 +142,13 @@ class RayExecutor(Executor):
 
         self._ray = ray
         self._owns_cluster = False
+        self._where = f"the Ray cluster at {address}" if address else "this machine's Ray cluster"
+        self._checked = False
         if not ray.is_initialized():
             if address and address != "auto":
                 _check_reachable(address)
+            if address:
+                _check_auth(address)
             kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 kwargs["address"] = address
@@ -100,14 +160,53 @@ class RayExecutor(Executor):
                     ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # e.g. no auth token
                 where = address or "local"
-                raise ExecutionError(f"cannot reach the Ray cluster at {where}: {str(exc).strip().splitlines()[0]}") from None
+                auth = isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())) or "authentication" in str(exc).lower()
+                if auth:  # a refused token, or none found
+                    raise ExecutionError(f"authentication with the Ray cluster at {where} failed: {_first_line(exc)}") from None
+                raise ExecutionError(f"cannot reach the Ray cluster at {where}: {_first_line(exc)}") from None
         self._task = ray.remote(max_retries=max_retries)(_run_on_ray_worker)
+        self._probe = ray.remote(max_retries=0, num_cpus=0)(_probe_on_node)
         self._threads = threads_per_worker
         self._gpus_per_job = gpus_per_job
 
+    def _request(self, job: Job) -> dict[str, float]:
+        return devices.job_request(job.kind, self._threads, self._gpus_per_job)
+
+    def _admit(self, jobs: list[Job]) -> None:
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        check_requests({j.id: self._request(j) for j in jobs}, [n.get("Resources", {}) for n in nodes], self._where)
+        if not self._checked and not self._owns_cluster:  # a private cluster is this machine
+            self._preflight(nodes)
+        self._checked = True
+
+    def _preflight(self, nodes: list[dict]) -> None:
+        """The probe on every live node (`hdee.execute.preflight`); the first problem stops the run."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        expect = preflight.Expectation.write(self.run_dir)
+        try:
+            refs = {}
+            for n in nodes:
+                name = f"{n.get('NodeManagerAddress')}/{str(n['NodeID'])[:8]}"
+                where = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                refs[name] = self._probe.options(scheduling_strategy=where).remote(dict(expect), name)
+            reports = []
+            for name, ref in refs.items():
+                try:
+                    reports.append(self._ray.get(ref, timeout=PREFLIGHT_SECONDS))
+                except self._ray.exceptions.GetTimeoutError:
+                    raise ExecutionError(f"node {name} did not answer hdee's preflight check within {PREFLIGHT_SECONDS} s") from None
+                except self._ray.exceptions.RayError as exc:
+                    raise ExecutionError(f"node {name} cannot run hdee: {_first_line(self._unwrap_error(exc))}") from None
+                preflight.check_node(reports[-1], expect)
+            preflight.check_written_back(reports, expect)
+        finally:
+            expect.clean()
+
     def _submit(self, job: Job) -> Future:
-        task = self._task.options(**ray_task_options(job.kind, self._threads, self._gpus_per_job))
-        return task.remote(self.runner, job.model_dump_json(), str(self.run_dir), self._threads).future()
+        task = self._task.options(**devices.ray_task_options(job.kind, self._threads, self._gpus_per_job))
+        gpus = self._request(job)["GPU"]
+        return task.remote(self.runner, job.model_dump_json(), str(self.run_dir), self._threads, gpus).future()
 
     def _unwrap_error(self, exc: BaseException) -> BaseException:
         cause = getattr(exc, "cause", None)  # RayTaskError carries the task's exception

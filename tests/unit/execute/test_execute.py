@@ -138,5 +138,5 @@ def test_unknown_backend_is_one_line(tmp_path):
     from hdee.execute import make_executor
 
     cfg = load_config(CONFIGS / "tiny.toml")
-    with pytest.raises(ExecutionError, match="unknown backend 'slurm' \\(use local or ray\\)"):
-        make_executor(cfg, tmp_path, backend="slurm")
+    with pytest.raises(ExecutionError, match="unknown backend 'sge' \\(use local, ray or slurm\\)"):
+        make_executor(cfg, tmp_path, backend="sge")

@@ -9,7 +9,7 @@ import pytest
 
 from hdee.core.errors import ExecutionError
 from hdee.execute.ray import RayExecutor
-from tests.helpers.paths import CONFIGS, pythonpath
+from tests.helpers.paths import CONFIGS, ROOT, pythonpath
 
 pytest.importorskip("ray")  # an optional install (e.g. a GPU box installed without dependencies) may lack it
 
@@ -45,7 +45,7 @@ def test_ray_runs_a_dag_in_order(tmp_path):
     import ray
 
     # Ray workers import the fake runner by its module name, tests.unit.execute.test_execute
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath()}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath(ROOT / "src")}})
     try:
         with RayExecutor(tmp_path, runner=fake_runner) as ex:
             results = ex.run(dag())
