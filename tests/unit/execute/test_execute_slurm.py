@@ -3,9 +3,7 @@ verified work, one-line failures), its preflight in every job, and its refusals.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
