@@ -93,7 +93,7 @@ class EnsembleLM(TemplateLM):
         target = torch.tensor(tokens[1:])
         true, tails = [], []
         for model in self.ensemble.models:
-            lsm = torch.log_softmax(model(input_ids=x).logits[0].double(), dim=-1)  # [T, V]
+            lsm = torch.log_softmax(model(input_ids=x, use_cache=False).logits[0].double(), dim=-1)  # [T, V]
             true.append(lsm.gather(-1, target[:, None])[:, 0])
             tails.append(lsm[-n_cont:])
         true_lp, tail = torch.stack(true), torch.stack(tails)  # [K, T], [K, C, V]

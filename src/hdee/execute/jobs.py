@@ -16,6 +16,7 @@ from typing import Callable
 from hdee.config import ExperimentConfig
 from hdee.errors import ExecutionError
 from hdee.execute import fault
+from hdee.expert_dir import CARD as CARD_FILE
 from hdee.fsutil import atomic_write_json, read_json, sha256_file
 from hdee.layout import RunLayout
 from hdee.plan.schema import MODEL_KINDS, Job
@@ -57,9 +58,9 @@ def outputs_of(job: Job, layout: RunLayout) -> list[Path]:
         files += sorted(layout.domains_dir.glob(f"*/{MANIFEST}"))
         files += sorted(layout.domains_dir.glob("*/*.bin"))  # a damaged shard makes prepare run again
         return files
-    if job.kind in MODEL_KINDS:
+    if job.kind in MODEL_KINDS:  # not the model card: evaluation rewrites it with the measured perplexities
         d = layout.expert_dir(job.id)
-        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")) if d.is_dir() else []
+        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != CARD_FILE) if d.is_dir() else []
     if job.kind == "score":
         from hdee.ensemble.scoring import SPLITS_SCORED, sidecar_path
 
@@ -87,6 +88,8 @@ def is_done(job: Job, run_dir: str | Path) -> bool:
     root = Path(run_dir)
     for rel, digest in outputs.items():
         p = root / rel
+        if p.name == CARD_FILE and job.kind in MODEL_KINDS:  # records written before the card was left out
+            continue
         if not p.is_file() or sha256_file(p) != digest:
             return False
     return True
