@@ -19,11 +19,10 @@ import torch
 from hdee.data.tokenizer import load_hf_tokenizer
 from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import generation_methods
-from hdee.ensemble.mixing import estimate_prior
-from hdee.ensemble.scoring import split_val
 from hdee.errors import ConfigError, EnsembleError
 from hdee.fsutil import atomic_write_text
 from hdee.registry import MIXING_METHODS
+from hdee.run_generate import run_prior
 
 if TYPE_CHECKING:
     from hdee.api import Run
@@ -168,20 +167,6 @@ class EnsembleLM(TemplateLM):
             self.cache_hook.add_partial("generate_until", (context, kwargs), text)
             out.append(text)
         return out
-
-
-def run_prior(run: "Run", strategy: str, domain: str) -> np.ndarray:
-    """The ensemble's cached prior on one of the run's domains, from the cached scores of the
-    validation windows evaluation estimates it on (the first `eval.prior_sequences`)."""
-    if domain not in run.cfg.eval_domains:
-        raise ConfigError(f"--prior-domain {domain!r} is not a domain of the run ({', '.join(run.cfg.eval_domains)})")
-    ids = run.ensembles[strategy].experts
-    paths = [run.layout.score_path(e, domain, "val") for e in ids]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise EnsembleError(f"{missing[0]}: no cached validation scores (run hdee eval {run.layout.root} first)")
-    prior_lp, _ = split_val(np.stack([np.load(p, allow_pickle=False) for p in paths]), run.cfg.eval.prior_sequences)
-    return estimate_prior(prior_lp, run.cfg.eval.prior_alpha)
 
 
 def run_lm_eval(

@@ -138,36 +138,63 @@ def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_
 
 @app.command()
 def generate(
-    expert_dirs: list[Path] | None = typer.Argument(None, help="expert directories (one tokenizer); none with --router"),
+    targets: list[Path] | None = typer.Argument(None, help="expert directories; with --strategy, one run directory"),
     prompt: str = typer.Option(..., "--prompt", help="text to continue"),
-    tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json of the experts"),
+    strategy: str | None = typer.Option(None, "--strategy", help="the run's ensemble of this strategy (its experts, tokenizer and router)"),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json of the experts (default: the first expert's own)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p"),
     method: str | None = typer.Option(None, "--method", help="default prefix-posterior; routed-top1 with --router"),
-    top_k: int = typer.Option(2, "--top-k", min=1, help="experts kept by --method top-k"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="experts kept by --method top-k (default 2, or the run's eval.top_k)"),
     seed: int = typer.Option(0, "--seed"),
     router: Path | None = typer.Option(
         None, "--router", help="a router file (RUN_DIR/routers/*.json): load and run only the experts it picks"
     ),
+    prior_domain: str | None = typer.Option(None, "--prior-domain", help="with --strategy and a cached-prior method: whose prior"),
 ) -> None:
-    """Sample a continuation of PROMPT from the ensemble's mixture (or from the experts a router picks)."""
-    from hdee.ensemble import Ensemble
-    from hdee.ensemble.routing import generate_routed
+    """Sample a continuation of PROMPT from an ensemble's mixture: a run's strategy, expert directories, or a router's picks."""
+    from hdee.run_generate import sample, sample_run
 
-    if router is not None:
-        if expert_dirs:
+    kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    if strategy is not None:
+        if router is not None or tokenizer is not None or len(targets or []) != 1:
+            raise EnsembleError("--strategy takes one run directory and finds its experts, tokenizer and router itself")
+        from hdee.api import load_run
+
+        done = sample_run(load_run(targets[0]), strategy, prompt, method, prior_domain,
+                          **kw, **({"top_k": top_k} if top_k else {}))
+    elif prior_domain is not None:
+        raise EnsembleError("--prior-domain goes with --strategy")
+    elif router is not None:
+        if targets:
             raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
-        out, chosen = generate_routed(router, prompt, method or "routed-top1", tokenizer=tokenizer,
-                                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        _err.print(f"routed to {', '.join(chosen)}", highlight=False)
-    elif not expert_dirs:
-        raise EnsembleError("give expert directories, or --router FILE")
+        from hdee.ensemble.routers import load_router, resolve_dir
+
+        dirs = [resolve_dir(e.get("dir", ""), router) for e in load_router(router).meta["experts"]]
+        done = sample(dirs, prompt, _tokenizer_of(tokenizer, dirs), method or "routed-top1", router=router, **kw)
+    elif not targets:
+        raise EnsembleError("give expert directories, a run directory with --strategy, or --router FILE")
     else:
-        out = Ensemble(expert_dirs).generate(
-            prompt, max_new_tokens, temperature, top_p, method or "prefix-posterior", seed, tokenizer=tokenizer, top_k=top_k
-        )
-    _out.print(prompt + (out.text or ""), highlight=False, markup=False)
+        done = sample(targets, prompt, _tokenizer_of(tokenizer, targets), method or "prefix-posterior", top_k=top_k or 2, **kw)
+    for line in done.warnings:
+        _err.print(line, highlight=False, markup=False)
+    if router is not None or (method or "").startswith("routed-"):
+        _err.print(f"routed to {', '.join(done.experts)}", highlight=False)
+    _out.print(prompt + (done.generation.text or ""), highlight=False, markup=False)
+    n = len(done.generation.new_ids)
+    _err.print(f"{n} tokens in {done.seconds:.2f} s: {done.tokens_per_second:.1f} tokens/s from {len(done.experts)} "
+               f"expert{'s' if len(done.experts) != 1 else ''}", highlight=False)
+
+
+def _tokenizer_of(given: Path | None, dirs: list[Path]) -> Path:
+    """--tokenizer, else the tokenizer.json every hdee model directory carries."""
+    if given is not None:
+        return given
+    own = Path(dirs[0]) / "tokenizer.json"
+    if not own.is_file():
+        raise EnsembleError(f"{dirs[0]}: no tokenizer.json; pass --tokenizer")
+    return own
 
 
 @app.command()
