@@ -16,6 +16,7 @@ from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.provenance import total_costs
 from hdee.registry import MIXING_METHODS, STRATEGIES
+from hdee.results_schema import check_readable
 from hdee.seeds import Vary, noise_covered
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
@@ -66,6 +67,7 @@ def load_repeats(layout: RunLayout, vary: Vary = "domain-phase") -> list[dict[st
             raise HdeeError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); `hdee eval` rewrites it") from None
         if not isinstance(runs[-1], dict):
             raise HdeeError(f"{p}: expected a JSON object; `hdee eval` rewrites it")
+        check_readable(runs[-1], p)
     return runs
 
 

@@ -33,6 +33,7 @@ from hdee.fsutil import atomic_write_json, atomic_write_text
 from hdee.layout import RunLayout
 from hdee.method_choice import candidates, choose_method
 from hdee.registry import MIXING_METHODS
+from hdee.results_schema import SCHEMA_VERSION
 
 ENSEMBLE_KINDS = ("final", "all")  # the paper's final experts; BTM's forest of every expert
 
@@ -257,6 +258,7 @@ def evaluate(
     for name, spec in ensembles.items():
         main["ensembles"][name]["without_each"] = _without_each(cfg, layout, list(spec.experts), main["method_choice"]["method"])
     results = {
+        "schema_version": SCHEMA_VERSION,
         "config": cfg.name,
         "methods": list(cfg.eval.methods),
         "ensemble": cfg.ensemble,
