@@ -40,7 +40,8 @@ def test_special_tokens_and_cache_are_saved(expert):
     generation = json.loads((expert / "generation_config.json").read_text())
     tok = AutoTokenizer.from_pretrained(expert)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    assert config["eos_token_id"] == config["pad_token_id"] == config["bos_token_id"] == eos
+    assert config["eos_token_id"] == config["bos_token_id"] == eos
+    assert config.get("pad_token_id") is None  # it would be the embedding's padding_idx: frozen in a branch's training
     assert generation["eos_token_id"] == generation["pad_token_id"] == eos
     assert config["use_cache"] is True
     assert tok.pad_token == tok.eos_token == "<|endoftext|>" and len(tok) == config["vocab_size"]  # no new token

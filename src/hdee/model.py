@@ -157,14 +157,17 @@ def llama_config(spec: SizeSpec) -> LlamaConfig:
 
 
 def set_special_tokens(model: torch.nn.Module, ids: dict[str, int | None]) -> None:
-    """Write the tokenizer's bos/eos/pad ids into the model's config and generation config, so
-    `generate` and `pipeline` stop at end-of-text and batches can be padded. pad = eos: no new
-    token, so no embedding row and no trained number changes. Only unset ids are filled: an
-    imported checkpoint keeps its own."""
+    """Write the tokenizer's bos/eos/pad ids where generation reads them, so `generate` and
+    `pipeline` stop at end-of-text and pad batches with it (pad = eos: no new token, no new
+    embedding row). The pad id goes into the generation config only: in the model config it
+    becomes the input embedding's `padding_idx`, which freezes that row in any later training
+    (a branch from this model would learn differently). Only unset ids are filled: an imported
+    checkpoint keeps its own."""
     config = model.config
     config.use_cache = True
-    for target in (config, getattr(model, "generation_config", None)):
-        for key, value in ids.items():
+    for target, keys in ((config, ("bos", "eos")), (getattr(model, "generation_config", None), ("bos", "eos", "pad"))):
+        for key in keys:
+            value = ids.get(key)
             if target is not None and value is not None and getattr(target, f"{key}_token_id", None) is None:
                 setattr(target, f"{key}_token_id", int(value))
 
