@@ -65,7 +65,7 @@ def test_cli_plan_prints_the_paper_budget():
 def test_cli_plan_unknown_strategy_is_one_line(tmp_path):
     text = TINY.read_text().replace('strategies = ["MHo-IHo",', 'strategies = ["bogus", "MHo-IHo",')
     (tmp_path / "c.toml").write_text(text)
-    res = _hdee("plan", str(tmp_path / "c.toml"))
+    res = _hdee("plan", str(tmp_path / "c.toml"), "--no-estimate")
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "unknown strategy 'bogus'" in res.stderr
 

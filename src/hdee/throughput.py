@@ -9,6 +9,7 @@ benchmark errs long. Only training is estimated; scoring and evaluation come on 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
 
 HARDWARE = "hardware"
+#: the most FLOPs one benchmark step may cost, so `hdee plan` stays quick (a few seconds on a CPU)
+MAX_STEP_FLOPS = {"cpu": 2e10, "cuda": 2e13}
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,12 @@ def bench_rate(cfg: "ExperimentConfig", plan: Plan, budget_s: float = 2.0) -> tu
     specs = [size_spec(cfg, s, plan.vocab) for s in sizes]
     spec = min(specs, key=lambda s: param_counts(s)["non_embedding"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    seqs = max(1, min(8, cfg.train.batch_tokens // spec.seq_len))
+    per_seq = spec.seq_len * flops_per_token_full(spec)
+    limit = MAX_STEP_FLOPS[device.type]
+    if per_seq > limit:
+        return 0.0, (f"not timed: one training sequence of size {spec.name} ({per_seq:.2g} FLOPs) is too large to time quickly "
+                     f"on this {device.type.upper()}; once jobs have finished, `hdee plan --run-dir` measures them instead")
+    seqs = max(1, min(8, cfg.train.batch_tokens // spec.seq_len, int(limit // per_seq)))
     model = build_model(spec, 0).to(device)
     loss = CausalLMLoss(model, "plain", device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -83,12 +91,14 @@ def bench_rate(cfg: "ExperimentConfig", plan: Plan, budget_s: float = 2.0) -> tu
 
     step()  # warm-up: allocation, kernels
     steps, start = 0, time.perf_counter()
-    while steps < 2 or (time.perf_counter() - start < budget_s and steps < 50):
+    while steps < 1 or (time.perf_counter() - start < budget_s and steps < 50):
         step()
         steps += 1
     took = time.perf_counter() - start
     rate = steps * seqs * spec.seq_len * flops_per_token_full(spec) / took
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if device.type == "cpu" and hasattr(os, "getloadavg"):  # a busy machine trains slower, and so does the estimate
+        where += f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     return rate, f"benchmarked here: {steps} training steps of size {spec.name} ({where})"
 
 
@@ -100,4 +110,6 @@ def estimate(cfg: "ExperimentConfig", plan: Plan, layout: RunLayout, bench_s: fl
     flops = sum(_hardware(j) for j in left)
     measured = run_rate(plan, layout) if layout.jobs_dir.is_dir() else None
     rate, source = measured or (bench_rate(cfg, plan, bench_s) if left else (0.0, "nothing left to train"))
+    if rate <= 0:
+        return Estimate(float("nan"), 0.0, source, len(left), flops)
     return Estimate(flops / rate if rate > 0 else 0.0, rate, source, len(left), flops)

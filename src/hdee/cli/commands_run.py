@@ -132,6 +132,8 @@ def _estimate_line(cfg, plan, layout: RunLayout) -> str:
     est = estimate(cfg, plan, layout)
     if not est.jobs:
         return "time: every training job of this plan is finished in the run directory; nothing left to train."
+    if est.rate <= 0:
+        return f"time: {est.source}."
     pending = " (strategies still pending add their pilots' decisions later)" if any(e.pending for e in plan.ensembles.values()) else ""
     return (f"time: about {_duration(est.seconds)} to train the {est.jobs} training jobs left ({est.flops:.3e} hardware FLOPs) at "
             f"{est.rate:.3e} FLOP/s, {est.source}{pending}; one worker's rate, scoring and evaluation not included.")
