@@ -23,10 +23,10 @@ def test_a_fresh_run_is_estimated_from_timed_steps(tiny, tmp_path):
     assert rate > 0 and source.startswith("benchmarked here: ") and "size S" in source
     est = estimate(tiny, plan, layout, bench_s=0.2)
     assert est.jobs == sum(1 for j in plan.jobs if j.kind in ("seed", "train", "pilot", "dense"))
-    assert math.isclose(est.seconds, est.flops / est.rate)
+    assert math.isclose(est.seconds, est.flops / (est.rate * est.workers))
     res = CliRunner().invoke(app, ["plan", "configs/tiny.toml", "--run-dir", str(layout.root)])
     assert res.exit_code == 0, res.output
-    assert re.search(r"^time: about .+ to train the \d+ training jobs left \([0-9.e+]+ hardware FLOPs\) at [0-9.e+]+ FLOP/s, "
+    assert re.search(r"^time: about .+ to train the \d+ training jobs left \([0-9.e+]+ hardware FLOPs\) on \d+ workers? at [0-9.e+]+ FLOP/s each, "
                      r"benchmarked here", res.stdout, re.M)
 
 
@@ -41,6 +41,6 @@ def test_a_started_run_is_estimated_from_its_own_jobs(tiny_run, tmp_path):
     assert math.isclose(rate, sum(j.flops_by["hardware"] for j, _ in costs) / sum(s for _, s in costs))
     assert source == f"measured on this run's {len(costs)} finished training jobs"
     est = estimate(tiny_run.cfg, plan, layout)
-    assert est.jobs == 1 and math.isclose(est.seconds, trained[0].flops_by["hardware"] / rate)
+    assert est.jobs == 1 and math.isclose(est.seconds, trained[0].flops_by["hardware"] / (rate * est.workers))
     done = estimate(tiny_run.cfg, plan, tiny_run.layout)
     assert done.jobs == 0 and done.seconds == 0

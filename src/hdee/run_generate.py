@@ -30,7 +30,7 @@ class Sampled:
 
     generation: "Generation"
     experts: list[str]
-    seconds: float
+    seconds: float  # generation; a routed one includes routing and loading the chosen experts
     context: int | None
     warnings: list[str] = field(default_factory=list)
 
@@ -112,6 +112,8 @@ def sample(
     tok = load_hf_tokenizer(tokenizer, require_eos=False)
     context = context_length(dirs)
     warning = context_warning(len(tok.encode(prompt, add_special_tokens=False)), max_new_tokens, context)
+    if ens is not None:
+        ens.models  # loaded (and verified) before the clock starts: tokens/s is generation alone
     start = time.perf_counter()
     if ens is None:
         out, chosen = generate_routed(router, prompt, method, tokenizer=tokenizer, max_new_tokens=max_new_tokens, **kwargs)

@@ -28,8 +28,9 @@ MAX_STEP_FLOPS = {"cpu": 2e10, "cuda": 2e13}
 
 @dataclass(frozen=True)
 class Estimate:
-    seconds: float  # the plan's training jobs still to run, at `rate`
-    rate: float  # hardware FLOPs per second
+    seconds: float  # the plan's training jobs still to run, at `rate` on each of `workers`
+    rate: float  # hardware FLOPs per second of one worker
+    workers: int  # workers training side by side (the dependencies permitting)
     source: str  # how the rate was measured
     jobs: int  # training jobs still to run
     flops: float  # their hardware FLOPs
@@ -89,17 +90,33 @@ def bench_rate(cfg: "ExperimentConfig", plan: Plan, budget_s: float = 2.0) -> tu
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up: allocation, kernels
-    steps, start = 0, time.perf_counter()
-    while steps < 1 or (time.perf_counter() - start < budget_s and steps < 50):
-        step()
-        steps += 1
-    took = time.perf_counter() - start
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.execute.threads_per_worker)  # as one worker trains
+    try:
+        step()  # warm-up: allocation, kernels
+        steps, start = 0, time.perf_counter()
+        while steps < 1 or (time.perf_counter() - start < budget_s and steps < 50):
+            step()
+            steps += 1
+        took = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     rate = steps * seqs * spec.seq_len * flops_per_token_full(spec) / took
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {cfg.execute.threads_per_worker} thread(s)"
     if device.type == "cpu" and hasattr(os, "getloadavg"):  # a busy machine trains slower, and so does the estimate
         where += f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     return rate, f"benchmarked here: {steps} training steps of size {spec.name} ({where})"
+
+
+def workers(cfg: "ExperimentConfig") -> int:
+    """How many jobs the local backend trains side by side: `execute.workers`, else one per
+    `threads_per_worker` CPUs (one on a GPU machine, where jobs share the devices)."""
+    import torch
+
+    if cfg.execute.workers:
+        return int(cfg.execute.workers)
+    return 1 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // cfg.execute.threads_per_worker)
 
 
 def estimate(cfg: "ExperimentConfig", plan: Plan, layout: RunLayout, bench_s: float = 2.0) -> Estimate:
@@ -110,6 +127,7 @@ def estimate(cfg: "ExperimentConfig", plan: Plan, layout: RunLayout, bench_s: fl
     flops = sum(_hardware(j) for j in left)
     measured = run_rate(plan, layout) if layout.jobs_dir.is_dir() else None
     rate, source = measured or (bench_rate(cfg, plan, bench_s) if left else (0.0, "nothing left to train"))
+    n = workers(cfg)
     if rate <= 0:
-        return Estimate(float("nan"), 0.0, source, len(left), flops)
-    return Estimate(flops / rate if rate > 0 else 0.0, rate, source, len(left), flops)
+        return Estimate(float("nan"), 0.0, n, source, len(left), flops)
+    return Estimate(flops / (rate * n), rate, n, source, len(left), flops)

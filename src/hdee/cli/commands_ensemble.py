@@ -179,12 +179,13 @@ def generate(
         done = sample(targets, prompt, _tokenizer_of(tokenizer, targets), method or "prefix-posterior", top_k=top_k or 2, **kw)
     for line in done.warnings:
         _err.print(line, highlight=False, markup=False)
-    if router is not None or (method or "").startswith("routed-"):
+    routed = router is not None or (method or "").startswith("routed-")
+    if routed:
         _err.print(f"routed to {', '.join(done.experts)}", highlight=False)
     _out.print(prompt + (done.generation.text or ""), highlight=False, markup=False)
     n = len(done.generation.new_ids)
     _err.print(f"{n} tokens in {done.seconds:.2f} s: {done.tokens_per_second:.1f} tokens/s from {len(done.experts)} "
-               f"expert{'s' if len(done.experts) != 1 else ''}", highlight=False)
+               f"expert{'s' if len(done.experts) != 1 else ''}" + (" (routing and loading included)" if routed else ""), highlight=False)
 
 
 def _tokenizer_of(given: Path | None, dirs: list[Path]) -> Path:

@@ -135,8 +135,9 @@ def _estimate_line(cfg, plan, layout: RunLayout) -> str:
     if est.rate <= 0:
         return f"time: {est.source}."
     pending = " (strategies still pending add their pilots' decisions later)" if any(e.pending for e in plan.ensembles.values()) else ""
-    return (f"time: about {_duration(est.seconds)} to train the {est.jobs} training jobs left ({est.flops:.3e} hardware FLOPs) at "
-            f"{est.rate:.3e} FLOP/s, {est.source}{pending}; one worker's rate, scoring and evaluation not included.")
+    return (f"time: about {_duration(est.seconds)} to train the {est.jobs} training jobs left ({est.flops:.3e} hardware FLOPs) "
+            f"on {est.workers} worker{'s' if est.workers != 1 else ''} at {est.rate:.3e} FLOP/s each, {est.source}{pending}; "
+            "dependencies can leave workers idle, and scoring and evaluation come on top.")
 
 
 def _duration(seconds: float) -> str:
