@@ -240,7 +240,7 @@ def render_card(record: ExpertRecord | dict[str, Any], name: str, path: str | Pa
         f'print(generate("def ", max_new_tokens={min(32, seq_len or 32)})[0]["generated_text"])',
         "```",
         "",
-        "Generation stops at `<|endoftext|>` (the token between training documents; also the padding token).",
+        "Generation stops at the end-of-text token (the one between training documents; also the padding token).",
         "Every number above comes from `hdee.json` in this directory" + (" and the run's results." if perplexities else "."),
         "",
     ]
