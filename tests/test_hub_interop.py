@@ -102,3 +102,20 @@ def test_rewriting_the_card_leaves_the_job_done(tiny_run):
     assert model_jobs and all(is_done(j, tiny_run.layout.root) for j in model_jobs)
     record = read_json(tiny_run.layout.job_record(model_jobs[0].id))
     assert not any(rel.endswith("README.md") for rel in record["outputs"])
+
+
+def test_a_record_from_before_still_verifies_after_the_card_changes(tiny_run, tmp_path):
+    from hdee.fsutil import sha256_file
+
+    layout = tiny_run.copy(tmp_path / "run")
+    job = next(j for j in Plan.model_validate(tiny_run.plan).jobs if j.kind == "train")
+    path = layout.job_record(job.id)
+    record = json.loads(path.read_text())
+    card = layout.expert_dir(job.id) / "README.md"
+    record["outputs"][str(card.relative_to(layout.root))] = sha256_file(card)  # as records listed it before
+    path.write_text(json.dumps(record))
+    card.write_text(card.read_text() + "\nedited\n")
+    assert is_done(job, layout.root)
+    weights = layout.expert_dir(job.id) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # the weights still count
+    assert not is_done(job, layout.root)
