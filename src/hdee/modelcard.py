@@ -250,5 +250,7 @@ def render_card(record: ExpertRecord | dict[str, Any], name: str, path: str | Pa
 def refresh_card(expert_dir: str | Path, perplexities: dict[str, float]) -> None:
     """Rewrite a finished model's card with its measured test perplexities (model-index)."""
     expert_dir = Path(expert_dir)
-    record = load_record(expert_dir)
-    atomic_write_text(expert_dir / CARD_FILE, render_card(record, expert_dir.name, expert_dir, perplexities))
+    text = render_card(load_record(expert_dir), expert_dir.name, expert_dir, perplexities)
+    path = expert_dir / CARD_FILE
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged cards are left alone
+        atomic_write_text(path, text)
