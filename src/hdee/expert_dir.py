@@ -23,6 +23,7 @@ RECORD = "hdee.json"
 WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+CARD = "README.md"  # the model card (hdee.modelcard); rewritten after evaluation, so never checksummed
 
 
 class ParentRef(BaseModel):

@@ -149,11 +149,27 @@ def llama_config(spec: SizeSpec) -> LlamaConfig:
         max_position_embeddings=spec.seq_len,
         rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
         tie_word_embeddings=spec.tie_embeddings,
-        use_cache=False,
-        bos_token_id=None,
+        use_cache=True,  # saved for generation; training and scoring pass use_cache=False
+        bos_token_id=None,  # the run's tokenizer fixes them when the model is saved (`set_special_tokens`)
         eos_token_id=None,
         attn_implementation=attn_implementation(),
     )
+
+
+def set_special_tokens(model: torch.nn.Module, ids: dict[str, int | None]) -> None:
+    """Write the tokenizer's bos/eos/pad ids where generation reads them, so `generate` and
+    `pipeline` stop at end-of-text and pad batches with it (pad = eos: no new token, no new
+    embedding row). The pad id goes into the generation config only: in the model config it
+    becomes the input embedding's `padding_idx`, which freezes that row in any later training
+    (a branch from this model would learn differently). Only unset ids are filled: an imported
+    checkpoint keeps its own."""
+    config = model.config
+    config.use_cache = True
+    for target, keys in ((config, ("bos", "eos")), (getattr(model, "generation_config", None), ("bos", "eos", "pad"))):
+        for key in keys:
+            value = ids.get(key)
+            if target is not None and value is not None and getattr(target, f"{key}_token_id", None) is None:
+                setattr(target, f"{key}_token_id", int(value))
 
 
 def build_model(spec: SizeSpec, seed: int) -> LlamaForCausalLM:

@@ -21,7 +21,8 @@ def _files(layout: RunLayout, folder) -> dict[str, tuple[str, int]]:
 
 
 def _experts(layout: RunLayout) -> dict[str, tuple[str, int]]:
-    return _files(layout, layout.experts_dir)
+    """Every file of every model but its card, which evaluation rewrites with the measured perplexities."""
+    return {k: v for k, v in _files(layout, layout.experts_dir).items() if not k.endswith("/README.md")}
 
 
 def _jobs(layout: RunLayout) -> dict[str, dict]:
@@ -63,11 +64,16 @@ def test_new_heldout_domain_prior_alpha_and_strategy_reuse_trained_models(tmp_pa
     assert {k.split("/")[-1].split(".")[0] for k in now if k not in scored} == {"notes"}
     results = json.loads(layout.results_json.read_text())
     assert "notes" in [d["name"] for d in results["domains"]]
+    cards = _files(layout, layout.experts_dir)
+    some = next(k for k in cards if k.endswith("/README.md"))
+    assert "name: notes" in (layout.root / some).read_text()  # the card's model-index gained the new domain
 
     # 2. a mixing setting: nothing runs, the numbers are mixed again
     alpha = added.model_copy(update={"eval": added.eval.model_copy(update={"prior_alpha": 0.9})})
     ran, new = _run(alpha, layout, force=True)
     assert ran == 0 and new == [] and _experts(layout) == trained
+    assert {k: v for k, v in _files(layout, layout.experts_dir).items() if k.endswith("/README.md")} == {
+        k: v for k, v in cards.items() if k.endswith("/README.md")}  # the same perplexities: cards not even rewritten
     again = json.loads(layout.results_json.read_text())
     assert again["ensembles"]["MHo-IHo"]["priors"] != results["ensembles"]["MHo-IHo"]["priors"]
     assert again["experts"] == results["experts"]

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import typer
+
+from hdee.registry import default_method
 from rich.table import Table
 
 from hdee.cli.app import app
@@ -146,33 +148,28 @@ def _eval(run, data: str | None, name: str | None, max_tokens: int | None, text_
 
 @app.command()
 def generate(
-    expert_dirs: list[Path] | None = typer.Argument(None, help="expert directories (one tokenizer); none with --router"),
+    targets: list[Path] | None = typer.Argument(None, help="expert directories; with --strategy, one run directory"),
     prompt: str = typer.Option(..., "--prompt", help="text to continue"),
-    tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json of the experts"),
+    strategy: str | None = typer.Option(None, "--strategy", help="the run's ensemble of this strategy (its experts, tokenizer and router)"),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer.json of the experts (default: the first expert's own)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p"),
     method: str | None = typer.Option(None, "--method", help="default: the registry's default method; routed-top1 with --router"),
-    top_k: int = typer.Option(2, "--top-k", min=1, help="experts kept by --method top-k"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="experts kept by --method top-k (default 2, or the run's eval.top_k)"),
     seed: int = typer.Option(0, "--seed"),
     router: Path | None = typer.Option(
         None, "--router", help="a router file (RUN_DIR/routers/*.json): load and run only the experts it picks"
     ),
+    prior_domain: str | None = typer.Option(None, "--prior-domain", help="with --strategy and a cached-prior method: whose prior"),
 ) -> None:
-    """Sample a continuation of PROMPT from the ensemble's mixture (or from the experts a router picks)."""
-    from hdee.ensemble import Ensemble
-    from hdee.ensemble.routing import generate_routed
-
-    if router is not None and expert_dirs:
-        raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
-    if router is None and not expert_dirs:
-        raise EnsembleError("give expert directories, or --router FILE")
+    """Sample a continuation of PROMPT from an ensemble's mixture: a run's strategy, expert directories, or a router's picks."""
+    from hdee.evaluation.sampling import sample, sample_run
 
     def emit(piece: str) -> None:  # the continuation streams to stdout as it is sampled
         typer.echo(piece, nl=False)
         sys.stdout.flush()
 
-    kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     started = False
 
     def stream(piece: str) -> None:
@@ -182,19 +179,51 @@ def generate(
             started = True
         emit(piece)
 
-    if router is not None:
-        out, chosen = generate_routed(router, prompt, method or "routed-top1", tokenizer=tokenizer, stream=stream, **kwargs)
+    kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed, "stream": stream}
+    if strategy is not None:
+        if router is not None or tokenizer is not None or len(targets or []) != 1:
+            raise EnsembleError("--strategy takes one run directory and finds its experts, tokenizer and router itself")
+        from hdee.run import load_run
+
+        done = sample_run(load_run(targets[0]), strategy, prompt, method, prior_domain,
+                          **kw, **({"top_k": top_k} if top_k else {}))
+    elif prior_domain is not None:
+        raise EnsembleError("--prior-domain goes with --strategy")
+    elif router is not None:
+        if targets:
+            raise EnsembleError("give expert directories or --router, not both (the router file names its experts)")
+        from hdee.ensemble.routers import load_router, resolve_dir
+
+        dirs = [resolve_dir(e.get("dir", ""), router) for e in load_router(router).meta["experts"]]
+        done = sample(dirs, prompt, _tokenizer_of(tokenizer, dirs), method or "routed-top1", router=router, **kw)
+    elif not targets:
+        raise EnsembleError("give expert directories, a run directory with --strategy, or --router FILE")
     else:
-        out = Ensemble(expert_dirs).generate(prompt, method=method, tokenizer=tokenizer, top_k=top_k,
-                                             stream=stream, **kwargs)
+        done = sample(targets, prompt, _tokenizer_of(tokenizer, targets), method or default_method(), top_k=top_k or 2, **kw)
+    for line in done.warnings:
+        _err.print(line, highlight=False, markup=False)
+    routed = router is not None or (method or "").startswith("routed-")
+    if routed:
+        _err.print(f"routed to {', '.join(done.experts)}", highlight=False)
     if not started:
         emit(prompt)
     typer.echo("")
-    if router is not None:
-        _err.print(f"routed to {', '.join(chosen)}", highlight=False)
-    if out.capped_at is not None:
-        _err.print(f"stopped at the experts' context of {out.capped_at} tokens (prompt and continuation together)",
+    if done.generation.capped_at is not None:
+        _err.print(f"stopped at the experts' context of {done.generation.capped_at} tokens (prompt and continuation together)",
                    highlight=False)
+    n = len(done.generation.new_ids)
+    _err.print(f"{n} tokens in {done.seconds:.2f} s: {done.tokens_per_second:.1f} tokens/s from {len(done.experts)} "
+               f"expert{'s' if len(done.experts) != 1 else ''}" + (" (routing and loading included)" if routed else ""), highlight=False)
+
+
+def _tokenizer_of(given: Path | None, dirs: list[Path]) -> Path:
+    """--tokenizer, else the tokenizer.json every hdee model directory carries."""
+    if given is not None:
+        return given
+    own = Path(dirs[0]) / "tokenizer.json"
+    if not own.is_file():
+        raise EnsembleError(f"{dirs[0]}: no tokenizer.json; pass --tokenizer")
+    return own
 
 
 @app.command()

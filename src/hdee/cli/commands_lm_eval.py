@@ -22,6 +22,11 @@ def lm_eval_command(
     prior_domain: str | None = typer.Option(None, "--prior-domain", help="cached-prior methods: the run domain whose prior to use"),
     num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0),
     trust_plugins: bool = typer.Option(False, "--trust-plugins", help="import the plugins the run's config.json names even if this run directory was not started here"),
+    output_path: Path | None = typer.Option(None, "--output-path", help="the results file (default: RUN_DIR/results/lm-eval-STRATEGY-METHOD-TASKS.json)"),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="loglikelihood requests per forward pass of each expert"),
+    log_samples: bool = typer.Option(False, "--log-samples", help="also save every sample's inputs and responses"),
+    bootstrap_iters: int = typer.Option(100000, "--bootstrap-iters", min=0, help="lm-eval's bootstrap for standard errors (0: none)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing results file"),
 ) -> None:
     """Run lm-eval TASKS on the mixture of STRATEGY's experts and print lm-eval's table."""
     try:
@@ -36,7 +41,9 @@ def lm_eval_command(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise ConfigError("--tasks names no task")
-    results, path = run_lm_eval(load_run(run_dir, trust_plugins), strategy, method or default_method(), names, include_path, limit, prior_domain, num_fewshot)
+    results, path = run_lm_eval(load_run(run_dir, trust_plugins), strategy, method or default_method(), names, include_path, limit, prior_domain, num_fewshot,
+                                output_path=output_path, batch_size=batch_size, log_samples=log_samples,
+                                bootstrap_iters=bootstrap_iters, force=force)
     console = make_console()
     console.print(make_table(results), markup=False, highlight=False)
     console.print(f"wrote {path}", highlight=False)

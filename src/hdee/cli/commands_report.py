@@ -34,3 +34,40 @@ def report(
     console = make_console()
     console.print(rich_table(cmp))
     console.print(f"wrote {md}, {png}, {layout.curves_png}")
+
+
+@app.command("compare")
+def compare_runs(
+    run_a: Path = typer.Argument(..., help="the first run directory (the reference)"),
+    run_b: Path = typer.Argument(..., help="the second run directory"),
+    method: str | None = typer.Option(None, "--method", help="mixing method of the config's ensemble kind (default: the one RUN_A chose)"),
+) -> None:
+    """Two runs side by side: per strategy and domain, each run's test perplexity and the change from A to B."""
+    from rich.table import Table
+
+    from hdee.report.run_diff import diff_runs
+
+    diff = diff_runs(run_a, run_b, method)
+    console = make_console()
+    for kind, per in diff["kinds"].items():
+        summary = Table(title=f"{kind} ensembles, {per['method']}: geometric-mean test perplexity over {len(diff['domains'])} domains")
+        for col in ("strategy", "A", "B", "B vs A", "domains lower in B"):
+            summary.add_column(col, justify="left" if col == "strategy" else "right")
+        for s, row in per["strategies"].items():
+            m = row["mean"]
+            summary.add_row(s, f"{m['a']:.3f}", f"{m['b']:.3f}", f"{m['change']:+.2%}", f"{row['lower_in_b']} of {len(diff['domains'])}")
+        console.print(summary)
+        table = Table(title=f"{kind} ensembles, {per['method']}: test perplexity per domain (A / B, change)")
+        table.add_column("domain")
+        for s in per["strategies"]:
+            table.add_column(s, justify="right")
+        for d in diff["domains"]:
+            cells = [per["strategies"][s]["domains"][d] for s in per["strategies"]]
+            table.add_row(d, *(f"{c['a']:.3f} / {c['b']:.3f} ({c['change']:+.1%})" for c in cells))
+        console.print(table)
+        if per["method_b_chose"] != per["method"]:
+            console.print(f"B chose {per['method_b_chose']} for its {kind} ensembles; both are shown under {per['method']}.", highlight=False)
+    for side, names in (("A", diff["only_a"]), ("B", diff["only_b"])):
+        if names:
+            console.print(f"only in {side} (not compared): {', '.join(names)}", highlight=False)
+    console.print(f"A = {diff['a']}, B = {diff['b']}; change = B / A - 1 (negative: B is lower)", highlight=False)

@@ -94,6 +94,7 @@ def plan_cmd(
     vary: str = typer.Option("domain-phase", "--vary", help="what the repeat retrains (as `hdee run --vary`)"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the plan as JSON here (- : print only the JSON)"),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="estimate the training time from this machine's measured throughput"),
 ) -> None:
     """Show the jobs of CONFIG's strategies and their compute, without running anything."""
     from hdee.pipeline.operations import preview_plan
@@ -119,8 +120,29 @@ def plan_cmd(
             console.print("\n".join(describe(e.decision)), highlight=False)
         elif e.pending:
             console.print(_pilots_line(plan, name), highlight=False)
+    if estimate:
+        console.print(_estimate_line(cfg, plan, RunLayout.of(cfg.name, run_dir)), highlight=False)
     if json_out:
         plan.write(json_out)
+
+
+def _estimate_line(cfg, plan, layout: RunLayout) -> str:
+    from hdee.execute.throughput import estimate
+
+    est = estimate(cfg, plan, layout)
+    if not est.jobs:
+        return "time: every training job of this plan is finished in the run directory; nothing left to train."
+    if est.rate <= 0:
+        return f"time: {est.source}."
+    pending = " (strategies still pending add their pilots' decisions later)" if any(e.pending for e in plan.ensembles.values()) else ""
+    return (f"time: about {_duration(est.seconds)} to train the {est.jobs} training jobs left ({est.flops:.3e} hardware FLOPs) "
+            f"on {est.workers} worker{'s' if est.workers != 1 else ''} at {est.rate:.3e} FLOP/s each, {est.source}{pending}; "
+            "dependencies can leave workers idle, and scoring and evaluation come on top.")
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
 
 
 @app.command("run")
@@ -151,6 +173,6 @@ def run_cmd(
         )
     console.print(rich_table(summary["comparison"]))
     console.print(
-        f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run): {', '.join(summary['results'])}; report {summary['report']}",
+        f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run, {summary['jobs_reused']} reused): {', '.join(summary['results'])}; report {summary['report']}",
         highlight=False,
     )

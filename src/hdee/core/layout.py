@@ -7,7 +7,10 @@ plan.json; `inside` refuses any path that would leave its directory, whatever a 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,9 +160,13 @@ class RunLayout:
         """`hdee eval --without ...`: the run's ensembles with some experts removed."""
         return self.results_dir / f"without-{tag}.json"
 
-    def lm_eval_path(self, strategy: str, method: str) -> Path:
-        """`hdee lm-eval`: lm-eval's results and samples for one strategy's mixture."""
-        return self.results_dir / f"lm-eval-{strategy}-{method}.json"
+    def lm_eval_path(self, strategy: str, method: str, tasks: Sequence[str] = ()) -> Path:
+        """`hdee lm-eval`: lm-eval's results for one strategy's mixture on `tasks` (a run on other
+        tasks gets another file; the same tasks again are refused without --force)."""
+        named = "+".join(sorted(tasks))
+        if tasks and not re.fullmatch(r"[A-Za-z0-9_.+-]{1,100}", named):  # task names a file should not carry
+            named = "tasks-" + hashlib.sha256("\0".join(sorted(tasks)).encode()).hexdigest()[:12]
+        return self.inside("results", "-".join(["lm-eval", strategy, method, *([named] if tasks else [])]) + ".json")
 
     # report (owned by hdee.report.write)
     def report_files(self, vary: str = DOMAIN_PHASE) -> tuple[Path, Path]:

@@ -102,7 +102,7 @@ def vocab_size(path: str | Path) -> int:
 
 
 def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
-    """The same file as a `transformers.PreTrainedTokenizerFast` with eos/bos set.
+    """The same file as a `transformers.PreTrainedTokenizerFast` with eos/bos/pad set (pad = eos).
 
     Without `require_eos`, a tokenizer with no known end-of-text token loads with eos/bos unset.
     """
@@ -110,7 +110,16 @@ def load_hf_tokenizer(path: str | Path, require_eos: bool = True):
 
     tok = load_tokenizer(path)
     eos = eos_token(tok, where=str(path)) if require_eos else find_eos_token(tok)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=eos, pad_token=eos)
+
+
+def special_token_ids(path: str | Path) -> dict[str, int | None]:
+    """bos, eos and pad ids of a tokenizer.json: all three the end-of-text token (documents are
+    joined by it in training), or None when it has none."""
+    tok = load_tokenizer(path)
+    eos = find_eos_token(tok)
+    tid = None if eos is None else tok.token_to_id(eos)
+    return {"bos": tid, "eos": tid, "pad": tid}
 
 
 #: the files `save_tokenizer_files` writes into a model directory

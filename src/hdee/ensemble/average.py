@@ -176,10 +176,17 @@ def _write_average(infos: list[ExpertInfo], w: np.ndarray, parent_sha256: list[s
         values = {getattr(i.record, key) for i in infos}
         if len(values) == 1 and None not in values:
             meta[key] = values.pop()
+    if infos[0].record.params:  # one architecture: the parents' counts are the average's
+        meta["params"] = dict(infos[0].record.params)
+    if (infos[0].path / "tokenizer.json").is_file():
+        from hdee.data.tokenizer import special_token_ids
+        from hdee.model import set_special_tokens
+
+        set_special_tokens(merged, special_token_ids(infos[0].path / "tokenizer.json"))
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
         _copy_tokenizer(infos[0].path, tmp)
-        (tmp / CARD_FILE).write_text(render_card(meta, out_dir.name), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(render_card(meta, out_dir.name, out_dir), encoding="utf-8")
         plain_modes(tmp)
         # both keys: `model_sha256` is what the trainer verifies when this model becomes a parent
         meta["sha256"] = meta["model_sha256"] = sha256_file(weights_path(tmp))

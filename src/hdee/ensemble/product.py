@@ -30,7 +30,7 @@ def product_scores(models: Sequence[torch.nn.Module], windows: np.ndarray, batch
         batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch_size]))
         acc: torch.Tensor | None = None
         for model in models:
-            part = torch.log_softmax(model(input_ids=batch[:, :-1]).logits.float(), dim=-1).mul_(scale)
+            part = torch.log_softmax(model(input_ids=batch[:, :-1], use_cache=False).logits.float(), dim=-1).mul_(scale)
             acc = part if acc is None else acc.add_(part)
             del part
         assert acc is not None

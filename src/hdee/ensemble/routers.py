@@ -63,7 +63,7 @@ def hidden_means(model: torch.nn.Module, prefixes: np.ndarray, batch_size: int =
     ids = np.ascontiguousarray(prefixes, dtype=np.int64)
     out = []
     for start in range(0, len(ids), batch_size):
-        h = model.base_model(input_ids=torch.from_numpy(ids[start : start + batch_size])).last_hidden_state
+        h = model.base_model(input_ids=torch.from_numpy(ids[start : start + batch_size]), use_cache=False).last_hidden_state
         out.append(h.double().mean(dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size))
 

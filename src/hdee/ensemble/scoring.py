@@ -50,7 +50,7 @@ def score_model(model: torch.nn.Module, windows: np.ndarray, batch_size: int = 8
     out = np.empty((n, width - 1), dtype=np.float32)
     for start in range(0, n, batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch_size]))
-        logits = model(input_ids=batch[:, :-1]).logits.float()
+        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
         nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
         out[start : start + len(batch)] = (-nll).numpy()
     return out

@@ -40,6 +40,7 @@ from hdee.evaluation.method_choice import candidates, choose_method
 from hdee.plan.schema import ENSEMBLE_KINDS, EnsembleSpec
 from hdee.registry import MIXING_METHODS
 from hdee.core.layout import RunLayout
+from hdee.core.results_schema import SCHEMA_VERSION
 
 #: called after each expert is scored (or found cached): (expert id, experts done, experts in all)
 ScoreProgress = Callable[[str, int, int], None]
@@ -255,6 +256,7 @@ def evaluate(
     for name, spec in ensembles.items():
         main["ensembles"][name]["without_each"] = _without_each(cfg, layout, list(spec.experts), main["method_choice"]["method"])
     results = {
+        "schema_version": SCHEMA_VERSION,
         "config": cfg.name,
         "methods": list(cfg.eval.methods),
         "ensemble": cfg.ensemble,

@@ -21,9 +21,8 @@ from hdee.core.fsutil import atomic_write_text
 from hdee.data.tokenizer import load_hf_tokenizer
 from hdee.ensemble.ensemble import Ensemble
 from hdee.ensemble.generate import generation_methods
-from hdee.ensemble.mixing import estimate_prior
-from hdee.ensemble.scoring import split_val
 from hdee.registry import MIXING_METHODS, default_method
+from hdee.evaluation.sampling import run_prior
 
 if TYPE_CHECKING:
     from hdee.run import Run
@@ -47,9 +46,13 @@ class EnsembleLM(TemplateLM):
         log_prior: np.ndarray | None = None,
         top_k: int = 2,
         max_length: int | None = None,
+        batch_size: int = 1,
     ):
         super().__init__()
         method = method or default_method()
+        if batch_size < 1:
+            raise EnsembleError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         entry = MIXING_METHODS.find(method)
         if entry is None or entry.generate is None:  # best-expert picks by the scored text, which an answer must not see
             raise EnsembleError(f"lm-eval method {method!r}: use one of {', '.join(generation_methods())}")
@@ -88,16 +91,30 @@ class EnsembleLM(TemplateLM):
         `generate` step weighs the experts by what they gave the window's tokens so far (as
         evaluation mixes a window) and mixes their whole next-token distributions.
         """
-        tokens = tokens[-(self.max_length + 1):]
-        n_cont = min(n_cont, len(tokens) - 1)
-        x = torch.tensor([tokens[:-1]])
-        target = torch.tensor(tokens[1:])
-        true, tails = [], []
-        for model in self.ensemble.models:
-            lsm = torch.log_softmax(model(input_ids=x).logits[0].double(), dim=-1)  # [T, V]
-            true.append(lsm.gather(-1, target[:, None])[:, 0])
-            tails.append(lsm[-n_cont:])
-        true_lp, tail = torch.stack(true), torch.stack(tails)  # [K, T], [K, C, V]
+        return self.continuation_logprobs([(tokens, n_cont)])[0]
+
+    @torch.inference_mode()
+    def continuation_logprobs(self, requests: Sequence[tuple[list[int], int]]) -> list[tuple[float, bool]]:
+        """`continuation_logprob` of several requests, each expert run once on the batch (right-padded
+        with end-of-text under an attention mask, so each request's real tokens score as alone)."""
+        windows = [list(tokens)[-(self.max_length + 1):] for tokens, _ in requests]
+        width = max(len(w) - 1 for w in windows)
+        pad = self.eot_token_id
+        x = torch.tensor([w[:-1] + [pad] * (width - len(w) + 1) for w in windows])
+        mask = torch.tensor([[1] * (len(w) - 1) + [0] * (width - len(w) + 1) for w in windows])
+        batched = [torch.log_softmax(model(input_ids=x, attention_mask=mask, use_cache=False).logits.double(), dim=-1)
+                   for model in self.ensemble.models]  # K x [B, T, V]
+        out = []
+        for b, ((_, n_cont), w) in enumerate(zip(requests, windows)):
+            target = torch.tensor(w[1:])
+            n_cont = min(n_cont, len(w) - 1)
+            lsm = [lp[b, : len(target)] for lp in batched]
+            true_lp = torch.stack([m.gather(-1, target[:, None])[:, 0] for m in lsm])  # [K, T]
+            tail = torch.stack([m[-n_cont:] for m in lsm])  # [K, C, V]
+            out.append(self._mix(true_lp, tail, target, n_cont))
+        return out
+
+    def _mix(self, true_lp: torch.Tensor, tail: torch.Tensor, target: torch.Tensor, n_cont: int) -> tuple[float, bool]:
         first = len(target) - n_cont
         ll, greedy = 0.0, True
         for c in range(n_cont):
@@ -111,11 +128,13 @@ class EnsembleLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         out = []
-        for key, context_enc, continuation_enc in requests:
-            result = self.continuation_logprob(list(context_enc) + list(continuation_enc), len(continuation_enc))
-            if key is not None:
-                self.cache_hook.add_partial("loglikelihood", key, result)
-            out.append(result)
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            results = self.continuation_logprobs([(list(c) + list(k), len(k)) for _, c, k in chunk])
+            for (key, _, _), result in zip(chunk, results):
+                if key is not None:
+                    self.cache_hook.add_partial("loglikelihood", key, result)
+                out.append(result)
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -151,20 +170,6 @@ class EnsembleLM(TemplateLM):
         return out
 
 
-def run_prior(run: "Run", strategy: str, domain: str) -> np.ndarray:
-    """The ensemble's cached prior on one of the run's domains, from the cached scores of the
-    validation windows evaluation estimates it on (the first `eval.prior_sequences`)."""
-    if domain not in run.cfg.eval_domains:
-        raise ConfigError(f"--prior-domain {domain!r} is not a domain of the run ({', '.join(run.cfg.eval_domains)})")
-    ids = run.ensembles[strategy].experts
-    paths = [run.layout.score_path(e, domain, "val") for e in ids]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise EnsembleError(f"{missing[0]}: no cached validation scores (run hdee eval {run.layout.root} first)")
-    prior_lp, _ = split_val(np.stack([np.load(p, allow_pickle=False) for p in paths]), run.cfg.eval.prior_sequences)
-    return estimate_prior(prior_lp, run.cfg.eval.prior_alpha)
-
-
 def run_lm_eval(
     run: "Run",
     strategy: str,
@@ -174,16 +179,29 @@ def run_lm_eval(
     limit: int | None = None,
     prior_domain: str | None = None,
     num_fewshot: int | None = None,
+    *,
+    output_path: str | Path | None = None,
+    batch_size: int = 1,
+    log_samples: bool = False,
+    bootstrap_iters: int = 100000,
+    force: bool = False,
 ) -> tuple[dict[str, Any], Path]:
-    """lm-eval's `simple_evaluate` on one strategy's ensemble; results written to results/lm-eval-<strategy>-<method>.json."""
+    """lm-eval's `simple_evaluate` on one strategy's ensemble, written to `output_path` (default:
+    `RunLayout.lm_eval_path`, named by strategy, method and tasks). An existing file is
+    never overwritten without `force`; checked before anything runs."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable
 
-    dirs = run.ensemble_dirs(strategy)
+    dirs = [Path(d).resolve() for d in run.ensemble_dirs(strategy)]
+    path = Path(output_path).expanduser().resolve() if output_path else run.layout.lm_eval_path(strategy, method, tasks).resolve()
+    if path.is_dir():
+        raise ConfigError(f"--output-path {path}: is a directory; name the results file")
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: already exists; choose another --output-path or pass --force to replace it")
     prior = run_prior(run, strategy, prior_domain) if prior_domain else None
     lm = EnsembleLM(dirs, run.layout.tokenizer_path, method, log_prior=prior, top_k=run.cfg.eval.top_k,
-                    max_length=run.cfg.data.seq_len)
+                    max_length=run.cfg.data.seq_len, batch_size=batch_size)
     if include_path is not None and not Path(include_path).is_dir():
         raise ConfigError(f"--include-path {include_path}: not a directory")
     manager = None
@@ -196,9 +214,12 @@ def run_lm_eval(
     if unknown:
         raise ConfigError(f"lm-eval task {unknown[0]!r} not found" + (f" (also looked in {include_path})" if include_path else ""))
     results = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=manager, num_fewshot=num_fewshot,
-                                      log_samples=True, bootstrap_iters=0)
-    results["hdee"] = {"strategy": strategy, "method": method, "experts": [str(d) for d in dirs],
-                       "prior_domain": prior_domain}
-    path = run.layout.lm_eval_path(strategy, method)
+                                      log_samples=log_samples, bootstrap_iters=bootstrap_iters)
+    results["hdee"] = {"run_dir": str(run.layout.root.resolve()), "strategy": strategy, "method": method,
+                       "experts": [str(d) for d in dirs], "tokenizer": str(run.layout.tokenizer_path.resolve()),
+                       "prior_domain": prior_domain, "tasks": list(tasks), "batch_size": batch_size,
+                       "bootstrap_iters": bootstrap_iters, "log_samples": log_samples,
+                       "include_path": str(Path(include_path).resolve()) if include_path else None, "output_path": str(path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(results, indent=2, default=handle_non_serializable) + "\n")
     return results, path

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from hdee.config import ExperimentConfig
+from hdee.expert_dir import CARD as CARD_FILE
 from hdee.plan.schema import Job
 from hdee.core.layout import RunLayout
 from hdee.run import prepared_vocab
@@ -64,8 +65,10 @@ def _step_hook(progress: StepProgress, steps: int) -> Callable[[dict], None]:
 
 
 def _model_outputs(job: Job, layout: RunLayout) -> list[Path]:
+    """Every file of the model directory but its card, which evaluation rewrites with the measured perplexities."""
     d = layout.expert_dir(job.id)
-    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")) if d.is_dir() else []
+    keep = (p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != CARD_FILE) if d.is_dir() else ()
+    return sorted(keep)
 
 
 def _score(job: Job, layout: RunLayout, cfg: ExperimentConfig, progress: StepProgress) -> dict:

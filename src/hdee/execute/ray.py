@@ -22,6 +22,7 @@ from pathlib import Path
 from hdee.core.errors import ExecutionError
 from hdee.execute import devices, preflight
 from hdee.execute.base import Executor
+from hdee.execute.ray_output import ray_output_aside
 from hdee.execute.jobs import JobRunner, run_job
 from hdee.execute.resources import check_requests
 from hdee.plan import Job
@@ -152,11 +153,11 @@ class RayExecutor(Executor):
             kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 kwargs["address"] = address
-            else:
-                kwargs["num_cpus"] = workers or os.cpu_count() or 1
+            else:  # "local": a new private cluster, never one a `ray start` left on this machine
+                kwargs.update(address="local", num_cpus=workers or os.cpu_count() or 1)
                 self._owns_cluster = True
             try:
-                with _loopback_node() if self._owns_cluster else contextlib.nullcontext():
+                with _loopback_node() if self._owns_cluster else contextlib.nullcontext(), ray_output_aside():
                     ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # e.g. no auth token
                 where = address or "local"
@@ -214,4 +215,5 @@ class RayExecutor(Executor):
 
     def close(self, wait: bool = True) -> None:
         if self._owns_cluster and self._ray.is_initialized():
-            self._ray.shutdown()
+            with ray_output_aside():
+                self._ray.shutdown()

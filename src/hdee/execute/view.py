@@ -1,4 +1,9 @@
-"""Live terminal view of a run: jobs done/running/left, running jobs' steps, elapsed time, ETA.
+"""The view of a run: jobs done/running/left, running jobs' steps, elapsed time, ETA.
+
+On a terminal it is a live table. Off one (a pipe, a file, CI logs) it is plain lines: one per
+stage, one per finished or failed job, and, while jobs only report steps, one at least every
+`every` seconds; the last line sums up what ran and what was reused. A job reused at the start
+of a stage is counted as reused only if this run did not itself finish it in an earlier stage.
 
 The ETA divides the FLOPs still to train by the FLOP rate measured so far in this run, so it is
 only shown once a training job has finished.
@@ -25,15 +30,19 @@ def _clock(seconds: float) -> str:
 class RunView:
     """Collects executor events; renders them live when `live` is true (a context manager)."""
 
-    def __init__(self, console: Console | None = None, live: bool = True, title: str = ""):
+    def __init__(self, console: Console | None = None, live: bool = True, title: str = "", every: float = 60.0):
         self.console = console or Console()
         self.title = title
         self.jobs: dict[str, Job] = {}
         self.state: dict[str, str] = {}
         self.step: dict[str, tuple[int, int]] = {}
+        self.began: dict[str, float] = {}
         self.started = time.monotonic()
         self.flops_done = 0.0
-        self._live = Live(console=self.console, refresh_per_second=4, transient=False) if live else None
+        self.every = every
+        self.lines = live and not self.console.is_terminal  # plain lines off a terminal
+        self._last_line = self.started
+        self._live = Live(console=self.console, refresh_per_second=4, transient=False) if live and not self.lines else None
 
     def add_jobs(self, jobs: list[Job], stage: str = "") -> None:
         for j in jobs:
@@ -42,23 +51,54 @@ class RunView:
                 self.state[j.id] = "left"
         if stage:
             self.title = stage
+            if self.lines:
+                self._line(f"{stage}: {len(jobs)} jobs" if jobs else stage)
         self._refresh()
 
     def __call__(self, ev: Event) -> None:
         if ev.job_id not in self.jobs:
             return
         if ev.kind == "skipped":
-            self.state[ev.job_id] = "skipped"
+            if self.state[ev.job_id] != "done":  # finished by this run in an earlier stage: not reused
+                self.state[ev.job_id] = "skipped"
         elif ev.kind == "started":
             self.state[ev.job_id] = "running"
+            self.began[ev.job_id] = time.monotonic()
         elif ev.kind == "progress":
             self.step[ev.job_id] = (ev.step or 0, ev.steps or 0)
+            if self.lines and time.monotonic() - self._last_line >= self.every:
+                self._line("running: " + ", ".join(f"{j} {s}/{n}" for j, (s, n) in self.step.items()
+                                                    if self.state.get(j) == "running" and n))
         elif ev.kind == "finished":
             self.state[ev.job_id] = "done"
             self.flops_done += self.jobs[ev.job_id].flops
+            if self.lines:
+                self._line(f"finished {self._describe(ev.job_id)}")
         elif ev.kind == "failed":
             self.state[ev.job_id] = "failed"
+            if self.lines:
+                self._line(f"FAILED {self._describe(ev.job_id)}: {ev.error}")
         self._refresh()
+
+    # ------------------------------------------------------------------ plain lines
+
+    def _describe(self, job_id: str) -> str:
+        job = self.jobs[job_id]
+        took = time.monotonic() - self.began.get(job_id, time.monotonic())
+        steps = f", {job.steps} steps" if job.steps else ""
+        return f"{job_id} ({job.kind}{steps}, {took:.1f} s)"
+
+    def status(self) -> str:
+        """One line: how many jobs ran, were reused, run and are left, and the ETA."""
+        c = self.counts()
+        eta = self.eta_seconds()
+        return (f"{c['done']} run, {c['skipped']} reused, {c['running']} running, {c['left']} left"
+                + (f", {c['failed']} failed" if c["failed"] else "") + (f", ETA {_clock(eta)}" if eta is not None else ""))
+
+    def _line(self, what: str) -> None:
+        self._last_line = time.monotonic()
+        self.console.print(f"[{_clock(self._last_line - self.started)}] {what} | {self.status()}",
+                           highlight=False, markup=False)
 
     # ------------------------------------------------------------------ rendering
 
@@ -87,7 +127,7 @@ class RunView:
         elapsed = time.monotonic() - self.started
         eta = self.eta_seconds()
         head = Text(
-            f"{self.title}\njobs: {c['done'] + c['skipped']} done ({c['skipped']} reused), {c['running']} running, "
+            f"{self.title}\njobs: {c['done']} run, {c['skipped']} reused, {c['running']} running, "
             f"{c['left']} left" + (f", {c['failed']} failed" if c["failed"] else "")
             + f"  elapsed {_clock(elapsed)}  ETA {_clock(eta) if eta is not None else '?'}"
         )
@@ -114,6 +154,10 @@ class RunView:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.lines:
+            c = self.counts()
+            self.console.print(f"[{_clock(time.monotonic() - self.started)}] jobs: {c['done']} run, {c['skipped']} reused"
+                               + (f", {c['failed']} failed" if c["failed"] else ""), highlight=False, markup=False)
         if self._live is not None:
             self._live.update(self.render())
             self._live.stop()

@@ -177,6 +177,7 @@ def run_experiment(
             trap.before_record()
             summary["plans"].append(str(layout.plan_path(repeat, vary)))
             summary["results"].append(str(layout.results_path(repeat, vary)))
+        summary["jobs_reused"] = live.counts()["skipped"]
     summary["comparison"] = write_report(layout, vary)
     summary["jobs_run"] = ran
     summary["report"] = str(layout.report_files(vary)[0])

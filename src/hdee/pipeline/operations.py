@@ -18,6 +18,7 @@ from hdee.core.fsutil import read_json
 from hdee.core.provenance import environment, strategy_costs
 from hdee.evaluation.evaluate import evaluate
 from hdee.execute.kinds import COST_GROUPS
+from hdee.expert_dir import is_finished
 from hdee.plan import Plan
 from hdee.plan.schema import ENSEMBLE_KINDS
 from hdee.plan.seeds import Vary, check_vary
@@ -99,8 +100,20 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Va
     if all(e.members for e in plan.ensembles.values()):  # plans written before both kinds were planned lack them
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         alt = ensemble_specs(plan, layout, other)
-    return evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), repeat=plan.repeat, vary=vary,
-                    alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
+    dirs = expert_dirs(plan, layout)
+    results = evaluate(cfg, layout, dirs, ensemble_specs(plan, layout), repeat=plan.repeat, vary=vary,
+                       alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
+    refresh_cards(dirs, results)
+    return results
+
+
+def refresh_cards(dirs: dict[str, Path], results: dict[str, Any]) -> None:
+    """Every evaluated model's card, rewritten with its measured test perplexities (model-index)."""
+    from hdee.modelcard import refresh_card
+
+    for eid, entry in results.get("experts", {}).items():
+        if eid in dirs and is_finished(dirs[eid]):
+            refresh_card(dirs[eid], entry["ppl"])
 
 
 def with_methods(cfg: ExperimentConfig, methods: list[str]) -> ExperimentConfig:

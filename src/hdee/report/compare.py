@@ -17,6 +17,7 @@ from hdee.core.layout import RunLayout
 from hdee.core.provenance import total_costs
 from hdee.registry import MIXING_METHODS, STRATEGIES
 from hdee.plan.seeds import Vary, noise_covered
+from hdee.core.results_schema import check_readable
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 NOT_REMOVED = (
@@ -66,6 +67,7 @@ def load_repeats(layout: RunLayout, vary: Vary = "domain-phase") -> list[dict[st
             raise HdeeError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); `hdee eval` rewrites it") from None
         if not isinstance(runs[-1], dict):
             raise HdeeError(f"{p}: expected a JSON object; `hdee eval` rewrites it")
+        check_readable(runs[-1], p)
     return runs
 
 

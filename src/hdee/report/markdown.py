@@ -13,6 +13,7 @@ from typing import Any, Callable
 from hdee.report.compare import NOT_REMOVED, strategy_order
 from hdee.core.provenance import PACKAGES
 from hdee.registry import MIXING_METHODS
+from hdee.report.intro import intro
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
               "all": "forest (BTM's: every expert the strategy trained)"}
@@ -105,13 +106,14 @@ def headline(k: dict[str, Any]) -> list[str]:
         out.append("")
     h = k["headline"]
     out.append(
-        f"Paper's count (secondary): heterogeneous best in {h['wins']} of {h['of']} domains (a heterogeneous ensemble "
-        f"lowest among {', '.join(strategy_order(h['compared']))}; ties count, as in the paper). Chance alone gives "
+        f"Paper's count (secondary), among the ensembles only: in {h['wins']} of {h['of']} domains a heterogeneous ensemble "
+        f"is the lowest of {', '.join(strategy_order(h['compared']))} (ties count, as in the paper). Chance alone gives "
         f"{h['chance']:.1f} of {h['of']} if all {len(h['compared'])} were equally good."
         + (f" Per repeat: {', '.join(map(str, k['per_repeat_wins']))}." if k["repeats"] > 1 else "")
     )
     for ref in h.get("references", []):
-        out += ["", f"The compute-matched {ref} model is lower than every ensemble in {len(h[f'{ref}_best'])} of {h['of']} domains."]
+        out += ["", f"Outside that count, the compute-matched `{ref}` model (a single model, not an ensemble) is lower than "
+                f"every ensemble, heterogeneous or not, in {len(h[f'{ref}_best'])} of {h['of']} domains."]
     return out
 
 
@@ -159,8 +161,7 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
 
 def compute_table(cmp: dict[str, Any]) -> list[str]:
     """Mean log-perplexity per strategy with seed and domain-phase FLOPs in both counts."""
-    k = cmp["kinds"][cmp["kind"]]
-    meta0 = next(iter(cmp["flops"].values()), {})
+    k, meta0 = cmp["kinds"][cmp["kind"]], next(iter(cmp["flops"].values()), {})
     chosen = meta0.get("flops_convention", "paper")
     convs = sorted(meta0.get("flops_by") or {chosen: None}, key=lambda c: c != chosen)
     head = "| strategy | mean log-perplexity (all domains) | " + " | ".join(
@@ -198,7 +199,7 @@ def both_kinds(cmp: dict[str, Any]) -> list[str]:
     for ref in kinds[names[0]]["headline"].get("references", []):
         counts = "; ".join(f"{len(kinds[kn]['headline'][f'{ref}_best'])} of {kinds[kn]['headline']['of']} against the "
                            f"{KIND_SHORT.get(kn, kn)}" for kn in names)
-        out += ["", f"The compute-matched {ref} model is lower than every ensemble in {counts}."]
+        out += ["", f"The compute-matched `{ref}` model (a single model) is lower than every ensemble in {counts}."]
     other = kinds[names[1]]
     out += ["", f"### The {KIND_SHORT.get(names[1], names[1])} per domain, method `{other['method']}`", ""]
     out += main_table(other, cmp["domains"]) + [""]
@@ -316,10 +317,9 @@ def inference(cmp: dict[str, Any]) -> list[str]:
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
-    out = [f"# hdee report: {run_name}", ""]
-    out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
-               f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
-    out.append("")
+    out = [f"# hdee report: {run_name}", "", *intro(list(k["table"])), "## Results", ""]
+    out += [f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
+            f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.", ""]
     if k["repeats"] > 1:
         out += [f"Mean ± std over {k['repeats']} repeats: {cmp['noise']}.", ""]
     out += main_table(k, domains) + [""] + headline(k) + [""]

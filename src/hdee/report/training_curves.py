@@ -80,8 +80,10 @@ def curve_lines(layout: RunLayout) -> list[dict[str, Any]]:
             panel, label = "seed models", f"seed {size}"
         elif kind == "train" and rec.lineage:
             panel, label = f"lineage {rec.lineage}", "+".join(users.get(job_id, [])) or "(no plan)"
+        elif kind == "pilot":  # one short run per domain (and size): named by what it measured
+            panel, label = "pilots", f"{', '.join(rec.trained_domains) or '?'} ({size})"
         else:
-            panel, label = ("dense" if kind == "dense" else "pilots"), "+".join(users.get(job_id, [])) or kind
+            panel, label = "dense", "+".join(users.get(job_id, [])) or kind
         x0 = offset(job_id) if kind == "train" else 0.0
         lines.append({"job": job_id, "panel": panel, "label": label, "size": size,
                       "x": [x0 + x for x, _ in pts], "y": [y for _, y in pts]})
@@ -111,7 +113,8 @@ def plot_curves(layout: RunLayout, path: Path, save: Callable[[Any, Path], None]
         ax.set_xlabel("FLOPs (domain phase)" if panel.startswith("lineage") else "FLOPs of the job")
         ax.set_ylabel("validation loss (nats/token)")
         if seen:
-            ax.legend(fontsize=7, title="used by" if panel != "seed models" else None, title_fontsize=7)
+            title = {"seed models": None, "pilots": "domain (size)"}.get(panel, "used by")
+            ax.legend(fontsize=7, title=title, title_fontsize=7, ncol=2 if len(seen) > 8 else 1)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(f"validation loss of {len(lines)} training jobs (6 x non-embedding params x tokens)")

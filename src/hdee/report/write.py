@@ -62,29 +62,43 @@ def plot_relative(cmp: dict[str, Any], path: Path) -> None:
 
 
 def plot_inference(cmp: dict[str, Any], path: Path) -> None:
-    """Perplexity (all domains, geometric mean) against inference FLOPs per token: one point per method
-    (marker) and ensemble (colour: strategy; filled: the config's ensemble kind, hollow: the other)."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    markers = "os^vD<>PX*hp"
+    """One panel per ensemble kind: a row per mixing method (labelled with the inference FLOPs per
+    token its strategies span), one dot per strategy at its perplexity (all domains, geometric mean)."""
     kinds = {kind: per for kind, per in cmp["inference"].items() if per}
-    methods = list(dict.fromkeys(m for per in kinds.values() for e in per.values() for m in e["methods"]))
     names = strategy_order(list(dict.fromkeys(n for per in kinds.values() for n in per)))
-    for j, (kind, per) in enumerate(kinds.items()):
-        for name, e in per.items():
-            colour = f"C{names.index(name) % 10}"
-            for m, v in e["methods"].items():
-                ax.scatter(v["flops"], v["ppl"]["all"], marker=markers[methods.index(m) % len(markers)], s=36,
-                           color=colour if j == 0 else "none", edgecolors=colour)
+    rows = max(len(dict.fromkeys(m for e in per.values() for m in e["methods"])) for per in kinds.values())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 1.2 + 0.42 * rows), squeeze=False)
+    for ax, (kind, per) in zip(axes[0], kinds.items()):
+        methods = list(dict.fromkeys(m for e in per.values() if not e.get("single_model") for m in e["methods"]))
+        labels = []
+        for y, m in enumerate(methods):
+            flops = [e["methods"][m]["flops"] for e in per.values() if m in e["methods"] and not e.get("single_model")]
+            span = f"{min(flops):.2g}" + (f"-{max(flops):.2g}" if max(flops) > min(flops) * 1.005 else "")
+            labels.append(f"{m}  ({span} FLOPs/token)")
+            for name, e in per.items():
+                v = e["methods"].get(model_alone_method(e, m))
+                if v is not None:
+                    ax.scatter(v["ppl"]["all"], y, color=f"C{names.index(name) % 10}", s=40, zorder=3,
+                               marker="s" if e.get("single_model") else "o")
+        ax.set_yticks(range(len(methods)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("perplexity, geometric mean over all domains (lower is better)")
+        ax.set_title(f"{kind} ensembles", fontsize=10)
     for i, name in enumerate(names):
-        ax.plot([], [], color=f"C{i % 10}", lw=4, label=name)
-    for j, m in enumerate(methods):
-        ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=m)
-    ax.set_xscale("log")
-    ax.set_xlabel("inference FLOPs per scored token (models run + router)")
-    ax.set_ylabel("perplexity, geometric mean over all domains")
-    ax.set_title("perplexity against inference cost (filled: " + " / hollow: ".join(kinds) + " ensembles)")
-    ax.legend(fontsize=7, ncol=2)
+        axes[0][-1].scatter([], [], color=f"C{i % 10}", label=name)
+    single = any(e.get("single_model") for per in kinds.values() for e in per.values())
+    axes[0][-1].legend(fontsize=7, loc="best", title="strategy" + (" (square: a single model)" if single else ""), title_fontsize=7)
+    fig.suptitle("perplexity per mixing method; FLOPs/token = every model a method runs plus its router")
+    fig.tight_layout()
     _save_png(fig, path)
+
+
+def model_alone_method(entry: dict[str, Any], method: str) -> str:
+    """A single model (dense) is the same under every method: its first entry stands in for each."""
+    if entry.get("single_model"):
+        return next(iter(entry["methods"]))
+    return method
 
 
 def rich_table(cmp: dict[str, Any]) -> Table:

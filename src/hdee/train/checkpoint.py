@@ -174,7 +174,8 @@ def save_expert(
     With `tokenizer` (the run's tokenizer.json) the directory also gets the tokenizer files, so it
     is a self-contained HF model dir; every directory gets a model card (README.md).
     """
-    from hdee.data.tokenizer import save_tokenizer_files
+    from hdee.data.tokenizer import save_tokenizer_files, special_token_ids
+    from hdee.model import set_special_tokens
     from hdee.modelcard import CARD_FILE, render_card
 
     out_dir = Path(out_dir)
@@ -182,10 +183,12 @@ def save_expert(
     try:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export.", suffix=".tmp") as tmp:
             hf_logging.disable_progress_bar()  # one bar per save would drown the job's own progress
+            if tokenizer is not None:
+                set_special_tokens(model, special_token_ids(tokenizer))
             model.save_pretrained(tmp)
             if tokenizer is not None:
                 save_tokenizer_files(tokenizer, tmp, max_length)
-            (Path(tmp) / CARD_FILE).write_text(render_card(record, out_dir.name), encoding="utf-8")
+            (Path(tmp) / CARD_FILE).write_text(render_card(record, out_dir.name, out_dir), encoding="utf-8")
             plain_modes(tmp)
             for name in sorted(os.listdir(tmp)):
                 os.replace(Path(tmp) / name, out_dir / name)

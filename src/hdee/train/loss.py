@@ -26,7 +26,7 @@ LOSS_KINDS = ("plain", "chunked", "fused")
 
 def compute_loss(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of windows [n, seq_len + 1] from the model's full logits."""
-    logits = model(input_ids=windows[:, :-1]).logits
+    logits = model(input_ids=windows[:, :-1], use_cache=False).logits
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), windows[:, 1:].reshape(-1))
 
 
@@ -136,6 +136,6 @@ class CausalLMLoss(torch.nn.Module):
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         if self.backend == "plain":
             return compute_loss(self.lm, windows)
-        hidden = self.lm.get_decoder()(input_ids=windows[:, :-1]).last_hidden_state
+        hidden = self.lm.get_decoder()(input_ids=windows[:, :-1], use_cache=False).last_hidden_state
         weight = self.lm.get_output_embeddings().weight
         return _LINEAR_CE[self.backend](hidden.reshape(-1, hidden.size(-1)), weight, windows[:, 1:].reshape(-1), self.amp)

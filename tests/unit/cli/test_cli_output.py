@@ -25,7 +25,7 @@ def _piped(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # starts hdee in new processes, each importing torch
 def test_plan_through_a_pipe_prints_whole_numbers_and_ids():
-    res = _piped("plan", "configs/embedded.toml")
+    res = _piped("plan", "configs/embedded.toml", "--no-estimate")
     assert res.returncode == 0, res.stderr
     assert "…" not in res.stdout
     assert "2.450e+12" in res.stdout and "1,001,472" in res.stdout

@@ -98,7 +98,7 @@ def test_unknown_plugin_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_hdee_run_with_a_plugin_strategy_and_mixing_method(tmp_path):
     config, run_dir = _config(tmp_path), tmp_path / "run"
-    plan = _hdee("plan", str(config), "--run-dir", str(run_dir))
+    plan = _hdee("plan", str(config), "--run-dir", str(run_dir), "--no-estimate")
     assert plan.returncode == 0, plan.stderr
     assert f"{STRATEGY}: steps per iteration [10, 6]" in plan.stdout  # its describe trait
 

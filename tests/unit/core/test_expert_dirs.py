@@ -54,7 +54,7 @@ def test_every_trained_dir_holds_the_run_tokenizer_and_a_card(trained):
 def test_model_card_front_matter_names_parent_domains_and_numbers(trained):
     _, seed_dir, experts, _ = trained
     card = ModelCard.load(experts[0] / "README.md")
-    assert card.data.base_model == "seed-M"
+    assert card.data.base_model is None and "| branched from | seed-M |" in card.text  # a local parent is no Hub id
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     assert {"hdee", "train", "alpha"} <= set(card.data.tags)
     record = json.loads((experts[0] / "hdee.json").read_text())
@@ -76,7 +76,9 @@ def test_averaged_dir_is_self_contained_too(trained, tmp_path):
     out = average_experts(experts, None, tmp_path / "avg")
     assert sha256_file(out / "tokenizer.json") == sha256_file(tok_path)
     card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == [e.name for e in experts] and "average" in card.data.tags
+    assert card.data.base_model is None and "average" in card.data.tags
+    assert f"| parents | {', '.join(e.name for e in experts)} |" in card.text
+    assert "non-embedding" in card.text and "- non-embedding" not in card.text  # the parents' counts
     generate = pipeline("text-generation", model=str(out), device="cpu")
     assert generate("import", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("import")
 

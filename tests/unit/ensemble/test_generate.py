@@ -149,3 +149,41 @@ def test_cache_name_follows_the_transformers_version(ens):
     assert stream.cache_kwarg in inspect.signature(ens.models[0].forward).parameters
     stream.start(PROMPT)
     assert stream.cache is not None
+
+
+def test_generate_from_a_run_by_strategy(tiny_run):
+    root = str(tiny_run.layout.root)
+    ens = Ensemble(tiny_run.final_experts("MHo-IHo"))
+    want = ens.generate("def main():", 4, temperature=0.0, tokenizer=tiny_run.layout.tokenizer_path, top_k=tiny_run.cfg.eval.top_k)
+    res = CliRunner().invoke(app, ["generate", root, "--strategy", "MHo-IHo", "--prompt", "def main():",
+                                   "--max-new-tokens", "4", "--temperature", "0"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.rstrip("\n") == "def main():" + want.text
+    assert "tokens/s from 2 experts" in res.stderr and "warning" not in res.stderr
+    routed = CliRunner().invoke(app, ["generate", root, "--strategy", "MHe-IHo", "--method", "routed-top1",
+                                      "--prompt", "def main():", "--max-new-tokens", "2"])
+    assert routed.exit_code == 0, routed.output
+    assert "routed to " in routed.stderr and "from 1 expert" in routed.stderr
+
+
+def test_generation_past_the_trained_context_warns(tiny_run):
+    seq_len = tiny_run.cfg.data.seq_len
+    res = CliRunner().invoke(app, ["generate", str(tiny_run.layout.root), "--strategy", "MHo-IHo", "--prompt", "def",
+                                   "--max-new-tokens", str(seq_len + 3), "--temperature", "0"])
+    assert res.exit_code == 0, res.output
+    assert f"trained context of {seq_len} tokens by 4" in res.stderr
+
+
+def test_generate_from_a_run_refuses_what_it_cannot_do(tiny_run):
+    root = str(tiny_run.layout.root)
+    for args, match in (
+        (["--strategy", "nope"], "no strategy 'nope'"),
+        (["--strategy", "MHo-IHo", "--method", "cached-prior"], "cached-prior needs a prior: add --prior-domain"),
+        (["--strategy", "MHo-IHo", "--tokenizer", "x.json"], "--strategy takes one run directory"),
+        (["--strategy", "MHo-IHo", "--method", "best-expert"], "cannot generate"),
+    ):
+        res = CliRunner().invoke(app, ["generate", root, "--prompt", "x", "--max-new-tokens", "1", *args])
+        assert res.exit_code == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+    prior = CliRunner().invoke(app, ["generate", root, "--strategy", "MHo-IHo", "--method", "cached-prior",
+                                     "--prior-domain", tiny_run.cfg.eval_domains[0], "--prompt", "x", "--max-new-tokens", "1"])
+    assert prior.exit_code == 0, prior.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,10 +56,12 @@ def _own_choice_logliks(run, strategy: str, method: str) -> list[list[float]]:
 def test_lm_eval_accuracy_equals_hdee_accuracy(run, method, monkeypatch):
     monkeypatch.chdir(ROOT)  # the task yaml names its jsonl relative to the repository root
     res = CliRunner().invoke(app, ["lm-eval", str(run.layout.root), "--strategy", "MHe-IHo", "--method", method,
-                                   "--tasks", "hdee_tiny_mc", "--include-path", str(TASK_DIR)])
+                                   "--tasks", "hdee_tiny_mc", "--include-path", str(TASK_DIR), "--log-samples",
+                                   "--bootstrap-iters", "100"])
     assert res.exit_code == 0, res.output
     assert "hdee_tiny_mc" in res.output and "acc" in res.output
-    saved = json.loads(run.layout.lm_eval_path("MHe-IHo", method).read_text())
+    saved = json.loads(run.layout.lm_eval_path("MHe-IHo", method, ["hdee_tiny_mc"]).read_text())
+    assert isinstance(saved["results"]["hdee_tiny_mc"]["acc_stderr,none"], float)  # standard errors kept
     own = _own_choice_logliks(run, "MHe-IHo", method)
     answers = [json.loads(line)["answer"] for line in (TASK_DIR / "hdee_tiny_mc.jsonl").read_text().splitlines()]
     own_acc = float(np.mean([int(np.argmax(s)) == a for s, a in zip(own, answers)]))
@@ -103,3 +106,36 @@ def test_bad_requests_are_one_line_errors(run, monkeypatch):
                 "--include-path", str(TASK_DIR), *args]
         res = CliRunner().invoke(app, full)
         assert match in cli_error(res)
+
+
+def test_results_are_never_overwritten_and_record_absolute_paths(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    base = ["lm-eval", str(run.layout.root), "--strategy", "MHo-IHo", "--tasks", "hdee_tiny_mc",
+            "--include-path", str(TASK_DIR.relative_to(ROOT)), "--bootstrap-iters", "0"]
+    out = tmp_path / "mine.json"
+    res = CliRunner().invoke(app, [*base, "--output-path", str(out)])
+    assert res.exit_code == 0, res.output
+    first = out.read_bytes()
+    saved = json.loads(first)
+    assert "samples" not in saved  # only with --log-samples
+    hdee = saved["hdee"]
+    assert all(Path(p).is_absolute() for p in (*hdee["experts"], hdee["run_dir"], hdee["include_path"], hdee["output_path"]))
+    again = CliRunner().invoke(app, [*base, "--output-path", str(out)])
+    assert "already exists" in cli_error(again) and out.read_bytes() == first  # refused, untouched
+    forced = CliRunner().invoke(app, [*base, "--output-path", str(out), "--force", "--batch-size", "3"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(out.read_text())["results"]["hdee_tiny_mc"]["acc,none"] == saved["results"]["hdee_tiny_mc"]["acc,none"]
+    default = CliRunner().invoke(app, base)
+    assert default.exit_code == 0 and run.layout.lm_eval_path("MHo-IHo", "prefix-posterior", ["hdee_tiny_mc"]).is_file()
+    other = run.layout.lm_eval_path("MHo-IHo", "prefix-posterior", ["another_task"])
+    assert other != run.layout.lm_eval_path("MHo-IHo", "prefix-posterior", ["hdee_tiny_mc"])
+
+
+def test_a_batch_scores_each_request_as_alone(run):
+    one = EnsembleLM(run.ensemble_dirs("MHe-IHo"), run.layout.tokenizer_path, "prefix-posterior", max_length=16)
+    four = EnsembleLM(run.ensemble_dirs("MHe-IHo"), run.layout.tokenizer_path, "prefix-posterior", max_length=16, batch_size=4)
+    texts = ["def add(a, b):", "import os", "The quick brown fox jumps over the lazy dog while", "Question:"]
+    requests = [(None, one.tok_encode(t), one.tok_encode(" return")) for t in texts]
+    alone, batched = one._loglikelihood_tokens(requests), four._loglikelihood_tokens(requests)
+    assert [g for _, g in alone] == [g for _, g in batched]
+    assert [ll for ll, _ in batched] == pytest.approx([ll for ll, _ in alone], rel=1e-5, abs=1e-5)

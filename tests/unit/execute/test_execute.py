@@ -130,7 +130,37 @@ def test_view_counts_and_eta():
     eta = view.eta_seconds()
     assert eta is not None and eta > 0
     text = "".join(seg.text for seg in view.console.render(view.render()))
-    assert "1 done" in text and "1 running" in text and "1/4" in text
+    assert "1 run, 0 reused" in text and "1 running" in text and "1/4" in text
+
+
+def test_off_a_terminal_the_view_prints_a_line_per_job_and_a_consistent_sum():
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    view = RunView(console=Console(file=buf, width=10_000), live=True, every=0.0)
+    assert view.lines and view._live is None
+    jobs = [Job(id="a", kind="train", steps=4, flops=100.0), Job(id="b", kind="train", steps=4, flops=300.0),
+            Job(id="c", kind="score")]
+    with view:
+        view.add_jobs(jobs[:2], "tiny stage 1")
+        view(Event("skipped", "b"))  # finished by an earlier run: reused
+        view(Event("started", "a"))
+        view(Event("progress", "a", 2, 4))
+        view(Event("finished", "a"))
+        view.add_jobs(jobs, "tiny stage 2")
+        view(Event("skipped", "a"))  # this run finished it in stage 1: still counted as run, not reused
+        view(Event("skipped", "b"))
+        view(Event("started", "c"))
+        view(Event("failed", "c", error="boom"))
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[0:00:00] tiny stage 1: 2 jobs |")
+    assert any("running: a 2/4" in ln for ln in lines)
+    assert any("finished a (train, 4 steps," in ln and "| 1 run, 1 reused, 0 running, 0 left" in ln for ln in lines)
+    assert any("FAILED c (score," in ln and ": boom |" in ln for ln in lines)
+    assert lines[-1].endswith("jobs: 1 run, 1 reused, 1 failed")
+    assert view.counts() == {"done": 1, "skipped": 1, "running": 0, "left": 0, "failed": 1}
 
 
 def test_unknown_backend_is_one_line(tmp_path):

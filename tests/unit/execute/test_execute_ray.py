@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -91,3 +92,26 @@ def test_ray_gives_the_same_numbers_and_weights_as_local(tmp_path):
     assert len(weights) == len(list(remote.experts_dir.glob("*/model.safetensors"))) > 0
     for w in weights:
         assert sha256_file(w) == sha256_file(remote.experts_dir / w.parent.name / w.name), w.parent.name
+
+
+def test_ray_output_goes_aside_unless_asked_for(capfd, monkeypatch):
+    from hdee.execute.ray_output import ray_log_path, ray_output_aside
+
+    monkeypatch.delenv("HDEE_RAY_LOGS", raising=False)
+    with ray_output_aside() as path:
+        os.write(2, b"(raylet) a state dump line\n")
+    assert path == ray_log_path() and "a state dump line" in path.read_text()
+    assert "state dump" not in capfd.readouterr().err
+    monkeypatch.setenv("HDEE_RAY_LOGS", "1")
+    with ray_output_aside() as path:
+        os.write(2, b"(raylet) asked for\n")
+    assert path is None and "asked for" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_private_cluster_starts_and_stops_without_a_word(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("HDEE_RAY_LOGS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ex = RayExecutor(tmp_path, workers=1)  # a new private cluster even when another runs on this machine
+    ex.close()
+    assert capfd.readouterr().err == ""

@@ -239,7 +239,7 @@ def test_cli_plan_shows_the_allocation_once_pilots_ran(tmp_path):
     cfg = _cfg()
     path = tmp_path / "auto.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    args = ["plan", str(path), "--run-dir", str(tmp_path), "--vocab", str(VOCAB)]
+    args = ["plan", str(path), "--run-dir", str(tmp_path), "--vocab", str(VOCAB), "--no-estimate"]
     before = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert before.exit_code == 0, before.output
     assert "pending" in before.output and "predicted loss" not in before.output
