@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from hdee.core.fsutil import read_json
 from hdee.core.layout import RunLayout
-from hdee.plan.schema import MODEL_KINDS, Plan
+from hdee.execute.kinds import MODEL_KINDS
+from hdee.plan.schema import Plan
 
 if TYPE_CHECKING:
     from hdee.config import ExperimentConfig
