@@ -259,7 +259,9 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
     last: dict[str, Job] = {}
     for spec in sorted(specs, key=lambda s: (s.iteration, s.lineage)):
         prev = last.get(spec.lineage)
-        if prev is None:
+        if spec.from_seed:
+            parent = b.seed(spec.size, strategy)
+        elif prev is None:
             if spec.iteration != 1:
                 raise PlanError(f"strategy {strategy!r}: lineage {spec.lineage!r} starts at iteration {spec.iteration}")
             parent = b.seed(spec.size, strategy)
@@ -289,9 +291,7 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
 
 
 def _final_experts(jobs: list[Job]) -> list[Job]:
-    """Each lineage's last expert (the paper's ensemble)."""
-    last: dict[str, Job] = {}
-    for job in jobs:
-        if job.lineage not in last or job.iteration > last[job.lineage].iteration:
-            last[job.lineage] = job
-    return list(last.values())
+    """The experts nothing branches from: each lineage's last expert (the paper's ensemble), and
+    every expert of a strategy whose experts all branch from their seed."""
+    parents = {j.parent for j in jobs}
+    return [j for j in jobs if j.id not in parents]
