@@ -163,6 +163,7 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
             "flops_by": e.flops_by,
             "sizes_needed": list(e.sizes_needed),
             "repeat": plan.repeat,
+            "seeds": [j.id for j in plan.jobs if j.kind == "seed" and name in j.used_by],
         }
         if e.decision:
             meta["decision"] = e.decision
