@@ -145,7 +145,7 @@ def test_report_files_and_headline_match_results(tmp_path):
     assert f"lower than every ensemble in {dense_best} of {len(domains)} domains" in md
     assert "One repeat: the training noise is not tested" in md
     assert "bootstrap interval over the test windows" in md
-    assert "| strategy | mean log-perplexity (all domains) | seed FLOPs (hardware) | domain-phase FLOPs (hardware, budget) | seed FLOPs (paper) |" in md
+    assert "| strategy | mean log-perplexity (all domains) | seed FLOPs (hardware) | domain-phase FLOPs (hardware, budget) | seed + domain (hardware) | seed FLOPs (paper) |" in md
     assert "| train-a | t0 | M | 8 | 60.00 | 30.00 | -50.0% |" in md
     seeds = md.split("## Seed models")[1]
     assert "| domain | tier | seed M |" in seeds and "| h1 | - | **60.00** |" in seeds

@@ -20,6 +20,7 @@ from hdee.expert_dir import is_finished, load_record
 from hdee.fsutil import read_json
 from hdee.layout import RunLayout
 from hdee.plan import Plan, build_plan
+from hdee.prereg import prereg_record
 from hdee.provenance import environment, strategy_costs
 from hdee.seeds import Vary, check_vary
 
@@ -189,6 +190,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
         "vary": vary if plan.repeat else None,
         "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
         "costs": strategy_costs(plan.jobs, records),
+        "preregistration": prereg_record(),  # the rule in force when these numbers were made (hdee.prereg)
     }
 
 

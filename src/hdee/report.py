@@ -22,6 +22,8 @@ from hdee.curves import plot_curves  # noqa: E402
 from hdee.errors import HdeeError  # noqa: E402
 from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
+from hdee.prereg import load_prereg  # noqa: E402
+from hdee.regime import regime  # noqa: E402
 from hdee.report_md import domain_groups, fmt_ppl, render_markdown  # noqa: E402
 from hdee.seeds import Vary  # noqa: E402
 
@@ -121,6 +123,9 @@ def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, An
         raise HdeeError(f"{layout.results_json}: no results to report (run `hdee run` first)")
     runs = load_repeats(layout, vary)
     cmp = comparison(runs, vary)
+    loaded = load_prereg()
+    verdict_vary = loaded[0].design.vary if loaded else vary
+    cmp["regime"] = regime(cmp, runs, load_repeats(layout, "seed-models"), load_repeats(layout, verdict_vary))
     name = runs[0].get("config", layout.root.name)
     md, png = layout.report_files(vary)
     atomic_write_text(md, render_markdown(cmp, name))

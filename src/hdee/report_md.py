@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from hdee.compare import NOT_REMOVED, strategy_order
 from hdee.provenance import PACKAGES
+from hdee.regime_md import compute_table, gates, opening, verdict
 from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
@@ -120,7 +121,7 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     base, tests = k.get("baseline"), k.get("tests")
     if not base or not tests:
         return []
-    out = ["## Noise", ""]
+    out = ["## Per-domain tests (secondary)", ""]
     if tests["cells"] is None:
         out += ["One repeat: the training noise is not tested (run with `--seeds N` for paired t-tests over repeats).", ""]
     else:
@@ -154,24 +155,6 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
             "",
         ]
         out += markdown_table(table, domains, cell=cell, bold=False) + [""]
-    return out
-
-
-def compute_table(cmp: dict[str, Any]) -> list[str]:
-    """Mean log-perplexity per strategy with seed and domain-phase FLOPs in both counts."""
-    k = cmp["kinds"][cmp["kind"]]
-    meta0 = next(iter(cmp["flops"].values()), {})
-    chosen = meta0.get("flops_convention", "paper")
-    convs = sorted(meta0.get("flops_by") or {chosen: None}, key=lambda c: c != chosen)
-    head = "| strategy | mean log-perplexity (all domains) | " + " | ".join(
-        f"seed FLOPs ({c}) | domain-phase FLOPs ({c}{', budget' if c == chosen else ''})" for c in convs) + " |"
-    out = [head, "|---|---:|" + "---:|---:|" * len(convs)]
-    for s in strategy_order(list(k["mean_log_ppl"])):
-        m, sd = k["mean_log_ppl"][s]
-        meta = cmp["flops"].get(s, {})
-        by = meta.get("flops_by") or {chosen: {"seed": meta.get("seed_flops"), "domain": meta.get("domain_flops")}}
-        cells = [f"{_flops(by.get(c, {}).get('seed'))} | {_flops(by.get(c, {}).get('domain'))}" for c in convs]
-        out.append(f"| {s} | {m:.4f}" + (f" ± {sd:.4f}" if k["repeats"] > 1 else "") + " | " + " | ".join(cells) + " |")
     return out
 
 
@@ -316,7 +299,8 @@ def inference(cmp: dict[str, Any]) -> list[str]:
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
-    out = [f"# hdee report: {run_name}", ""]
+    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime"))
+    out += gates(cmp.get("regime")) + verdict(cmp.get("regime"))
     out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
                f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
     out.append("")

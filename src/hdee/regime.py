@@ -1,0 +1,26 @@
+"""What the report's top says: the regime gates (`hdee.gates`) and the pre-registered verdict
+(`hdee.verdict`, `hdee.prereg`), from the saved results of a run's repeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hdee.gates import regime_gates
+from hdee.prereg import load_prereg
+from hdee.verdict import verdicts
+
+
+def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dict[str, Any]],
+           verdict_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`runs`: the repeats the report covers; `seed_draws`: repeat 0 and the repeats that retrain the
+    seed models; `verdict_runs`: the repeats the pre-registration names (its `design.vary`)."""
+    out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"])}
+    loaded = load_prereg()
+    if loaded is None:
+        out["verdict"] = None
+        return out
+    pre, sha = loaded
+    kinds = cmp["kinds"]
+    method = kinds[pre.endpoint.ensemble]["method"] if pre.endpoint.ensemble in kinds else cmp["method"]
+    out["verdict"] = verdicts(verdict_runs, len(seed_draws), method, pre, sha)
+    return out

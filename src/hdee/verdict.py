@@ -1,0 +1,113 @@
+"""The pre-registered verdict per strategy (`hdee.prereg`), and the power calculation that sets its
+repeats, from saved `results*.json` (`hdee.equivalence` does the statistics).
+
+The endpoint of a repeat is the strategy's mean log-perplexity over the trained domains minus the
+baseline's (geometric-mean perplexity ratio, in logs). The rule:
+
+* supports HDEE: the paired interval over repeats lies wholly below 0;
+* refutes it: it lies wholly above 0, or the TOST shows equivalence within the margin;
+* inconclusive: anything else, or fewer repeats / seed draws than registered.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import numpy as np
+
+from hdee.compare import kinds_of, strategy_table
+from hdee.equivalence import document_bootstrap, needed_repeats, t_interval, tost
+from hdee.prereg import Preregistration
+from hdee.registry import STRATEGIES
+
+SUPPORTS, REFUTES, INCONCLUSIVE = "supports HDEE", "refutes it", "inconclusive"
+
+
+def _trained(run: dict[str, Any]) -> list[str]:
+    return [d["name"] for d in run["domains"] if d["role"] == "train"]
+
+
+def endpoint(run: dict[str, Any], kind: str, method: str, strategy: str, base: str, split: str = "test") -> float:
+    """Mean over trained domains of log ppl(strategy) - log ppl(base) in one repeat."""
+    ensembles = kinds_of(run)[kind]["ensembles"]
+    if split == "test":
+        table = strategy_table(ensembles, method)
+    else:  # the selection windows of the validation split
+        table = {s: ensembles[s]["val_ppl"][method] for s in (strategy, base)}
+    doms = _trained(run)
+    return sum(math.log(table[strategy][d]) - math.log(table[base][d]) for d in doms) / len(doms)
+
+
+def _doc_interval(runs: list[dict[str, Any]], kind: str, method: str, s: str, base: str, pre: Preregistration):
+    """The document bootstrap of the endpoint, each document's loss averaged over the repeats first."""
+    strata = []
+    for dom in runs[0]["domains"]:
+        if dom["role"] != "train" or "doc_tokens" not in dom:
+            return None
+        per = [kinds_of(r)[kind]["ensembles"] for r in runs]
+        try:
+            a = np.mean([e[s]["doc_nll"][method][dom["name"]] for e in per], axis=0)
+            b = np.mean([e[base]["doc_nll"][method][dom["name"]] for e in per], axis=0)
+        except (KeyError, ValueError):
+            return None
+        strata.append((a, b, np.asarray(dom["doc_tokens"])))
+    return document_bootstrap(strata, pre.analysis.confidence, pre.analysis.resamples) if strata else None
+
+
+def rule(ci: tuple[float, float, float] | None, tost_p: float | None, alpha: float) -> str:
+    if ci is None:
+        return INCONCLUSIVE
+    if ci[2] < 0:
+        return SUPPORTS
+    if ci[1] > 0 or (tost_p is not None and tost_p < alpha):
+        return REFUTES
+    return INCONCLUSIVE
+
+
+def verdicts(runs: list[dict[str, Any]], seed_draws: int, method: str, pre: Preregistration, sha256: str) -> dict[str, Any]:
+    """Per strategy: the endpoint per repeat, its interval, the TOST, the document interval and the verdict."""
+    kind, base = pre.endpoint.ensemble, pre.endpoint.baseline
+    ensembles = kinds_of(runs[0]).get(kind, {}).get("ensembles", {})
+    short = []
+    if len(runs) < pre.design.repeats:
+        short.append(f"{len(runs)} of {pre.design.repeats} registered repeats")
+    if seed_draws < pre.design.seed_draws:
+        short.append(f"{seed_draws} of {pre.design.seed_draws} registered seed draws")
+    recorded = ((runs[0].get("provenance") or {}).get("preregistration") or {}).get("sha256")
+    out: dict[str, Any] = {"baseline": base, "kind": kind, "method": method, "repeats": len(runs), "seed_draws": seed_draws,
+                           "short": short, "sha256": sha256, "recorded_sha256": recorded,
+                           "changed": recorded is not None and recorded != sha256, "provisional": pre.design.provisional,
+                           "margin": pre.analysis.margin, "alpha": pre.analysis.alpha, "confidence": pre.analysis.confidence,
+                           "strategies": {}}
+    if base not in ensembles:
+        out["missing_baseline"] = True
+        return out
+    for s in ensembles:
+        entry = STRATEGIES.find(s)
+        if s == base or (entry is not None and entry.single_model):
+            continue
+        diffs = [endpoint(r, kind, method, s, base) for r in runs]
+        ci = t_interval(diffs, pre.analysis.confidence)
+        p = tost(diffs, pre.analysis.margin)
+        out["strategies"][s] = {
+            "diffs": diffs, "ci": ci, "tost_p": p, "doc_ci": _doc_interval(runs, kind, method, s, base, pre),
+            "verdict": INCONCLUSIVE if short else rule(ci, p, pre.analysis.alpha),
+        }
+    return out
+
+
+def power_table(runs: list[dict[str, Any]], kind: str, method: str, base: str, margin: float, alpha: float = 0.05,
+                power: float = 0.8) -> dict[str, dict[str, Any]]:
+    """Per strategy: the validation endpoint's spread over `runs` and the repeats the TOST needs."""
+    out = {}
+    for s in kinds_of(runs[0])[kind]["ensembles"]:
+        entry = STRATEGIES.find(s)
+        if s == base or (entry is not None and entry.single_model):
+            continue
+        diffs = [endpoint(r, kind, method, s, base, split="val") for r in runs]
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+        out[s] = {"mean": statistics.fmean(diffs), "sd": sd, "repeats": len(diffs),
+                  "needed": needed_repeats(sd, margin, alpha, power) if sd is not None else None}
+    return out
