@@ -92,7 +92,7 @@ def verdict(reg: dict[str, Any] | None) -> list[str]:
         p = "-" if r["tost_p"] is None else f"{r['tost_p']:.3g}"
         word = r["verdict"] if given else "none (gates failed)"
         out.append(f"| {s} | {', '.join(f'{d:+.4f}' for d in r['diffs'])} | {_ci(r['ci'])} | {p} | {_ci(r['doc_ci'])} | {word} |")
-    return out + [f"Pre-registration sha256 `{v['sha256'][:16]}…`.", ""]
+    return out + ["", f"Pre-registration sha256 `{v['sha256'][:16]}…`.", ""]
 
 
 def compute_table(cmp: dict[str, Any]) -> list[str]:

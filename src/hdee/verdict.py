@@ -44,7 +44,9 @@ def _doc_interval(runs: list[dict[str, Any]], kind: str, method: str, s: str, ba
     """The document bootstrap of the endpoint, each document's loss averaged over the repeats first."""
     strata = []
     for dom in runs[0]["domains"]:
-        if dom["role"] != "train" or "doc_tokens" not in dom:
+        if dom["role"] != "train":
+            continue
+        if "doc_tokens" not in dom:
             return None
         per = [kinds_of(r)[kind]["ensembles"] for r in runs]
         try:
