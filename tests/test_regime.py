@@ -185,3 +185,32 @@ def test_results_record_the_preregistration_and_the_report_prints_a_verdict(tiny
     mean, lo, hi = row["doc_ci"]
     assert lo <= mean <= hi and mean == pytest.approx(row["diffs"][0], abs=1e-6)  # same documents, same endpoint
     assert comparison(load_repeats(layout))["method"] == v["method"]
+
+
+def test_hdee_power_reads_the_validation_noise_of_the_repeats(tiny_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cli_helpers import cli_error
+    from hdee.cli import app
+    from hdee.verdict import endpoint
+
+    layout = tiny_run.copy(tmp_path / "run")
+    args = ["power", str(layout.root), "--margin", "0.01"]
+    assert "at least 2" in cli_error(CliRunner().invoke(app, args))
+    # a second repeat whose validation scores differ: the copy of repeat 0 with one domain shifted
+    res = read_json(layout.results_json)
+    method = res["method_choice"]["method"]
+    shifted = read_json(layout.results_json)
+    vp = shifted["ensembles"]["MHe-IHo"]["val_ppl"][method]
+    vp["py_code"] *= math.exp(0.04)
+    from hdee.fsutil import atomic_write_json
+
+    atomic_write_json(layout.results_path(1, "seed-models"), shifted)
+    out = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    diffs = [endpoint(r, "final", method, "MHe-IHo", "MHo-IHo", split="val") for r in (res, shifted)]
+    sd = float(np.std(diffs, ddof=1))
+    assert f"sd {sd:.4f} -> {needed_repeats(sd, 0.01)} repeats" in out.output
+    shutil.rmtree(layout.root)
