@@ -118,6 +118,8 @@ class ExperimentConfig(Strict):
         sized = [e.name for e in entries if e.needs_sizes]
         if sized and not self.budget.sizes:
             raise ValueError(f"heterogeneous-size strategies need budget.sizes ({', '.join(sized)})")
+        if self.budget.charge == "total" and "auto" in self.strategies:
+            raise ValueError("budget.charge = 'total' is not supported by the auto strategy (it allocates the domain phase only)")
         stepped = [e.name for e in entries if e.needs_steps]
         if stepped and not self.budget.steps:
             raise ValueError(f"heterogeneous-step strategies need budget.steps ({', '.join(stepped)})")

@@ -235,6 +235,11 @@ class BudgetConfig(Strict):
         "hardware = every matmul, LM head and causal attention included (hdee.budget)",
     )
     schedule: Schedule = Schedule(lr=1e-3, min_lr=1e-4, warmup=0.05)
+    charge: Literal["domain", "total"] = Field(
+        default="domain", exclude_if=lambda v: v == "domain",  # configs without it dump (and hash) as before
+        description="what budgets match: the domain phase only, or seed models + domain phase (a strategy pays "
+        "for every seed size it needs; hdee.budget.domain_target)",
+    )
 
 
 class AutoConfig(Strict):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Mapping
 
-from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_step
+from hdee.budget import CONVENTIONS, budget_flops, expert_flops, seed_flops, seed_steps, size_flops_per_step
 from hdee.config import ExperimentConfig, check_lineages
 from hdee.errors import PlanError
 from hdee.job_keys import data_key, score_key, train_key
@@ -63,10 +62,7 @@ class _Builder:
         if sm.from_ is not None:
             return self._add(self.imported_seed(size), used_by)
         per_step = size_flops_per_step(cfg, self.vocab, size)
-        if sm.tokens is not None:
-            steps = max(1, math.ceil(sm.tokens / cfg.train.batch_tokens))
-        else:
-            steps = max(1, round(sm.flops / per_step))
+        steps = seed_steps(cfg, self.vocab, size)
         doms = cfg.seed_domains
         key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common,
                self.seed_model_seed]
@@ -224,14 +220,16 @@ def build_plan(
                 ens.iteration_flops[key] = ens.iteration_flops.get(key, 0.0) + j.flops
 
     budget = budget_flops(cfg, vocab)
+    total = cfg.budget.charge == "total"  # then seeds count: each strategy against the baseline's seed + domain phase
+    limit = budget + (seed_flops(cfg, vocab, [cfg.budget.baseline.size]) if total else 0.0)
     for name, ens in ensembles.items():
         if ens.pending:
             continue
-        off = ens.domain_flops / budget - 1.0
+        off = (ens.domain_flops + (ens.seed_flops if total else 0.0)) / limit - 1.0
         if abs(off) > cfg.budget.tolerance:
             raise PlanError(
                 f"strategy {name!r} spends {ens.domain_flops:.3e} domain-phase FLOPs ({cfg.budget.flops} count), "
-                f"{off:+.1%} off the baseline's {budget:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); "
+                f"{'with its seed models ' if total else ''}{off:+.1%} off the baseline's {limit:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); "
                 "the budget cannot be matched"
             )
     return Plan(

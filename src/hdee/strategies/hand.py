@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdee.budget import budget_flops, expert_flops
+from hdee.budget import domain_target, expert_flops
 from hdee.errors import PlanError
 from hdee.strategies.base import Assignment, Strategy, register
 
@@ -42,10 +42,14 @@ class HeteroSize(Strategy):
     """Size by the lineage's tier for the whole lineage; baseline steps."""
 
     def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
-        rule = self.cfg.budget.baseline
-        return Assignment(
-            self.lineage_experts(lambda lin, i: self.cfg.budget.sizes[self.tier(lin)], lambda lin, i: rule.steps)
-        )
+        cfg, rule = self.cfg, self.cfg.budget.baseline
+        size_of = lambda lin, i: cfg.budget.sizes[self.tier(lin)]  # noqa: E731
+        raw = self.lineage_experts(size_of, lambda lin, i: rule.steps)
+        # budget.charge = "total": its extra seed models come out of its domain phase, all steps alike
+        factor = domain_target(cfg, self.ctx.vocab, {e.size for e in raw}) / sum(
+            expert_flops(cfg, self.ctx.vocab, e.size, e.steps) for e in raw)
+        return Assignment(raw if cfg.budget.charge == "domain" else
+                          self.lineage_experts(size_of, lambda lin, i: round(rule.steps * factor)))
 
 
 @register("MHe-IHe", needs_sizes=True, needs_steps=True, heterogeneous=True, order=3)
@@ -58,7 +62,7 @@ class HeteroBoth(HeteroSteps):
         raw = self.lineage_experts(size_of, self.tier_steps)
         fixed = sum(expert_flops(cfg, vocab, e.size, e.steps) for e in raw if not self.steps_vary_in(e.iteration))
         varied = sum(expert_flops(cfg, vocab, e.size, e.steps) for e in raw if self.steps_vary_in(e.iteration))
-        target = budget_flops(cfg, vocab) - fixed
+        target = domain_target(cfg, vocab, {e.size for e in raw}) - fixed
         if target <= 0 or varied <= 0:
             raise PlanError("MHe-IHe: the budget cannot be matched (the fixed iterations already use it all)")
         factor = target / varied
