@@ -214,3 +214,18 @@ def test_hdee_power_reads_the_validation_noise_of_the_repeats(tiny_run, tmp_path
     sd = float(np.std(diffs, ddof=1))
     assert f"sd {sd:.4f} -> {needed_repeats(sd, 0.01)} repeats" in out.output
     shutil.rmtree(layout.root)
+
+
+def test_tiers_from_measured_returns(tiny_run):
+    from hdee.tiers import lineage_returns, measured_tiers, tier_check
+
+    res = read_json(tiny_run.layout.results_json)
+    returns = lineage_returns(res)
+    assert set(returns) == {"easy", "hard"} and all(r > 0 for r in returns.values())
+    check = tier_check(tiny_run.cfg, res)
+    low, high = sorted(returns, key=returns.get)
+    assert {r["lineage"]: r["measured"] for r in check["rows"]} == {low: "easy", high: "hard"}
+    assert check["agree"] == (high == "hard")
+    # a lineage that gains more per step is dealt the tier with more compute
+    assert measured_tiers(tiny_run.cfg, {"easy": 0.5, "hard": 0.1}) == {"easy": "hard", "hard": "easy"}
+    assert measured_tiers(tiny_run.cfg, {"easy": 0.5}) is None

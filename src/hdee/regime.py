@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from hdee.config import ExperimentConfig
 from hdee.gates import regime_gates
 from hdee.prereg import load_prereg
+from hdee.tiers import tier_check
 from hdee.verdict import verdicts
 
 
 def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dict[str, Any]],
-           verdict_runs: list[dict[str, Any]]) -> dict[str, Any]:
+           verdict_runs: list[dict[str, Any]], cfg: ExperimentConfig | None = None) -> dict[str, Any]:
     """`runs`: the repeats the report covers; `seed_draws`: repeat 0 and the repeats that retrain the
     seed models; `verdict_runs`: the repeats the pre-registration names (its `design.vary`)."""
-    out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"])}
+    out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"]),
+                           "tiers": tier_check(cfg, runs[0]) if cfg is not None else None}
     loaded = load_prereg()
     if loaded is None:
         out["verdict"] = None

@@ -60,6 +60,20 @@ def gates(reg: dict[str, Any] | None) -> list[str]:
     return out + [""]
 
 
+def tiers(reg: dict[str, Any] | None) -> list[str]:
+    t = (reg or {}).get("tiers")
+    if not t:
+        return []
+    out = ["## Tiers: hand-set against measured", "",
+           ("The hand-set tiers agree with the measured returns." if t["agree"] else
+            "**The hand-set tiers disagree with the measured returns**: the extra compute does not go where it gains most.")
+           + " Return: validation log-perplexity gained on the expert's own domain per step, mean over the lineage's "
+           "experts; the tiers dealt again by it (least return, least compute).", "",
+           "| lineage | hand-set tier | return per step | measured tier |", "|---|---|---:|---|"]
+    out += [f"| {r['lineage']} | {r['hand']} | {r['return']:.5f} | {r['measured']} |" for r in t["rows"]]
+    return out + [""]
+
+
 def verdict(reg: dict[str, Any] | None) -> list[str]:
     if not reg:
         return []

@@ -21,6 +21,8 @@ from hdee.compare import baseline_of, comparison, load_repeats, strategy_order  
 from hdee.curves import plot_curves  # noqa: E402
 from hdee.errors import HdeeError  # noqa: E402
 from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from hdee.config import ExperimentConfig  # noqa: E402
+from hdee.fsutil import read_json  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
 from hdee.prereg import load_prereg  # noqa: E402
 from hdee.regime import regime  # noqa: E402
@@ -125,7 +127,8 @@ def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, An
     cmp = comparison(runs, vary)
     loaded = load_prereg()
     verdict_vary = loaded[0].design.vary if loaded else vary
-    cmp["regime"] = regime(cmp, runs, load_repeats(layout, "seed-models"), load_repeats(layout, verdict_vary))
+    cfg = ExperimentConfig.model_validate(read_json(layout.config_snapshot)) if layout.config_snapshot.is_file() else None
+    cmp["regime"] = regime(cmp, runs, load_repeats(layout, "seed-models"), load_repeats(layout, verdict_vary), cfg)
     name = runs[0].get("config", layout.root.name)
     md, png = layout.report_files(vary)
     atomic_write_text(md, render_markdown(cmp, name))
