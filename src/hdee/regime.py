@@ -8,6 +8,7 @@ from typing import Any
 from hdee.config import ExperimentConfig
 from hdee.gates import regime_gates
 from hdee.prereg import load_prereg
+from hdee.spread import spread_trends
 from hdee.tiers import tier_check
 from hdee.verdict import verdicts
 
@@ -18,6 +19,8 @@ def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dic
     seed models; `verdict_runs`: the repeats the pre-registration names (its `design.vary`)."""
     out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"]),
                            "tiers": tier_check(cfg, runs[0]) if cfg is not None else None}
+    base = cmp.get("baseline")
+    out["spreads"] = spread_trends(runs, cmp["kind"], cmp["method"], base) if base else {}
     loaded = load_prereg()
     if loaded is None:
         out["verdict"] = None

@@ -74,6 +74,24 @@ def tiers(reg: dict[str, Any] | None) -> list[str]:
     return out + [""]
 
 
+def spreads(reg: dict[str, Any] | None) -> list[str]:
+    trends = (reg or {}).get("spreads")
+    if not trends:
+        return []
+    out = ["## How much heterogeneity: the endpoint across size spreads", "",
+           "Spread: largest over smallest expert FLOPs per token. Endpoint: mean trained-domain log-perplexity minus "
+           "the baseline's, per repeat. Trend: least-squares slope of the endpoint on log(spread) with its 95% interval "
+           "(negative = more heterogeneity helps).", "",
+           "| strategy | spreads: endpoint (mean over repeats) | slope on log(spread) | p |", "|---|---|---|---:|"]
+    for fam, t in trends.items():
+        pts = ", ".join(f"`{r['strategy']}` {r['spread']:.2f}: {sum(r['endpoints']) / len(r['endpoints']):+.4f}" for r in t["rows"])
+        if t["testable"]:
+            out.append(f"| {fam} | {pts} | {t['slope']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}] (df {t['df']}) | {t['p']:.3g} |")
+        else:
+            out.append(f"| {fam} | {pts} | not testable: {t['points']} points for two parameters (run repeats) | - |")
+    return out + [""]
+
+
 def verdict(reg: dict[str, Any] | None) -> list[str]:
     if not reg:
         return []

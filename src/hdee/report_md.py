@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from hdee.compare import NOT_REMOVED, strategy_order
 from hdee.provenance import PACKAGES
-from hdee.regime_md import compute_table, gates, opening, tiers, verdict
+from hdee.regime_md import compute_table, gates, opening, spreads, tiers, verdict
 from hdee.registry import MIXING_METHODS
 
 KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
@@ -300,7 +300,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
     out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime"))
-    out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime"))
+    out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime")) + spreads(cmp.get("regime"))
     out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
                f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
     out.append("")

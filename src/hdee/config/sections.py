@@ -226,6 +226,10 @@ class BudgetConfig(Strict):
 
     baseline: Rule
     sizes: dict[str, str] = Field(default_factory=dict, description="tier -> size (MHe)")
+    spreads: dict[Name, dict[str, str]] = Field(
+        default_factory=dict, exclude_if=lambda v: not v,  # configs without it dump (and hash) as before
+        description="more size spreads, name -> (tier -> size); strategy `MHe-IHo.NAME` (also MHe-IHe, placebo) uses one",
+    )
     steps: dict[str, int] = Field(default_factory=dict, description="tier -> steps (IHe)")
     vary_steps_in: Literal["last", "all"] = "last"
     tolerance: float = Field(default=0.01, gt=0)

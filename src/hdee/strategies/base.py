@@ -92,6 +92,7 @@ class Strategy:
     """Base class; see the module docstring for how to write one."""
 
     name: ClassVar[str] = ""
+    spread: ClassVar[str | None] = None  # a named size spread (`budget.spreads`) instead of `budget.sizes`
 
     def __init__(self, ctx: StrategyContext):
         self.ctx = ctx
@@ -111,6 +112,11 @@ class Strategy:
             for i, dom in enumerate(lin.domains, start=1):
                 out.append(ExpertSpec(lin.name, i, (dom,), size_of(lin.name, i), steps_of(lin.name, i)))
         return out
+
+    @property
+    def tier_sizes(self) -> dict[str, str]:
+        """tier -> size: `budget.sizes`, or the strategy's spread in `budget.spreads`."""
+        return self.cfg.budget.spreads[self.spread] if self.spread else self.cfg.budget.sizes
 
     def tier(self, lineage: str) -> str:
         for lin in self.cfg.lineages:

@@ -21,21 +21,22 @@ from hdee.strategies.base import Assignment, ExpertSpec, Strategy, register
 from hdee.strategies.hand import HeteroBoth
 
 
-def tier_ranks(cfg) -> list[str]:
-    """The lineages' tiers from least to most compute: by size (the family's order), then steps."""
-    sizes = cfg.size_names
+def tier_ranks(cfg, tier_sizes: dict[str, str] | None = None) -> list[str]:
+    """The lineages' tiers from least to most compute: by size (the family's order; `tier_sizes`,
+    default `budget.sizes`), then steps."""
+    sizes, tier_sizes = cfg.size_names, cfg.budget.sizes if tier_sizes is None else tier_sizes
     tiers = list(dict.fromkeys(lin.tier for lin in cfg.lineages))
 
     def key(t: str) -> tuple[int, int]:
-        size = cfg.budget.sizes.get(t)
+        size = tier_sizes.get(t)
         return (sizes.index(size) if size in sizes else -1, cfg.budget.steps.get(t, 0))
 
     return sorted(tiers, key=key)
 
 
-def reversed_tiers(cfg) -> dict[str, str]:
+def reversed_tiers(cfg, tier_sizes: dict[str, str] | None = None) -> dict[str, str]:
     """tier -> the tier at the mirrored rank (least compute <-> most compute)."""
-    ranks = tier_ranks(cfg)
+    ranks = tier_ranks(cfg, tier_sizes)
     return {t: ranks[len(ranks) - 1 - i] for i, t in enumerate(ranks)}
 
 
@@ -44,7 +45,7 @@ class Placebo(HeteroBoth):
     """MHe-IHe with each lineage's tier mirrored: the same budget, heterogeneity against difficulty."""
 
     def tier(self, lineage: str) -> str:
-        return reversed_tiers(self.cfg)[super().tier(lineage)]
+        return reversed_tiers(self.cfg, self.tier_sizes)[super().tier(lineage)]
 
 
 @register("one-iteration", control=True, order=7)

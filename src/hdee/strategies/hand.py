@@ -43,7 +43,7 @@ class HeteroSize(Strategy):
 
     def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         cfg, rule = self.cfg, self.cfg.budget.baseline
-        size_of = lambda lin, i: cfg.budget.sizes[self.tier(lin)]  # noqa: E731
+        size_of = lambda lin, i: self.tier_sizes[self.tier(lin)]  # noqa: E731
         raw = self.lineage_experts(size_of, lambda lin, i: rule.steps)
         # budget.charge = "total": its extra seed models come out of its domain phase, all steps alike
         factor = domain_target(cfg, self.ctx.vocab, {e.size for e in raw}) / sum(
@@ -58,7 +58,7 @@ class HeteroBoth(HeteroSteps):
 
     def assign(self, pilot_outputs: dict[str, Path] | None = None) -> Assignment:
         cfg, vocab = self.cfg, self.ctx.vocab
-        size_of = lambda lin, i: cfg.budget.sizes[self.tier(lin)]  # noqa: E731
+        size_of = lambda lin, i: self.tier_sizes[self.tier(lin)]  # noqa: E731
         raw = self.lineage_experts(size_of, self.tier_steps)
         fixed = sum(expert_flops(cfg, vocab, e.size, e.steps) for e in raw if not self.steps_vary_in(e.iteration))
         varied = sum(expert_flops(cfg, vocab, e.size, e.steps) for e in raw if self.steps_vary_in(e.iteration))
