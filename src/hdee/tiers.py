@@ -3,7 +3,7 @@
 A lineage's return is what its experts gained on their own domain per optimizer step: the parent's
 validation log-perplexity minus the expert's, divided by the expert's steps, averaged over every
 trained expert of the lineage (all strategies). The hand-set tiers, ordered by the compute the
-config gives them (`hdee.strategies.controls.tier_ranks`), are dealt out again by that return: the
+config gives them (`hdee.strategies.tier_order`), are dealt out again by that return: the
 lineage that gains least per step gets the tier with the least compute. The report says whether
 the two assignments agree.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hdee.config import ExperimentConfig
-from hdee.strategies.controls import tier_ranks
+from hdee.strategies.tier_order import deal_tiers
 
 
 def lineage_returns(run: dict[str, Any]) -> dict[str, float]:
@@ -40,10 +40,7 @@ def measured_tiers(cfg: ExperimentConfig, returns: dict[str, float]) -> dict[str
     lineages = [lin for lin in cfg.lineages]
     if any(lin.name not in returns for lin in lineages):
         return None
-    rank = {t: i for i, t in enumerate(tier_ranks(cfg))}
-    hand = sorted((lin.tier for lin in lineages), key=rank.get)
-    by_return = sorted(lineages, key=lambda lin: returns[lin.name])
-    return {lin.name: tier for lin, tier in zip(by_return, hand)}
+    return deal_tiers(cfg, returns)
 
 
 def tier_check(cfg: ExperimentConfig, run: dict[str, Any]) -> dict[str, Any] | None:

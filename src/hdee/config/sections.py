@@ -239,6 +239,11 @@ class BudgetConfig(Strict):
         "hardware = every matmul, LM head and causal attention included (hdee.budget)",
     )
     schedule: Schedule = Schedule(lr=1e-3, min_lr=1e-4, warmup=0.05)
+    tiers: Literal["hand", "measured"] = Field(
+        default="hand", exclude_if=lambda v: v == "hand",
+        description="hand: the lineages' tiers as the config sets them; measured: dealt by the returns pilots measure "
+        "(hdee.strategies.measured), the pilots paid from each strategy's domain phase",
+    )
     charge: Literal["domain", "total"] = Field(
         default="domain", exclude_if=lambda v: v == "domain",  # configs without it dump (and hash) as before
         description="what budgets match: the domain phase only, or seed models + domain phase (a strategy pays "

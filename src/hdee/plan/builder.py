@@ -172,7 +172,7 @@ def build_plan(
         pilot_jobs: dict[str, Job] = {}
         for p in strategy.pilots():
             parent = b.seed(p.size, name)
-            job = b.branch("pilot", f"pilot-{name}-{p.name}", parent, p.size, p.steps, [p.domain], name, domain=p.domain)
+            job = b.branch("pilot", f"pilot-{p.name}" if p.shared else f"pilot-{name}-{p.name}", parent, p.size, p.steps, [p.domain], name, domain=p.domain)
             pilot_jobs[p.name] = job
             model_jobs.append(job)
         outputs = None

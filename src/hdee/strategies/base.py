@@ -69,6 +69,7 @@ class PilotSpec:
     domain: str
     size: str
     steps: int
+    shared: bool = False  # one job for every strategy that asks for the same pilot (named by `name` alone)
 
 
 @dataclass(frozen=True)

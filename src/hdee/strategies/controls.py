@@ -19,25 +19,7 @@ from pathlib import Path
 
 from hdee.strategies.base import Assignment, ExpertSpec, Strategy, register
 from hdee.strategies.hand import HeteroBoth
-
-
-def tier_ranks(cfg, tier_sizes: dict[str, str] | None = None) -> list[str]:
-    """The lineages' tiers from least to most compute: by size (the family's order; `tier_sizes`,
-    default `budget.sizes`), then steps."""
-    sizes, tier_sizes = cfg.size_names, cfg.budget.sizes if tier_sizes is None else tier_sizes
-    tiers = list(dict.fromkeys(lin.tier for lin in cfg.lineages))
-
-    def key(t: str) -> tuple[int, int]:
-        size = tier_sizes.get(t)
-        return (sizes.index(size) if size in sizes else -1, cfg.budget.steps.get(t, 0))
-
-    return sorted(tiers, key=key)
-
-
-def reversed_tiers(cfg, tier_sizes: dict[str, str] | None = None) -> dict[str, str]:
-    """tier -> the tier at the mirrored rank (least compute <-> most compute)."""
-    ranks = tier_ranks(cfg, tier_sizes)
-    return {t: ranks[len(ranks) - 1 - i] for i, t in enumerate(ranks)}
+from hdee.strategies.tier_order import reversed_tiers
 
 
 @register("placebo", needs_sizes=True, needs_steps=True, control=True, order=6)
