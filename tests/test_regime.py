@@ -229,3 +229,27 @@ def test_tiers_from_measured_returns(tiny_run):
     # a lineage that gains more per step is dealt the tier with more compute
     assert measured_tiers(tiny_run.cfg, {"easy": 0.5, "hard": 0.1}) == {"easy": "hard", "hard": "easy"}
     assert measured_tiers(tiny_run.cfg, {"easy": 0.5}) is None
+
+
+def test_bold_only_where_the_best_is_clear_over_documents(tiny_run, tmp_path):
+    import copy
+
+    from hdee.verdict import clear_best
+
+    layout = tiny_run.copy(tmp_path / "run")
+    cmp = write_report(layout)
+    clear = cmp["kinds"]["final"]["clear_best"]
+    md = (layout.root / "report.md").read_text()
+    assert "Best per domain in bold only where its 95% interval over test documents" in md
+    main = md.split("| domain | tier |")[1].split("\n\n")[0]
+    for d in cmp["domains"]:
+        row = next(line for line in main.splitlines() if line.startswith(f"| {d['name']} |"))
+        assert ("**" in row) == (d["name"] in clear), d["name"]
+    # two strategies with the same per-document losses: no domain has a clear best
+    res = copy.deepcopy(read_json(layout.results_json))
+    ens = res["ensembles"]
+    ens["MHe-IHo"]["doc_nll"] = ens["MHo-IHo"]["doc_nll"]
+    table = {s: {d["name"]: 10.0 + (s == "MHe-IHo") for d in res["domains"]} for s in ens}
+    assert clear_best([res], "final", res["method_choice"]["method"], table) == set()
+    del res["domains"][0]["doc_tokens"]
+    assert clear_best([res], "final", res["method_choice"]["method"], table) is None

@@ -149,6 +149,11 @@ def _mean_sd(xs: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
+def _geo_sd(xs: list[float]) -> tuple[float, float]:
+    """Geometric mean over repeats and the SD of the logs: the tests work on log-perplexities."""
+    return (math.exp((ms := _mean_sd([math.log(x) for x in xs]))[0]), ms[1])
+
+
 def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, Any]:
     """One ensemble kind over its repeats: the method, the (mean) table, the paper's count, wins
     per strategy against the baseline with their chance rate, corrected tests and window CIs."""
@@ -156,7 +161,7 @@ def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, An
     method = choice["method"]
     tables = [strategy_table(k["ensembles"], method) for k in kind_runs]
     strategies = list(tables[0])
-    mean_std = {s: {d: _mean_sd([t[s][d] for t in tables]) for d in domains} for s in strategies}
+    mean_std = {s: {d: _geo_sd([t[s][d] for t in tables]) for d in domains} for s in strategies}
     table = {s: {d: ms[0] for d, ms in per.items()} for s, per in mean_std.items()} if len(tables) > 1 else tables[0]
     out: dict[str, Any] = {
         "method": method,

@@ -10,7 +10,7 @@ from hdee.gates import regime_gates
 from hdee.prereg import load_prereg
 from hdee.spread import spread_trends
 from hdee.tiers import tier_check
-from hdee.verdict import verdicts
+from hdee.verdict import clear_best, verdicts
 
 
 def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dict[str, Any]],
@@ -19,6 +19,9 @@ def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dic
     seed models; `verdict_runs`: the repeats the pre-registration names (its `design.vary`)."""
     out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"]),
                            "tiers": tier_check(cfg, runs[0]) if cfg is not None else None}
+    kind = cmp["kinds"][cmp["kind"]]
+    if (clear := clear_best(runs, cmp["kind"], cmp["method"], kind["table"])) is not None:
+        kind["clear_best"] = clear  # the main table bolds a domain's best only where it is clear
     base = cmp.get("baseline")
     out["spreads"] = spread_trends(runs, cmp["kind"], cmp["method"], base) if base else {}
     loaded = load_prereg()

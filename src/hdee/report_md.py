@@ -39,7 +39,8 @@ def domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
 
 
 def markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, Any]],
-                   cell: Callable[[str, str], str] | None = None, bold: bool = True) -> list[str]:
+                   cell: Callable[[str, str], str] | None = None, bold: bool | set[str] = True) -> list[str]:
+    """`bold`: mark each domain's lowest value; a set: only in those domains (where the best is clear)."""
     strategies = strategy_order(list(table))
     lines = ["| domain | tier | " + " | ".join(strategies) + " |", "|---|---|" + "---:|" * len(strategies)]
     for group, ds in domain_groups(domains):
@@ -50,7 +51,8 @@ def markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, A
             cells = []
             for s in strategies:
                 txt = cell(s, name) if cell else fmt_ppl(table[s][name])
-                cells.append(f"**{txt}**" if bold and math.isclose(table[s][name], lo, rel_tol=1e-9) else txt)
+                best = bold is True or (isinstance(bold, set) and name in bold)
+                cells.append(f"**{txt}**" if best and math.isclose(table[s][name], lo, rel_tol=1e-9) else txt)
             lines.append(f"| {name} | {d.get('tier') or '-'} | " + " | ".join(cells) + " |")
     return lines
 
@@ -81,8 +83,9 @@ def choice_text(choice: dict[str, Any]) -> str:
 def main_table(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     if k["repeats"] > 1:
         ms = k["mean_std"]
-        return markdown_table(k["table"], domains, cell=lambda s, d: f"{fmt_ppl(ms[s][d][0])} ± {ms[s][d][1]:.2f}")
-    return markdown_table(k["table"], domains)
+        return markdown_table(k["table"], domains, cell=lambda s, d: f"{fmt_ppl(ms[s][d][0])} ± {ms[s][d][1]:.3f}",
+                              bold=k.get("clear_best", True))
+    return markdown_table(k["table"], domains, bold=k.get("clear_best", True))
 
 
 def headline(k: dict[str, Any]) -> list[str]:
@@ -302,10 +305,12 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime"))
     out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime")) + spreads(cmp.get("regime"))
     out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
-               f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.")
+               f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. "
+               + ("Best per domain in bold only where its 95% interval over test documents against every other strategy "
+                  "excludes zero." if isinstance(k.get("clear_best"), set) else "Best per domain in bold."))
     out.append("")
     if k["repeats"] > 1:
-        out += [f"Mean ± std over {k['repeats']} repeats: {cmp['noise']}.", ""]
+        out += [f"Geometric mean over {k['repeats']} repeats ± the standard deviation of log-perplexity: {cmp['noise']}.", ""]
     out += main_table(k, domains) + [""] + headline(k) + [""]
     out += noise(k, domains)
     if "mean_log_ppl" in k:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hdee.compare import kinds_of, strategy_table
+from hdee.compare import kinds_of, model_alone, strategy_table
 from hdee.equivalence import document_bootstrap, needed_repeats, t_interval, tost
 from hdee.prereg import Preregistration
 from hdee.registry import STRATEGIES
@@ -98,6 +98,26 @@ def verdicts(runs: list[dict[str, Any]], seed_draws: int, method: str, pre: Prer
             "verdict": INCONCLUSIVE if short else rule(ci, p, pre.analysis.alpha),
         }
     return out
+
+
+def clear_best(runs: list[dict[str, Any]], kind: str, method: str, table: dict[str, dict[str, float]],
+               confidence: float = 0.95) -> set[str] | None:
+    """Domains whose lowest strategy in `table` is lower than every other by a document-bootstrap
+    interval (each document's loss averaged over the repeats) that excludes zero; None without
+    per-document losses (results made before they were recorded)."""
+    per = [kinds_of(r)[kind]["ensembles"] for r in runs]
+    clear = set()
+    for dom in runs[0]["domains"]:
+        d = dom["name"]
+        try:
+            docs = {s: np.mean([e[s]["doc_nll"][model_alone(s, e[s], method)][d] for e in per], axis=0) for s in table}
+            tokens = np.asarray(dom["doc_tokens"])
+        except (KeyError, ValueError):
+            return None
+        best = min(table, key=lambda s: table[s][d])
+        if all(document_bootstrap([(docs[s], docs[best], tokens)], confidence)[1] > 0 for s in table if s != best):
+            clear.add(d)
+    return clear
 
 
 def power_table(runs: list[dict[str, Any]], kind: str, method: str, base: str, margin: float, alpha: float = 0.05,
