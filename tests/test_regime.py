@@ -253,3 +253,23 @@ def test_bold_only_where_the_best_is_clear_over_documents(tiny_run, tmp_path):
     assert clear_best([res], "final", res["method_choice"]["method"], table) == set()
     del res["domains"][0]["doc_tokens"]
     assert clear_best([res], "final", res["method_choice"]["method"], table) is None
+
+
+def test_per_domain_intervals_resample_documents(tiny_run, tmp_path):
+    from hdee.verdict import document_cis
+
+    layout = tiny_run.copy(tmp_path / "run")
+    cmp = write_report(layout)
+    k = cmp["kinds"]["final"]
+    assert k["ci_unit"] == "documents"
+    res = read_json(layout.results_json)
+    method = k["method"]
+    for d in res["domains"]:
+        m, lo, hi = k["window_ci"]["MHe-IHo"][d["name"]]
+        a = np.asarray(res["ensembles"]["MHe-IHo"]["doc_nll"][method][d["name"]])
+        b = np.asarray(res["ensembles"]["MHo-IHo"]["doc_nll"][method][d["name"]])
+        assert m == pytest.approx((a.sum() - b.sum()) / sum(d["doc_tokens"])) and lo <= m <= hi
+        assert sum(d["doc_tokens"]) == d["tokens"]  # every scored token in exactly one document
+    md = (layout.root / "report.md").read_text()
+    assert "## Per-domain tests (secondary)" in md and "interval over whole test documents" in md
+    assert document_cis([res], "final", method, "MHo-IHo", ["MHe-IHo"]) == {"MHe-IHo": k["window_ci"]["MHe-IHo"]}

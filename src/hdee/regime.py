@@ -1,5 +1,7 @@
-"""What the report's top says: the regime gates (`hdee.gates`) and the pre-registered verdict
-(`hdee.verdict`, `hdee.prereg`), from the saved results of a run's repeats."""
+"""What the report's top says: the regime gates (`hdee.gates`), the pre-registered verdict
+(`hdee.verdict`, `hdee.prereg`), the tiers against measurement (`hdee.tiers`) and the trend across
+size spreads (`hdee.spread`), from the saved results of a run's repeats. It also replaces the
+per-domain window intervals with document intervals, and marks where each table's best is clear."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hdee.gates import regime_gates
 from hdee.prereg import load_prereg
 from hdee.spread import spread_trends
 from hdee.tiers import tier_check
-from hdee.verdict import clear_best, verdicts
+from hdee.verdict import clear_best, document_cis, verdicts
 
 
 def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dict[str, Any]],
@@ -19,9 +21,12 @@ def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dic
     seed models; `verdict_runs`: the repeats the pre-registration names (its `design.vary`)."""
     out: dict[str, Any] = {"gates": regime_gates(runs, seed_draws, cmp["method"]),
                            "tiers": tier_check(cfg, runs[0]) if cfg is not None else None}
-    kind = cmp["kinds"][cmp["kind"]]
-    if (clear := clear_best(runs, cmp["kind"], cmp["method"], kind["table"])) is not None:
-        kind["clear_best"] = clear  # the main table bolds a domain's best only where it is clear
+    for name, k in cmp["kinds"].items():
+        if (clear := clear_best(runs, name, k["method"], k["table"])) is not None:
+            k["clear_best"] = clear  # the tables bold a domain's best only where it is clear
+        # the per-domain intervals resample documents, not windows
+        if k.get("window_ci") and (cis := document_cis(runs, name, k["method"], k["baseline"], list(k["window_ci"]))):
+            k.update(window_ci=cis, ci_unit="documents")
     base = cmp.get("baseline")
     out["spreads"] = spread_trends(runs, cmp["kind"], cmp["method"], base) if base else {}
     loaded = load_prereg()

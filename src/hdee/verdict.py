@@ -81,6 +81,7 @@ def verdicts(runs: list[dict[str, Any]], seed_draws: int, method: str, pre: Prer
     out: dict[str, Any] = {"baseline": base, "kind": kind, "method": method, "repeats": len(runs), "seed_draws": seed_draws,
                            "short": short, "sha256": sha256, "recorded_sha256": recorded,
                            "changed": recorded is not None and recorded != sha256, "provisional": pre.design.provisional,
+                           "documents": sum(len(d.get("doc_tokens", [])) for d in runs[0]["domains"] if d["role"] == "train"),
                            "margin": pre.analysis.margin, "alpha": pre.analysis.alpha, "confidence": pre.analysis.confidence,
                            "strategies": {}}
     if base not in ensembles:
@@ -118,6 +119,25 @@ def clear_best(runs: list[dict[str, Any]], kind: str, method: str, table: dict[s
         if all(document_bootstrap([(docs[s], docs[best], tokens)], confidence)[1] > 0 for s in table if s != best):
             clear.add(d)
     return clear
+
+
+def document_cis(runs: list[dict[str, Any]], kind: str, method: str, base: str, others: list[str],
+                 confidence: float = 0.95) -> dict[str, dict[str, tuple[float, float, float]]] | None:
+    """Per (strategy, domain): the bootstrap interval over whole test documents of the per-token loss
+    difference to `base` (each document's loss averaged over the repeats first); None without
+    per-document losses."""
+    per = [kinds_of(r)[kind]["ensembles"] for r in runs]
+    out: dict[str, dict[str, tuple[float, float, float]]] = {s: {} for s in others}
+    try:
+        for dom in runs[0]["domains"]:
+            d, tokens = dom["name"], np.asarray(dom["doc_tokens"])
+            b = np.mean([e[base]["doc_nll"][method][d] for e in per], axis=0)
+            for s in others:
+                a = np.mean([e[s]["doc_nll"][method][d] for e in per], axis=0)
+                out[s][d] = document_bootstrap([(a, b, tokens)], confidence)
+    except (KeyError, ValueError):
+        return None
+    return out
 
 
 def power_table(runs: list[dict[str, Any]], kind: str, method: str, base: str, margin: float, alpha: float = 0.05,
