@@ -27,7 +27,11 @@ def _write_pilots(tmp: Path, plan, speed: dict[str, float], tps: int) -> dict[st
     for job in plan.jobs_of("pilot"):
         d = tmp / job.id
         d.mkdir(parents=True)
-        loss = lambda t: 4.0 + speed[job.domain] * (1 + t / tps) ** -0.5  # noqa: E731
+        rate = speed[job.domain]
+
+        def loss(t: float, rate: float = rate) -> float:
+            return 4.0 + rate * (1 + t / tps) ** -0.5
+
         rows = [{"step": 0, "tokens": 0, "val_loss": loss(0)}]
         rows += [{"step": k, "tokens": k * tps, "loss": loss((k - 1) * tps)} for k in range(1, job.steps + 1)]
         rows[-1]["val_loss"] = loss(job.steps * tps)

@@ -10,7 +10,13 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from hdee.compare import comparison, load_repeats
 from hdee.ensemble.documents import document_sums, target_documents
-from hdee.equivalence import document_bootstrap, needed_repeats, t_interval, tost, tost_power
+from hdee.equivalence import (
+    document_bootstrap,
+    needed_repeats,
+    t_interval,
+    tost,
+    tost_power,
+)
 from hdee.errors import ConfigError
 from hdee.fsutil import read_json
 from hdee.gates import gate_seed_sizes, regime_gates
@@ -18,7 +24,6 @@ from hdee.prereg import DEFAULT, load_prereg
 from hdee.regime_md import CANNOT
 from hdee.report import write_report
 from hdee.verdict import INCONCLUSIVE, REFUTES, SUPPORTS, rule
-
 
 # ------------------------------------------------------------------------ gates on real runs
 
@@ -49,9 +54,9 @@ def test_gates_on_the_tiny_run(tiny_run, tmp_path):
 def test_gates_fail_when_the_domain_phase_diverges(tiny_run, tmp_path):
     """The same tiny run with a domain-phase learning rate far too high: experts end worse than their seeds."""
     import torch
+    from tiny_run import InlineExecutor
 
     from hdee import pipeline
-    from tiny_run import InlineExecutor
 
     cfg = tiny_run.cfg
     bad = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"schedule": cfg.budget.schedule.model_copy(
@@ -190,9 +195,9 @@ def test_results_record_the_preregistration_and_the_report_prints_a_verdict(tiny
 def test_hdee_power_reads_the_validation_noise_of_the_repeats(tiny_run, tmp_path):
     import shutil
 
+    from cli_helpers import cli_error
     from typer.testing import CliRunner
 
-    from cli_helpers import cli_error
     from hdee.cli import app
     from hdee.verdict import endpoint
 

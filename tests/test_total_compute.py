@@ -6,7 +6,6 @@ import pytest
 
 from hdee.budget import seed_flops
 from hdee.config import ExperimentConfig
-from hdee.errors import ConfigError
 from hdee.plan import build_plan
 
 VOCAB = 512

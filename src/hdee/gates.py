@@ -19,11 +19,17 @@ trained domains outside its lineage minus its seed's (positive = forgot).
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 SEED_SDS = 3.0
+
+
+def _mean(xs: list[float]) -> float:
+    """The mean, inf or nan when a diverged model's loss is (statistics.fmean refuses inf - inf)."""
+    return sum(xs) / len(xs)
 
 
 def _mean_log(ppl: dict[str, float], domains: list[str]) -> float | None:
@@ -51,7 +57,7 @@ def gate_seeds_beaten(runs: list[dict[str, Any]], method: str) -> dict[str, Any]
         if not ens_vals:
             rows[name] = {"measurable": False, "passed": False}
             continue
-        ens_m, seed_m = statistics.fmean(ens_vals), statistics.fmean(seed_vals)
+        ens_m, seed_m = _mean(ens_vals), _mean(seed_vals)
         rows[name] = {"measurable": True, "ensemble": ens_m, "seeds": seed_m, "diff": ens_m - seed_m, "passed": ens_m < seed_m}
     failed = [n for n, r in rows.items() if not r["passed"]]
     return {"passed": bool(rows) and not failed, "rows": rows, "failed": failed, "method": method}
@@ -80,7 +86,7 @@ def gate_seed_sizes(draws: list[dict[str, Any]]) -> dict[str, Any]:
     if len(gaps) < 2:
         out["why"] = f"{len(gaps)} seed draw(s) with two seed sizes (run `--vary seed-models` repeats for at least 2)"
         return out
-    mean, sd = statistics.fmean(out["gaps"]), statistics.stdev(out["gaps"])
+    mean, sd = _mean(out["gaps"]), float(np.std(out["gaps"], ddof=1))
     out.update(measurable=True, mean=mean, sd=sd, passed=mean > 0 and mean >= SEED_SDS * sd)
     return out
 
@@ -102,7 +108,7 @@ def gate_parents_beaten(run: dict[str, Any]) -> dict[str, Any]:
         if mine is None or theirs is None:
             continue
         rows.append({"expert": eid, "domain": dom, "diff": math.log(mine) - math.log(theirs)})
-    failed = [r for r in rows if r["diff"] >= 0]
+    failed = [r for r in rows if not r["diff"] < 0]  # a diverged expert (inf, nan) fails too
     return {"passed": bool(rows) and not failed, "experts": len(rows), "beaten": len(rows) - len(failed), "failed": failed}
 
 
@@ -132,7 +138,7 @@ def forgetting(run: dict[str, Any]) -> dict[str, float]:
             diffs += [math.log(e["val_ppl"][d]) - math.log(seed["val_ppl"][d]) for d in outside
                       if d in e.get("val_ppl", {}) and d in seed.get("val_ppl", {})]
         if diffs:
-            out[name] = statistics.fmean(diffs)
+            out[name] = _mean(diffs)
     return out
 
 

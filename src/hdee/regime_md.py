@@ -36,8 +36,8 @@ def gates(reg: dict[str, Any] | None) -> list[str]:
     g = reg["gates"]
     a, b, c = g["a"], g["b"], g["c"]
     out = ["## Regime gates (validation data)", "",
-           "Whether this run is in the regime where its comparison means anything. All on validation windows; "
-           "log-perplexity in nats/token, mean over the trained domains.", "",
+           ("Whether this run is in the regime where its comparison means anything. All on validation windows; "
+            "log-perplexity in nats/token, mean over the trained domains."), "",
            "| gate | result | numbers |", "|---|---|---|"]
     for s in strategy_order(list(a["rows"])):
         r = a["rows"][s]
@@ -79,9 +79,9 @@ def spreads(reg: dict[str, Any] | None) -> list[str]:
     if not trends:
         return []
     out = ["## How much heterogeneity: the endpoint across size spreads", "",
-           "Spread: largest over smallest expert FLOPs per token. Endpoint: mean trained-domain log-perplexity minus "
-           "the baseline's, per repeat. Trend: least-squares slope of the endpoint on log(spread) with its 95% interval "
-           "(negative = more heterogeneity helps).", "",
+           ("Spread: largest over smallest expert FLOPs per token. Endpoint: mean trained-domain log-perplexity minus "
+            "the baseline's, per repeat. Trend: least-squares slope of the endpoint on log(spread) with its 95% interval "
+            "(negative = more heterogeneity helps)."), "",
            "| strategy | spreads: endpoint (mean over repeats) | slope on log(spread) | p |", "|---|---|---|---:|"]
     for fam, t in trends.items():
         pts = ", ".join(f"`{r['strategy']}` {r['spread']:.2f}: {sum(r['endpoints']) / len(r['endpoints']):+.4f}" for r in t["rows"])
@@ -104,7 +104,8 @@ def verdict(reg: dict[str, Any] | None) -> list[str]:
            f"{v['kind']} ensembles, method `{v['method']}`) minus `{v['baseline']}`'s, in nats/token (negative = better; "
            f"a log ratio of geometric-mean perplexities). Paired {v['confidence']:.0%} t interval over {v['repeats']} "
            f"repeat(s), TOST of equivalence within ±{v['margin']:g}, and the {v['confidence']:.0%} bootstrap interval over "
-           "whole test documents (each domain resampled apart). Rule: supports HDEE if the interval lies below 0; refutes "
+           f"whole test documents ({v['documents']} in the trained domains, each domain resampled apart; a domain of one "
+           "document adds no spread). Rule: supports HDEE if the interval lies below 0; refutes "
            "it if above 0 or equivalent by the TOST (p < " + f"{v['alpha']:g}); inconclusive otherwise.", ""]
     notes = []
     if v["provisional"]:

@@ -18,11 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from hdee.compare import baseline_of, comparison, load_repeats, strategy_order  # noqa: E402
+from hdee.config import ExperimentConfig  # noqa: E402
 from hdee.curves import plot_curves  # noqa: E402
 from hdee.errors import HdeeError  # noqa: E402
-from hdee.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
-from hdee.config import ExperimentConfig  # noqa: E402
-from hdee.fsutil import read_json  # noqa: E402
+from hdee.fsutil import atomic_write_bytes, atomic_write_text, read_json  # noqa: E402
 from hdee.layout import RunLayout  # noqa: E402
 from hdee.prereg import load_prereg  # noqa: E402
 from hdee.regime import regime  # noqa: E402

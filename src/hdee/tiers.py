@@ -29,7 +29,7 @@ def lineage_returns(run: dict[str, Any]) -> dict[str, float]:
         if meta.get("kind") != "train" or parent is None or not steps or not meta.get("lineage"):
             continue
         mine, theirs = e.get("val_ppl", {}).get(dom), parent.get("val_ppl", {}).get(dom)
-        if mine is not None and theirs is not None:
+        if mine is not None and theirs is not None and math.isfinite(mine) and math.isfinite(theirs):
             per.setdefault(meta["lineage"], []).append((math.log(theirs) - math.log(mine)) / steps)
     return {lin: statistics.fmean(v) for lin, v in per.items()}
 

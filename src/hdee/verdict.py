@@ -12,7 +12,6 @@ baseline's (geometric-mean perplexity ratio, in logs). The rule:
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import numpy as np
@@ -149,7 +148,7 @@ def power_table(runs: list[dict[str, Any]], kind: str, method: str, base: str, m
         if s == base or (entry is not None and entry.single_model):
             continue
         diffs = [endpoint(r, kind, method, s, base, split="val") for r in runs]
-        sd = statistics.stdev(diffs) if len(diffs) > 1 else None
-        out[s] = {"mean": statistics.fmean(diffs), "sd": sd, "repeats": len(diffs),
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
+        out[s] = {"mean": sum(diffs) / len(diffs), "sd": sd, "repeats": len(diffs),
                   "needed": needed_repeats(sd, margin, alpha, power) if sd is not None else None}
     return out
