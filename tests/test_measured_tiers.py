@@ -72,3 +72,14 @@ def test_hand_tiers_are_the_default_and_unchanged(tiny):
     assert hand.complete and not hand.jobs_of("pilot")
     sizes = {j.lineage: j.size for j in hand.jobs if j.kind == "train" and "MHe-IHo" in j.used_by}
     assert sizes == {"easy": "S", "hard": "L"}
+
+
+def test_the_plan_line_says_how_the_tiers_were_dealt():
+    from hdee.strategies.measured import describe_tiers
+
+    decision = {"tiers": "measured", "hand": {"easy": "easy", "hard": "hard"}, "dealt": {"easy": "hard", "hard": "easy"},
+                "returns": {"easy": 0.25, "hard": 0.01}}
+    assert describe_tiers(decision) == [
+        "tiers from the pilots' measured returns (hand-set -> measured): easy easy -> hard (return 0.2500), "
+        "hard hard -> easy (return 0.0100)"]
+    assert describe_tiers({"objective": "mean"}) == []

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from hdee.strategies.base import Assignment, ExpertSpec, Strategy, register
 from hdee.strategies.hand import HeteroBoth
+from hdee.strategies.measured import describe_tiers
 from hdee.strategies.tier_order import reversed_tiers
 
 
-@register("placebo", needs_sizes=True, needs_steps=True, control=True, order=6)
+@register("placebo", needs_sizes=True, needs_steps=True, control=True, order=6, describe=describe_tiers)
 class Placebo(HeteroBoth):
     """MHe-IHe with each lineage's tier mirrored: the same budget, heterogeneity against difficulty."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from hdee.budget import domain_target, expert_flops
 from hdee.errors import PlanError
 from hdee.strategies.base import Assignment, Strategy, register
-from hdee.strategies.measured import MeasuredTiers
+from hdee.strategies.measured import MeasuredTiers, describe_tiers
 
 
 @register("MHo-IHo", baseline=True, order=0)
@@ -24,7 +24,7 @@ class Baseline(Strategy):
         return Assignment(self.lineage_experts(lambda lin, i: rule.size, lambda lin, i: rule.steps))
 
 
-@register("MHo-IHe", needs_steps=True, heterogeneous=True, order=1)
+@register("MHo-IHe", needs_steps=True, heterogeneous=True, order=1, describe=describe_tiers)
 class HeteroSteps(MeasuredTiers):
     """Baseline size; steps by tier in the iterations `budget.vary_steps_in` names."""
 
@@ -40,7 +40,7 @@ class HeteroSteps(MeasuredTiers):
         return self.cfg.budget.baseline.steps
 
 
-@register("MHe-IHo", needs_sizes=True, heterogeneous=True, order=2)
+@register("MHe-IHo", needs_sizes=True, heterogeneous=True, order=2, describe=describe_tiers)
 class HeteroSize(MeasuredTiers):
     """Size by the lineage's tier for the whole lineage; baseline steps (scaled alike when its extra
     seed models, `budget.charge = "total"`, or its pilots, `budget.tiers = "measured"`, are paid for)."""
@@ -53,7 +53,7 @@ class HeteroSize(MeasuredTiers):
         return Assignment(self.fitted(raw), self.decision())
 
 
-@register("MHe-IHe", needs_sizes=True, needs_steps=True, heterogeneous=True, order=3)
+@register("MHe-IHe", needs_sizes=True, needs_steps=True, heterogeneous=True, order=3, describe=describe_tiers)
 class HeteroBoth(HeteroSteps):
     """Size by tier and steps by tier, the varied steps scaled to the baseline's budget."""
 

@@ -47,6 +47,15 @@ def domain_return(cfg: ExperimentConfig, pilot_dir: Path, domain: str) -> float:
     return curve.predict(t) - curve.predict(GAIN_OVER * t)
 
 
+def describe_tiers(decision: dict[str, Any]) -> list[str]:
+    """`hdee plan`'s line for a strategy that dealt its tiers by measured return."""
+    if decision.get("tiers") != "measured":
+        return []
+    deals = ", ".join(f"{lin} {decision['hand'][lin]} -> {tier} (return {decision['returns'][lin]:.4f})"
+                      for lin, tier in decision["dealt"].items())
+    return [f"tiers from the pilots' measured returns (hand-set -> measured): {deals}"]
+
+
 class MeasuredTiers(Strategy):
     """Mixin of the strategies that read tiers: measure first when `budget.tiers = "measured"`."""
 

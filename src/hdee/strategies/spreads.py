@@ -21,7 +21,7 @@ def _entry(m: re.Match[str]) -> StrategyEntry:
     cls = type(f"{base.cls.__name__}_{m.group(2)}", (base.cls,), {"spread": m.group(2), "name": m.group(0),
                                                                    "__module__": __name__})
     return StrategyEntry(name=m.group(0), cls=cls, needs_sizes=True, needs_steps=base.needs_steps,
-                         heterogeneous=base.heterogeneous, control=base.control, order=base.order)
+                         heterogeneous=base.heterogeneous, control=base.control, order=base.order, describe=base.describe)
 
 
 STRATEGIES.add_family(PATTERN, _entry)
