@@ -44,3 +44,18 @@ def test_total_charge_refuses_auto(tiny):
     raw["strategies"] = ["MHo-IHo", "auto"]
     with pytest.raises(ValueError, match="budget.charge = 'total' is not supported by the auto strategy"):
         ExperimentConfig.model_validate(raw)
+
+
+def test_the_plan_and_the_report_say_what_the_budgets_match(tiny):
+    from test_report import fake_results
+
+    from hdee.compare import comparison
+    from hdee.report_md import render_markdown
+
+    assert build_plan(_with(tiny), VOCAB).charge == "domain"
+    assert build_plan(_with(tiny, charge="total"), VOCAB).charge == "total"
+    res = fake_results(1)
+    assert "at equal domain-phase compute" in render_markdown(comparison([res]), "x")
+    for ens in res["ensembles"].values():
+        ens["meta"]["charge"] = "total"
+    assert "at equal total compute" in render_markdown(comparison([res]), "x")

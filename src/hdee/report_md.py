@@ -88,13 +88,13 @@ def main_table(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     return markdown_table(k["table"], domains, bold=k.get("clear_best", True))
 
 
-def headline(k: dict[str, Any]) -> list[str]:
+def headline(k: dict[str, Any], total: bool = False) -> list[str]:
     """Wins of each strategy against the baseline beside the chance rate, then the paper's count."""
     out = []
     base, n = k.get("baseline"), len(k["table"][next(iter(k["table"]))])
     if base and k.get("wins"):
         tests = {r["strategy"]: r for r in (k["tests"]["overall"] or [])}
-        out += [f"**Against `{base}` at equal compute**, per strategy: in how many of {n} domains its perplexity is "
+        out += [f"**Against `{base}` at equal {'total' if total else 'domain-phase'} compute**, per strategy: in how many of {n} domains its perplexity is "
                 f"lower, beside the count expected by chance if the two were equally good (half the domains where they "
                 "differ) and a one-sided sign test.", "",
                 "| strategy | lower than " + base + " | chance | sign-test p | Δ mean log-ppl | Holm p (repeats) |",
@@ -189,7 +189,7 @@ def both_kinds(cmp: dict[str, Any]) -> list[str]:
     other = kinds[names[1]]
     out += ["", f"### The {KIND_SHORT.get(names[1], names[1])} per domain, method `{other['method']}`", ""]
     out += main_table(other, cmp["domains"]) + [""]
-    out += headline(other) + [""]
+    out += headline(other, _total(cmp)) + [""]
     return out
 
 
@@ -300,6 +300,11 @@ def inference(cmp: dict[str, Any]) -> list[str]:
     return out
 
 
+def _total(cmp: dict[str, Any]) -> bool:
+    """Whether the budgets were matched with the seed models counted (`budget.charge = "total"`)."""
+    return any(m.get("charge") == "total" for m in cmp.get("flops", {}).values())
+
+
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
@@ -312,7 +317,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     out.append("")
     if k["repeats"] > 1:
         out += [f"Geometric mean over {k['repeats']} repeats ± the standard deviation of log-perplexity: {cmp['noise']}.", ""]
-    out += main_table(k, domains) + [""] + headline(k) + [""]
+    out += main_table(k, domains) + [""] + headline(k, _total(cmp)) + [""]
     out += noise(k, domains)
     if "mean_log_ppl" in k:
         out += compute_table(cmp) + [""]

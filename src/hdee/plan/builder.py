@@ -237,6 +237,7 @@ def build_plan(
         repeat=repeat,
         vocab=vocab,
         flops_convention=cfg.budget.flops,
+        charge=cfg.budget.charge,
         budget_flops=budget,
         budget_by={c: budget_flops(cfg, vocab, c) for c in CONVENTIONS},
         jobs=topological(list(b.jobs.values())),
