@@ -278,3 +278,19 @@ def test_per_domain_intervals_resample_documents(tiny_run, tmp_path):
     md = (layout.root / "report.md").read_text()
     assert "## Per-domain tests (secondary)" in md and "interval over whole test documents" in md
     assert document_cis([res], "final", method, "MHo-IHo", ["MHe-IHo"]) == {"MHe-IHo": k["window_ci"]["MHe-IHo"]}
+
+
+def test_every_table_bolds_only_a_clear_best(tiny_run, tmp_path):
+    from hdee.report import rich_table
+
+    layout = tiny_run.copy(tmp_path / "run")
+    cmp = write_report(layout)
+    md = (layout.root / "report.md").read_text()
+    section = md.split("## Every mixing method")[1].split("## Seed models")[0]
+    assert "only where its 95% interval over test documents" in section
+    for m, clear in cmp["per_method_clear"].items():
+        part = section.split(f"### `{m}`")[1].split("### ")[0]
+        bolded = {line.split(" | ")[0][2:] for line in part.splitlines() if line.startswith("| ") and "**" in line}
+        assert bolded == clear, m
+    rich = rich_table(cmp)
+    assert rich.row_count == len(cmp["domains"])

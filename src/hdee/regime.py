@@ -27,6 +27,8 @@ def regime(cmp: dict[str, Any], runs: list[dict[str, Any]], seed_draws: list[dic
         # the per-domain intervals resample documents, not windows
         if k.get("window_ci") and (cis := document_cis(runs, name, k["method"], k["baseline"], list(k["window_ci"]))):
             k.update(window_ci=cis, ci_unit="documents")
+    if "clear_best" in cmp["kinds"][cmp["kind"]]:  # per-document losses exist: each method's table too (repeat 0)
+        cmp["per_method_clear"] = {m: clear_best(runs[:1], cmp["kind"], m, t) or set() for m, t in cmp["per_method"].items()}
     base = cmp.get("baseline")
     out["spreads"] = spread_trends(runs, cmp["kind"], cmp["method"], base) if base else {}
     loaded = load_prereg()

@@ -102,9 +102,10 @@ def rich_table(cmp: dict[str, Any]) -> Table:
         t.add_section()
         for d in ds:
             lo = min(table[s][d["name"]] for s in strategies)
+            clear = d["name"] in cmp["kinds"][cmp["kind"]].get("clear_best", {d["name"]})  # the best, where it is clear
             cells = [
                 f"[bold green]{fmt_ppl(table[s][d['name']])}[/]"
-                if math.isclose(table[s][d["name"]], lo, rel_tol=1e-9)
+                if clear and math.isclose(table[s][d["name"]], lo, rel_tol=1e-9)
                 else fmt_ppl(table[s][d["name"]])
                 for s in strategies
             ]

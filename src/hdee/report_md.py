@@ -324,9 +324,11 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     out += both_kinds(cmp)
     out += allocation(cmp)
     out += inference(cmp)
-    out += ["", "## Every mixing method", ""]
+    out += ["", "## Every mixing method", ""] + (["Bold: a domain's best, only where its 95% interval over test documents "
+                                                  "against every other strategy excludes zero.", ""] if "per_method_clear" in cmp else [])
     for m, table in cmp["per_method"].items():
-        out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains) + [""]
+        bold = cmp.get("per_method_clear", {}).get(m, True)  # a set: bold only where the best is clear over documents
+        out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains, bold=bold) + [""]
     if cmp.get("seeds"):
         out += ["## Seed models", "", "Perplexity of each seed model on every domain, before any branching.", ""]
         out += markdown_table(cmp["seeds"], domains) + [""]
