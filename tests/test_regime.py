@@ -294,3 +294,27 @@ def test_every_table_bolds_only_a_clear_best(tiny_run, tmp_path):
         assert bolded == clear, m
     rich = rich_table(cmp)
     assert rich.row_count == len(cmp["domains"])
+
+
+def test_verdict_per_strategy_by_the_registered_rule():
+    from test_spreads import _results
+
+    from hdee.verdict import verdicts
+
+    pre, sha = load_prereg(DEFAULT)
+    n = pre.design.repeats
+    rng = np.random.default_rng(1)
+    runs = [_results({"MHo-IHo": 0.0, "MHe-IHo": -0.03 + rng.normal(0, 0.002), "MHo-IHe": rng.normal(0, 0.001),
+                      "MHe-IHe": rng.normal(0, 0.05), "placebo": 0.02 + rng.normal(0, 0.002)}, {}) for _ in range(n)]
+    v = verdicts(runs, pre.design.seed_draws, "uniform", pre, sha)
+    words = {s: r["verdict"] for s, r in v["strategies"].items()}
+    assert words == {"MHe-IHo": SUPPORTS, "MHo-IHe": REFUTES, "MHe-IHe": INCONCLUSIVE,
+                     "placebo": "control: not below the baseline"}
+    assert v["strategies"]["MHo-IHe"]["tost_p"] < pre.analysis.alpha < v["strategies"]["MHe-IHe"]["tost_p"]
+    assert not v["short"] and v["recorded_sha256"] is None and not v["changed"]
+    # fewer repeats than registered: inconclusive whatever the numbers
+    short = verdicts(runs[:2], 1, "uniform", pre, sha)
+    assert short["short"] and {r["verdict"] for r in short["strategies"].values()} <= {INCONCLUSIVE, "control: inconclusive"}
+    # results made under another pre-registration say so
+    runs[0]["provenance"] = {"preregistration": {"sha256": "0" * 64}}
+    assert verdicts(runs, pre.design.seed_draws, "uniform", pre, sha)["changed"]

@@ -22,6 +22,9 @@ from hdee.prereg import Preregistration
 from hdee.registry import STRATEGIES
 
 SUPPORTS, REFUTES, INCONCLUSIVE = "supports HDEE", "refutes it", "inconclusive"
+# a control arm's result is read against the heterogeneous strategies', not as a verdict on HDEE itself
+CONTROL_WORDS = {SUPPORTS: "control: below the baseline", REFUTES: "control: not below the baseline",
+                 INCONCLUSIVE: "control: inconclusive"}
 
 
 def _trained(run: dict[str, Any]) -> list[str]:
@@ -97,6 +100,8 @@ def verdicts(runs: list[dict[str, Any]], seed_draws: int, method: str, pre: Prer
             "diffs": diffs, "ci": ci, "tost_p": p, "doc_ci": _doc_interval(runs, kind, method, s, base, pre),
             "verdict": INCONCLUSIVE if short else rule(ci, p, pre.analysis.alpha),
         }
+        if entry is not None and entry.control:
+            out["strategies"][s]["verdict"] = CONTROL_WORDS[out["strategies"][s]["verdict"]]
     return out
 
 
