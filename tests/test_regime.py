@@ -126,9 +126,9 @@ def test_power_gives_the_repeats_a_margin_needs():
     assert needed_repeats(0.04, 0.01) > n  # more noise, more repeats
     # the normal approximation agrees with a simulation of the TOST at that n
     rng = np.random.default_rng(0)
-    sims = rng.normal(0, 0.02, size=(4000, n))
-    hits = np.mean([tost(list(row), 0.01) < 0.05 for row in sims[:1500]])
-    assert hits == pytest.approx(tost_power(n, 0.02, 0.01), abs=0.06)
+    sims = rng.normal(0, 0.02, size=(800, n))
+    hits = np.mean([tost(list(row), 0.01) < 0.05 for row in sims])
+    assert hits == pytest.approx(tost_power(n, 0.02, 0.01), abs=0.07)
     with pytest.raises(ValueError):
         needed_repeats(0.02, 0.0)
 

@@ -153,8 +153,8 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
             f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {k['ci_level']:.0%} bootstrap "
             + ("interval over whole test documents" if k.get("ci_unit") == "documents" else "interval over the test windows")
             + (f" (each {k.get('ci_unit', 'windows')[:-1]}'s loss averaged over the repeats first)" if k["repeats"] > 1 else "")
-            + ("" if k.get("ci_unit") == "documents" else
-               "; windows of one document are not independent, so the intervals are if anything too narrow")
+            + ("; a domain of one test document has no spread, so its interval is its point"
+               if k.get("ci_unit") == "documents" else "; windows of one document are not independent, so the intervals are if anything too narrow")
             + ("; * = significant in the corrected t-test." if tests["cells"] is not None else "."),
             "",
         ]

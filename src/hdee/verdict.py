@@ -108,7 +108,8 @@ def verdicts(runs: list[dict[str, Any]], seed_draws: int, method: str, pre: Prer
 def clear_best(runs: list[dict[str, Any]], kind: str, method: str, table: dict[str, dict[str, float]],
                confidence: float = 0.95) -> set[str] | None:
     """Domains whose lowest strategy in `table` is lower than every other by a document-bootstrap
-    interval (each document's loss averaged over the repeats) that excludes zero; None without
+    interval (each document's loss averaged over the repeats) that excludes zero, never a domain of
+    one test document; None without
     per-document losses (results made before they were recorded)."""
     per = [kinds_of(r)[kind]["ensembles"] for r in runs]
     clear = set()
@@ -120,7 +121,9 @@ def clear_best(runs: list[dict[str, Any]], kind: str, method: str, table: dict[s
         except (KeyError, ValueError):
             return None
         best = min(table, key=lambda s: table[s][d])
-        if all(document_bootstrap([(docs[s], docs[best], tokens)], confidence)[1] > 0 for s in table if s != best):
+        # one document has no spread to tell a clear best by
+        if len(tokens) > 1 and all(document_bootstrap([(docs[s], docs[best], tokens)], confidence)[1] > 0
+                                   for s in table if s != best):
             clear.add(d)
     return clear
 
