@@ -14,6 +14,7 @@ strategies aim at them; both sit above this module.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from hdee.config import ExperimentConfig
@@ -34,6 +35,30 @@ def size_flops_per_step(cfg: ExperimentConfig, vocab: int, size: str, convention
 
 def expert_flops(cfg: ExperimentConfig, vocab: int, size: str, steps: int, convention: FlopConvention | None = None) -> float:
     return size_flops_per_step(cfg, vocab, size, convention) * steps
+
+
+def seed_steps(cfg: ExperimentConfig, vocab: int, size: str) -> int:
+    """Optimizer steps of the seed model of `size` (0 for an imported checkpoint)."""
+    sm = cfg.seed_models
+    if sm.from_ is not None:
+        return 0
+    if sm.tokens is not None:
+        return max(1, math.ceil(sm.tokens / cfg.train.batch_tokens))
+    return max(1, round(sm.flops / size_flops_per_step(cfg, vocab, size)))
+
+
+def seed_flops(cfg: ExperimentConfig, vocab: int, sizes: list[str] | set[str], convention: FlopConvention | None = None) -> float:
+    """FLOPs of the seed models of `sizes`, one each."""
+    return sum(expert_flops(cfg, vocab, s, seed_steps(cfg, vocab, s), convention) for s in set(sizes))
+
+
+def domain_target(cfg: ExperimentConfig, vocab: int, sizes: list[str] | set[str]) -> float:
+    """What a strategy whose experts have `sizes` may spend on its domain phase: the baseline's, and
+    with `budget.charge = "total"` less the extra seed models it needs beyond the baseline's one."""
+    base = budget_flops(cfg, vocab)
+    if cfg.budget.charge == "domain":
+        return base
+    return base + seed_flops(cfg, vocab, [cfg.budget.baseline.size]) - seed_flops(cfg, vocab, sizes)
 
 
 def budget_flops(cfg: ExperimentConfig, vocab: int, convention: FlopConvention | None = None) -> float:

@@ -36,6 +36,7 @@ class StrategyEntry:
     heterogeneous: bool = False  # counted as heterogeneous in the paper's win count
     baseline: bool = False  # the homogeneous ensemble the others are compared against
     single_model: bool = False  # one model, not an ensemble: reported apart from the ensembles
+    control: bool = False  # a control arm (placebo, no lineage): in every table, never in the paper's count
     order: int = 100  # display order in tables (lower first; ties keep registration order)
     default: bool = False  # run when a config names no strategies (hdee's own strategies only)
     describe: Callable[[dict[str, Any]], list[str]] | None = None  # lines for its recorded decision

@@ -202,6 +202,8 @@ def ensemble_specs(plan: Plan, layout: RunLayout, kind: str | None = None) -> di
             "flops_by": e.flops_by,
             "sizes_needed": list(e.sizes_needed),
             "repeat": plan.repeat,
+            "seeds": [j.id for j in plan.jobs if j.kind == "seed" and name in j.used_by],
+            **({"charge": "total"} if plan.charge == "total" else {}),  # budgets matched with the seed models counted
         }
         if e.decision:
             meta["decision"] = e.decision

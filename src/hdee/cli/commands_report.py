@@ -71,3 +71,36 @@ def compare_runs(
         if names:
             console.print(f"only in {side} (not compared): {', '.join(names)}", highlight=False)
     console.print(f"A = {diff['a']}, B = {diff['b']}; change = B / A - 1 (negative: B is lower)", highlight=False)
+
+
+@app.command()
+def power(
+    run_dir: Path = typer.Argument(..., help="a run directory with validation pilots: results of several repeats"),
+    margin: float = typer.Option(..., "--margin", min=0.0, help="equivalence margin in nats/token"),
+    vary: str = typer.Option("seed-models", "--vary", help="which repeats measure the noise (as `hdee run --vary`)"),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="level of each one-sided test"),
+    target: float = typer.Option(0.8, "--power", min=0.5, max=0.999, help="chance of showing equivalence when there is none to find"),
+) -> None:
+    """The repeats the pre-registered TOST needs: the validation endpoint's spread over a run's repeats."""
+    from hdee.report.compare import comparison, load_repeats
+    from hdee.report.verdict import power_table
+
+    kind = check_vary(vary)
+    if margin <= 0:
+        raise HdeeError("--margin must be above 0")
+    layout = RunLayout(run_dir)
+    if not layout.results_json.is_file():
+        raise HdeeError(f"{layout.results_json}: no results (run `hdee run` first)")
+    runs = load_repeats(layout, kind)
+    if len(runs) < 2:
+        raise HdeeError(f"{run_dir}: {len(runs)} repeat(s) of kind {kind}; the noise needs at least 2 (`hdee run --seeds N --vary {kind}`)")
+    cmp = comparison(runs, kind)
+    base = cmp.get("baseline")
+    if base is None:
+        raise HdeeError(f"{run_dir}: no baseline strategy among the results")
+    rows = power_table(runs, cmp["kind"], cmp["method"], base, margin, alpha, target)
+    console = make_console()
+    console.print(f"validation endpoint (mean trained-domain log-perplexity minus {base}'s, method {cmp['method']}) over "
+                  f"{len(runs)} repeats; TOST within ±{margin:g} at α = {alpha:g}, power {target:g}:", highlight=False)
+    for s, r in rows.items():
+        console.print(f"  {s}: mean {r['mean']:+.4f}, sd {r['sd']:.4f} -> {r['needed']} repeats", highlight=False)

@@ -97,11 +97,13 @@ class ExperimentConfig(Strict):
         if self.seed_models.from_ is not None and self.data.tokenizer.kind != "pretrained":
             raise ValueError("seed_models.from needs the checkpoints' tokenizer: data.tokenizer = { kind = 'pretrained', path = ... }")
         sizes = set(self.size_names)
-        for rule_size in [self.budget.baseline.size, *self.budget.sizes.values()]:
+        spread_sizes = [s for m in self.budget.spreads.values() for s in m.values()]
+        for rule_size in [self.budget.baseline.size, *self.budget.sizes.values(), *spread_sizes]:
             if rule_size not in sizes:
                 where = "model.intermediate" if self.model is not None else "seed_models.from"
                 raise ValueError(f"size {rule_size!r} is not in {where} ({', '.join(sorted(sizes))})")
-        for tier_map, what in ((self.budget.sizes, "budget.sizes"), (self.budget.steps, "budget.steps")):
+        spreads = [(m, f"budget.spreads.{n}") for n, m in self.budget.spreads.items()]
+        for tier_map, what in ((self.budget.sizes, "budget.sizes"), (self.budget.steps, "budget.steps"), *spreads):
             missing = sorted({lin.tier for lin in self.lineages} - set(tier_map))
             if tier_map and missing:
                 raise ValueError(f"{what} has no entry for tier {missing[0]!r}")
@@ -121,9 +123,15 @@ class ExperimentConfig(Strict):
             if name not in STRATEGIES:
                 raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES.names())}")
         entries = [STRATEGIES.get(name) for name in self.strategies]
+        for e in entries:
+            spread = getattr(e.cls, "spread", None)
+            if spread is not None and spread not in self.budget.spreads:
+                raise ValueError(f"strategy {e.name!r} names spread {spread!r}, which budget.spreads does not define")
         sized = [e.name for e in entries if e.needs_sizes]
         if sized and not self.budget.sizes:
             raise ValueError(f"heterogeneous-size strategies need budget.sizes ({', '.join(sized)})")
+        if self.budget.charge == "total" and "auto" in self.strategies:
+            raise ValueError("budget.charge = 'total' is not supported by the auto strategy (it allocates the domain phase only)")
         stepped = [e.name for e in entries if e.needs_steps]
         if stepped and not self.budget.steps:
             raise ValueError(f"heterogeneous-step strategies need budget.steps ({', '.join(stepped)})")

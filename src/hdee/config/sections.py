@@ -223,6 +223,10 @@ class BudgetConfig(Strict):
 
     baseline: Rule
     sizes: dict[str, str] = Field(default_factory=dict, description="tier -> size (MHe)")
+    spreads: dict[Name, dict[str, str]] = Field(
+        default_factory=dict, exclude_if=lambda v: not v,  # configs without it dump (and hash) as before
+        description="more size spreads, name -> (tier -> size); strategy `MHe-IHo.NAME` (also MHe-IHe, placebo) uses one",
+    )
     steps: dict[str, int] = Field(default_factory=dict, description="tier -> steps (IHe)")
     vary_steps_in: Literal["last", "all"] = "last"
     tolerance: float = Field(default=0.01, gt=0)
@@ -232,6 +236,16 @@ class BudgetConfig(Strict):
         "hardware = every matmul, LM head and causal attention included (hdee.budget)",
     )
     schedule: Schedule = Schedule(lr=1e-3, min_lr=1e-4, warmup=0.05)
+    tiers: Literal["hand", "measured"] = Field(
+        default="hand", exclude_if=lambda v: v == "hand",
+        description="hand: the lineages' tiers as the config sets them; measured: dealt by the returns pilots measure "
+        "(hdee.strategies.measured), the pilots paid from each strategy's domain phase",
+    )
+    charge: Literal["domain", "total"] = Field(
+        default="domain", exclude_if=lambda v: v == "domain",  # configs without it dump (and hash) as before
+        description="what budgets match: the domain phase only, or seed models + domain phase (a strategy pays "
+        "for every seed size it needs; hdee.budget.domain_target)",
+    )
 
 
 class AutoConfig(Strict):

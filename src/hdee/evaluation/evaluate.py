@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from hdee.config import ExperimentConfig
-from hdee.core.errors import EnsembleError
+from hdee.core.errors import EnsembleError, HdeeError
 from hdee.core.fsutil import atomic_write_json, atomic_write_text
 from hdee.ensemble import (
     scoring,  # attributes looked up at call time, so a patched read_tokens is seen
 )
+from hdee.data.shards import load_manifest
+from hdee.ensemble.documents import document_sums, target_documents
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.inference_flops import method_flops, window_flops
 from hdee.ensemble.mixing import (
@@ -52,10 +54,10 @@ def _score_all(
     experts: Mapping[str, Path],
     reader: scoring.TokenReader,
     progress: ScoreProgress | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, np.ndarray]]:
     """Make sure every (expert, domain, split) score file is cached and valid.
 
-    Returns each expert's test perplexity per domain and the test windows per domain; the
+    Returns each expert's perplexity per split and domain and the test windows per domain; the
     scores themselves stay on disk and are read back one ensemble and domain at a time.
     """
     windows = {
@@ -65,17 +67,17 @@ def _score_all(
     for d, w in windows["test"].items():
         if len(w) == 0:
             raise EnsembleError(f"{layout.domain_dir(d)}: test split is shorter than one window of {cfg.data.seq_len + 1} tokens")
-    ppl: dict[str, dict[str, float]] = {}
+    ppl: dict[str, dict[str, dict[str, float]]] = {split: {} for split in scoring.SPLITS_SCORED}
     for eid, edir in experts.items():
         scorer = scoring.lazy_scorer()  # one load per expert for all domains, none when everything is cached
-        ppl[eid] = {}
         for split in scoring.SPLITS_SCORED:
+            ppl[split][eid] = {}
             for d, w in windows[split].items():
                 lp = scoring.score_cached(edir, w, layout.score_path(eid, d, split), cfg.eval.batch_size, scorer)
-                if split == "test":
-                    ppl[eid][d] = perplexity(lp)
+                if len(w):
+                    ppl[split][eid][d] = perplexity(lp)
         if progress is not None:
-            progress(eid, len(ppl), len(experts))
+            progress(eid, len(ppl["test"]), len(experts))
     return ppl, windows["test"]
 
 
@@ -125,14 +127,20 @@ def _mix(
     test_windows: dict[str, np.ndarray],
     methods: list[str],
     routed: RoutedEvaluator,
+    docs: dict[str, np.ndarray | None],
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
     """One ensemble on every domain: test perplexity and inference FLOPs per method, perplexity on
-    the selection windows per candidate method, and (kept apart) each method's per-window mean log-prob."""
+    the selection windows per candidate method (and of the strategy's own seed models mixed the same
+    way), each cached method's summed loss per test document, and (kept apart) each method's
+    per-window mean log-prob."""
     ids, domains = list(spec.experts), cfg.eval_domains
     selectable = candidates(methods)
     ppl: dict[str, dict[str, float]] = {m: {} for m in methods}
     val_ppl: dict[str, dict[str, float]] = {m: {} for m in selectable}
     window_lp: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    doc_nll: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    seeds = [e for e in spec.meta.get("seeds", []) if e in experts]
+    seed_val: dict[str, dict[str, float]] = {m: {} for m in selectable} if seeds else {}
     flops: dict[str, dict[str, float]] = {m: {} for m in methods}  # inference FLOPs per scored token
     full = [window_flops(routed.infos[e], cfg.data.seq_len) for e in ids]
     priors: dict[str, list[float]] = {}
@@ -147,6 +155,10 @@ def _mix(
         priors[d] = np.exp(estimate_prior(prior_lp, cfg.eval.prior_alpha)).tolist()
         best[d] = ids[best_expert_index(lp)]
         select_windows[d] = int(select_lp.shape[1])
+        if seed_val and select_lp.shape[1]:
+            seed_prior, seed_select = scoring.split_val(_stacked(layout, seeds, d, "val"), cfg.eval.prior_sequences)
+            for m in seed_val:
+                seed_val[m][d] = perplexity(mix_cached(m, seed_select, seed_prior, **kw))
         for m in methods:
             entry = MIXING_METHODS.get(m)
             if entry.routed:
@@ -158,6 +170,8 @@ def _mix(
             if entry.score is not None:
                 mixed = mix_cached(m, lp, prior_lp, **kw)
                 window_lp[m][d] = mixed.mean(axis=1).tolist()
+                if docs.get(d) is not None:
+                    doc_nll[m][d] = document_sums(mixed, docs[d])[0]
                 ppl[m][d] = perplexity(mixed)
                 if m in val_ppl and select_lp.shape[1]:
                     val_ppl[m][d] = perplexity(mix_cached(m, select_lp, prior_lp, **kw))
@@ -182,7 +196,10 @@ def _mix(
         "product_windows": max(product_tokens.values(), default=0) // cfg.data.seq_len,
         "product_tokens": product_tokens,
         "inference_flops": flops,
+        "doc_nll": {m: per for m, per in doc_nll.items() if per},
     }
+    if seed_val:
+        out["seed_val_ppl"] = seed_val
     if any(MIXING_METHODS.get(m).routed for m in methods):
         out["routing"] = routed.setup(ids)
     return out, window_lp
@@ -197,12 +214,13 @@ def _evaluate_kind(
     test_windows: dict[str, np.ndarray],
     methods: list[str],
     routed: RoutedEvaluator,
+    docs: dict[str, np.ndarray | None],
 ) -> dict[str, Any]:
     """Every ensemble of one kind, the main method chosen for them, and its per-window losses."""
     ensembles: dict[str, Any] = {}
     window_lp: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name, spec in specs.items():
-        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows, methods, routed)
+        ensembles[name], window_lp[name] = _mix(cfg, layout, spec, experts, expert_ppl, test_windows, methods, routed, docs)
     multi = {n: e["val_ppl"] for n, e in ensembles.items() if len(e["experts"]) > 1}
     choice = choose_method(multi, methods, cfg.eval.method)
     for name, ens in ensembles.items():
@@ -210,6 +228,15 @@ def _evaluate_kind(
         # choose different methods; the comparison then picks one for all of them)
         ens["window_nll"] = {m: {d: [-x for x in xs] for d, xs in per.items()} for m, per in window_lp[name].items() if per}
     return {"method_choice": choice, "ensembles": ensembles}
+
+
+def _documents(layout: RunLayout, domain: str, windows: np.ndarray) -> np.ndarray | None:
+    """Each test target's document (hdee.ensemble.documents), when the domain's shards say what EOS is."""
+    try:
+        eos = load_manifest(layout.domain_dir(domain)).eos_id
+    except HdeeError:  # text evaluated through another reader (`hdee eval --data`) has no manifest here
+        return None
+    return target_documents(windows, eos)
 
 
 def _check_specs(ensembles: Mapping[str, EnsembleSpec], experts: Mapping[str, Path]) -> None:
@@ -250,9 +277,11 @@ def evaluate(
     _check_specs(alt or {}, experts)
     infos = {eid: read_expert(d) for eid, d in experts.items()}
     domains = cfg.eval_domains
-    expert_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
+    split_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
+    expert_ppl = split_ppl["test"]
+    docs = {d: _documents(layout, d, w) for d, w in test_windows.items()}
     routed = RoutedEvaluator(cfg, layout, infos, reader)
-    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods), routed)
+    main = _evaluate_kind(cfg, layout, ensembles, experts, expert_ppl, test_windows, list(cfg.eval.methods), routed, docs)
     for name, spec in ensembles.items():
         main["ensembles"][name]["without_each"] = _without_each(cfg, layout, list(spec.experts), main["method_choice"]["method"])
     results = {
@@ -268,17 +297,20 @@ def evaluate(
                 "tier": cfg.tier_of(d),
                 "tokens": int(test_windows[d].shape[0] * cfg.data.seq_len),
                 "windows": int(test_windows[d].shape[0]),
+                **({"doc_tokens": document_sums(np.zeros(docs[d].shape), docs[d])[1]} if docs[d] is not None else {}),
             }
             for d in domains
         ],
-        "experts": {eid: {"meta": infos[eid].record.as_dict(), "ppl": expert_ppl[eid]} for eid in experts},
+        "experts": {eid: {"meta": infos[eid].record.as_dict(), "ppl": expert_ppl[eid], "val_ppl": split_ppl["val"][eid]}
+                    for eid in experts},
+        "seed_corpus": {"domains": cfg.seed_domains, "disjoint": all(cfg.domain(d).role == "seed" for d in cfg.seed_domains)},
         "ensembles": main["ensembles"],
         **dict(extra or {}),
     }
     if alt:  # from the cached scores only: methods that run the models (product) stay with the main kind
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached or MIXING_METHODS.get(m).routed]
-        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached, routed)}
+        results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached, routed, docs)}
     if provenance is not None:
         results["provenance"] = provenance
     json_path = results_path if results_path is not None else layout.results_path(repeat, vary)

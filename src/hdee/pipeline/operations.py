@@ -19,6 +19,7 @@ from hdee.core.provenance import environment, strategy_costs
 from hdee.evaluation.evaluate import evaluate
 from hdee.execute.kinds import COST_GROUPS
 from hdee.expert_dir import is_finished
+from hdee.report.prereg import prereg_record
 from hdee.plan import Plan
 from hdee.plan.schema import ENSEMBLE_KINDS
 from hdee.plan.seeds import Vary, check_vary
@@ -88,6 +89,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
         "vary": vary if plan.repeat else None,
         "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
         "costs": strategy_costs(plan.jobs, records, COST_GROUPS),
+        "preregistration": prereg_record(),  # the rule in force when these numbers were made (hdee.report.prereg)
     }
 
 

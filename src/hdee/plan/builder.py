@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Mapping
 
-from hdee.budget import CONVENTIONS, budget_flops, expert_flops, size_flops_per_step
+from hdee.budget import CONVENTIONS, budget_flops, expert_flops, seed_flops, seed_steps, size_flops_per_step
 from hdee.config import ExperimentConfig, check_lineages
 from hdee.core.errors import PlanError
 from hdee.plan.keys import data_key, score_key, train_key
@@ -63,10 +62,7 @@ class _Builder:
         if sm.from_ is not None:
             return self._add(self.imported_seed(size), used_by)
         per_step = size_flops_per_step(cfg, self.vocab, size)
-        if sm.tokens is not None:
-            steps = max(1, math.ceil(sm.tokens / cfg.train.batch_tokens))
-        else:
-            steps = max(1, round(sm.flops / per_step))
+        steps = seed_steps(cfg, self.vocab, size)
         doms = cfg.seed_domains
         key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common,
                self.seed_model_seed]
@@ -176,7 +172,7 @@ def build_plan(
         pilot_jobs: dict[str, Job] = {}
         for p in strategy.pilots():
             parent = b.seed(p.size, name)
-            job = b.branch("pilot", f"pilot-{name}-{p.name}", parent, p.size, p.steps, [p.domain], name, domain=p.domain)
+            job = b.branch("pilot", f"pilot-{p.name}" if p.shared else f"pilot-{name}-{p.name}", parent, p.size, p.steps, [p.domain], name, domain=p.domain)
             pilot_jobs[p.name] = job
             model_jobs.append(job)
         outputs = None
@@ -224,14 +220,16 @@ def build_plan(
                 ens.iteration_flops[key] = ens.iteration_flops.get(key, 0.0) + j.flops
 
     budget = budget_flops(cfg, vocab)
+    total = cfg.budget.charge == "total"  # then seeds count: each strategy against the baseline's seed + domain phase
+    limit = budget + (seed_flops(cfg, vocab, [cfg.budget.baseline.size]) if total else 0.0)
     for name, ens in ensembles.items():
         if ens.pending:
             continue
-        off = ens.domain_flops / budget - 1.0
+        off = (ens.domain_flops + (ens.seed_flops if total else 0.0)) / limit - 1.0
         if abs(off) > cfg.budget.tolerance:
             raise PlanError(
                 f"strategy {name!r} spends {ens.domain_flops:.3e} domain-phase FLOPs ({cfg.budget.flops} count), "
-                f"{off:+.1%} off the baseline's {budget:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); "
+                f"{'with its seed models ' if total else ''}{off:+.1%} off the baseline's {limit:.3e} (budget.tolerance {cfg.budget.tolerance:.1%}); "
                 "the budget cannot be matched"
             )
     return Plan(
@@ -239,6 +237,7 @@ def build_plan(
         repeat=repeat,
         vocab=vocab,
         flops_convention=cfg.budget.flops,
+        charge=cfg.budget.charge,
         budget_flops=budget,
         budget_by={c: budget_flops(cfg, vocab, c) for c in CONVENTIONS},
         jobs=topological(list(b.jobs.values())),
@@ -259,7 +258,9 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
     last: dict[str, Job] = {}
     for spec in sorted(specs, key=lambda s: (s.iteration, s.lineage)):
         prev = last.get(spec.lineage)
-        if prev is None:
+        if spec.from_seed:
+            parent = b.seed(spec.size, strategy)
+        elif prev is None:
             if spec.iteration != 1:
                 raise PlanError(f"strategy {strategy!r}: lineage {spec.lineage!r} starts at iteration {spec.iteration}")
             parent = b.seed(spec.size, strategy)
@@ -289,9 +290,7 @@ def _expert_jobs(b: _Builder, strategy: str, specs: list[ExpertSpec]) -> list[Jo
 
 
 def _final_experts(jobs: list[Job]) -> list[Job]:
-    """Each lineage's last expert (the paper's ensemble)."""
-    last: dict[str, Job] = {}
-    for job in jobs:
-        if job.lineage not in last or job.iteration > last[job.lineage].iteration:
-            last[job.lineage] = job
-    return list(last.values())
+    """The experts nothing branches from: each lineage's last expert (the paper's ensemble), and
+    every expert of a strategy whose experts all branch from their seed."""
+    parents = {j.parent for j in jobs}
+    return [j for j in jobs if j.id not in parents]

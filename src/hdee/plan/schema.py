@@ -69,6 +69,7 @@ class Plan(BaseModel):
     repeat: int = 0
     vocab: int
     flops_convention: str = "paper"  # what budget_flops, Job.flops and the equal-budget check count
+    charge: str = "domain"  # what the equal-budget check matches: the domain phase, or seed models + domain phase (total)
     budget_flops: float
     budget_by: dict[str, float] = {}  # the baseline's domain phase in every convention
     jobs: list[Job]

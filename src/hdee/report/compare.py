@@ -1,8 +1,6 @@
 """The comparison the report shows: strategy tables, wins against the baseline beside their
-chance rate, the paper's win count, corrected tests (`hdee.report.stats`), for both ensemble kinds.
-
-Everything here is computed from saved `results.json` files (one per repeat), so `hdee report`
-rebuilds the report without touching a model. The report module only renders this.
+chance rate, the paper's win count, corrected tests (`hdee.report.stats`), for both ensemble kinds,
+all from saved `results.json` files (one per repeat): `hdee report` never touches a model.
 """
 
 from __future__ import annotations
@@ -128,12 +126,12 @@ def lowest(table: dict[str, dict[str, float]], domain: str, among: list[str]) ->
 def heterogeneous_wins(table: dict[str, dict[str, float]], domains: list[str]) -> dict[str, Any]:
     """The paper's count: in how many domains is some heterogeneous ensemble lowest.
 
-    Compared among the expert ensembles (the dense baseline is reported separately); a tie
+    Compared among the expert ensembles (the dense model and the control arms are reported apart); a tie
     with the baseline counts as a heterogeneous win, as in the paper (its three moderate
     domains are served by the identical expert in every strategy). `chance` is the count
     expected if every compared ensemble were equally good: heterogeneous / compared per domain.
     """
-    ensembles = [s for s in table if not _single_model(s)]
+    ensembles = [s for s in table if not _single_model(s) and not ((e := STRATEGIES.find(s)) and e.control)]
     hetero = [s for s in ensembles if _heterogeneous(s)]
     won = [d for d in domains if hetero and lowest(table, d, ensembles) & set(hetero)]
     references = [s for s in table if _single_model(s)]
@@ -151,6 +149,11 @@ def _mean_sd(xs: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
+def _geo_sd(xs: list[float]) -> tuple[float, float]:
+    """Geometric mean over repeats and the SD of the logs: the tests work on log-perplexities."""
+    return (math.exp((ms := _mean_sd([math.log(x) for x in xs]))[0]), ms[1])
+
+
 def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, Any]:
     """One ensemble kind over its repeats: the method, the (mean) table, the paper's count, wins
     per strategy against the baseline with their chance rate, corrected tests and window CIs."""
@@ -158,7 +161,7 @@ def analyse(kind_runs: list[dict[str, Any]], domains: list[str]) -> dict[str, An
     method = choice["method"]
     tables = [strategy_table(k["ensembles"], method) for k in kind_runs]
     strategies = list(tables[0])
-    mean_std = {s: {d: _mean_sd([t[s][d] for t in tables]) for d in domains} for s in strategies}
+    mean_std = {s: {d: _geo_sd([t[s][d] for t in tables]) for d in domains} for s in strategies}
     table = {s: {d: ms[0] for d, ms in per.items()} for s, per in mean_std.items()} if len(tables) > 1 else tables[0]
     out: dict[str, Any] = {
         "method": method,

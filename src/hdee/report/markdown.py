@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from hdee.report.compare import NOT_REMOVED, strategy_order
 from hdee.core.provenance import PACKAGES
+from hdee.report.regime_md import compute_table, gates, opening, spreads, tiers, verdict
 from hdee.registry import MIXING_METHODS
 from hdee.report.intro import intro
 
@@ -39,7 +40,8 @@ def domain_groups(domains: list[dict[str, Any]]) -> list[tuple[str, list[dict[st
 
 
 def markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, Any]],
-                   cell: Callable[[str, str], str] | None = None, bold: bool = True) -> list[str]:
+                   cell: Callable[[str, str], str] | None = None, bold: bool | set[str] = True) -> list[str]:
+    """`bold`: mark each domain's lowest value; a set: only in those domains (where the best is clear)."""
     strategies = strategy_order(list(table))
     lines = ["| domain | tier | " + " | ".join(strategies) + " |", "|---|---|" + "---:|" * len(strategies)]
     for group, ds in domain_groups(domains):
@@ -50,7 +52,8 @@ def markdown_table(table: dict[str, dict[str, float]], domains: list[dict[str, A
             cells = []
             for s in strategies:
                 txt = cell(s, name) if cell else fmt_ppl(table[s][name])
-                cells.append(f"**{txt}**" if bold and math.isclose(table[s][name], lo, rel_tol=1e-9) else txt)
+                best = bold is True or (isinstance(bold, set) and name in bold)
+                cells.append(f"**{txt}**" if best and math.isclose(table[s][name], lo, rel_tol=1e-9) else txt)
             lines.append(f"| {name} | {d.get('tier') or '-'} | " + " | ".join(cells) + " |")
     return lines
 
@@ -81,17 +84,18 @@ def choice_text(choice: dict[str, Any]) -> str:
 def main_table(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     if k["repeats"] > 1:
         ms = k["mean_std"]
-        return markdown_table(k["table"], domains, cell=lambda s, d: f"{fmt_ppl(ms[s][d][0])} ± {ms[s][d][1]:.2f}")
-    return markdown_table(k["table"], domains)
+        return markdown_table(k["table"], domains, cell=lambda s, d: f"{fmt_ppl(ms[s][d][0])} ± {ms[s][d][1]:.3f}",
+                              bold=k.get("clear_best", True))
+    return markdown_table(k["table"], domains, bold=k.get("clear_best", True))
 
 
-def headline(k: dict[str, Any]) -> list[str]:
+def headline(k: dict[str, Any], total: bool = False) -> list[str]:
     """Wins of each strategy against the baseline beside the chance rate, then the paper's count."""
     out = []
     base, n = k.get("baseline"), len(k["table"][next(iter(k["table"]))])
     if base and k.get("wins"):
         tests = {r["strategy"]: r for r in (k["tests"]["overall"] or [])}
-        out += [f"**Against `{base}` at equal compute**, per strategy: in how many of {n} domains its perplexity is "
+        out += [f"**Against `{base}` at equal {'total' if total else 'domain-phase'} compute**, per strategy: in how many of {n} domains its perplexity is "
                 f"lower, beside the count expected by chance if the two were equally good (half the domains where they "
                 "differ) and a one-sided sign test.", "",
                 "| strategy | lower than " + base + " | chance | sign-test p | Δ mean log-ppl | Holm p (repeats) |",
@@ -122,7 +126,7 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
     base, tests = k.get("baseline"), k.get("tests")
     if not base or not tests:
         return []
-    out = ["## Noise", ""]
+    out = ["## Per-domain tests (secondary)", ""]
     if tests["cells"] is None:
         out += ["One repeat: the training noise is not tested (run with `--seeds N` for paired t-tests over repeats).", ""]
     else:
@@ -149,30 +153,14 @@ def noise(k: dict[str, Any], domains: list[dict[str, Any]]) -> list[str]:
 
         out += [
             f"Difference to `{base}` in log-perplexity per domain (negative = lower), with its {k['ci_level']:.0%} bootstrap "
-            "interval over the test windows"
-            + (" (each window's loss averaged over the repeats first)" if k["repeats"] > 1 else "")
-            + "; windows of one document are not independent, so the intervals are if anything too narrow"
+            + ("interval over whole test documents" if k.get("ci_unit") == "documents" else "interval over the test windows")
+            + (f" (each {k.get('ci_unit', 'windows')[:-1]}'s loss averaged over the repeats first)" if k["repeats"] > 1 else "")
+            + ("; a domain of one test document has no spread, so its interval is its point"
+               if k.get("ci_unit") == "documents" else "; windows of one document are not independent, so the intervals are if anything too narrow")
             + ("; * = significant in the corrected t-test." if tests["cells"] is not None else "."),
             "",
         ]
         out += markdown_table(table, domains, cell=cell, bold=False) + [""]
-    return out
-
-
-def compute_table(cmp: dict[str, Any]) -> list[str]:
-    """Mean log-perplexity per strategy with seed and domain-phase FLOPs in both counts."""
-    k, meta0 = cmp["kinds"][cmp["kind"]], next(iter(cmp["flops"].values()), {})
-    chosen = meta0.get("flops_convention", "paper")
-    convs = sorted(meta0.get("flops_by") or {chosen: None}, key=lambda c: c != chosen)
-    head = "| strategy | mean log-perplexity (all domains) | " + " | ".join(
-        f"seed FLOPs ({c}) | domain-phase FLOPs ({c}{', budget' if c == chosen else ''})" for c in convs) + " |"
-    out = [head, "|---|---:|" + "---:|---:|" * len(convs)]
-    for s in strategy_order(list(k["mean_log_ppl"])):
-        m, sd = k["mean_log_ppl"][s]
-        meta = cmp["flops"].get(s, {})
-        by = meta.get("flops_by") or {chosen: {"seed": meta.get("seed_flops"), "domain": meta.get("domain_flops")}}
-        cells = [f"{_flops(by.get(c, {}).get('seed'))} | {_flops(by.get(c, {}).get('domain'))}" for c in convs]
-        out.append(f"| {s} | {m:.4f}" + (f" ± {sd:.4f}" if k["repeats"] > 1 else "") + " | " + " | ".join(cells) + " |")
     return out
 
 
@@ -203,7 +191,7 @@ def both_kinds(cmp: dict[str, Any]) -> list[str]:
     other = kinds[names[1]]
     out += ["", f"### The {KIND_SHORT.get(names[1], names[1])} per domain, method `{other['method']}`", ""]
     out += main_table(other, cmp["domains"]) + [""]
-    out += headline(other) + [""]
+    out += headline(other, _total(cmp)) + [""]
     return out
 
 
@@ -314,24 +302,36 @@ def inference(cmp: dict[str, Any]) -> list[str]:
     return out
 
 
+def _total(cmp: dict[str, Any]) -> bool:
+    """Whether the budgets were matched with the seed models counted (`budget.charge = "total"`)."""
+    return any(m.get("charge") == "total" for m in cmp.get("flops", {}).values())
+
+
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
-    out = [f"# hdee report: {run_name}", "", *intro(list(k["table"])), "## Results", ""]
-    out += [f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
-            f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. Best per domain in bold.", ""]
+    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime"))
+    out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime")) + spreads(cmp.get("regime"))
+    out += [*intro(list(k["table"])), "## Results", ""]
+    out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
+               f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. "
+               + ("Best per domain in bold only where its 95% interval over test documents against every other strategy "
+                  "excludes zero." if isinstance(k.get("clear_best"), set) else "Best per domain in bold."))
+    out.append("")
     if k["repeats"] > 1:
-        out += [f"Mean ± std over {k['repeats']} repeats: {cmp['noise']}.", ""]
-    out += main_table(k, domains) + [""] + headline(k) + [""]
+        out += [f"Geometric mean over {k['repeats']} repeats ± the standard deviation of log-perplexity: {cmp['noise']}.", ""]
+    out += main_table(k, domains) + [""] + headline(k, _total(cmp)) + [""]
     out += noise(k, domains)
     if "mean_log_ppl" in k:
         out += compute_table(cmp) + [""]
     out += both_kinds(cmp)
     out += allocation(cmp)
     out += inference(cmp)
-    out += ["", "## Every mixing method", ""]
+    out += ["", "## Every mixing method", ""] + (["Bold: a domain's best, only where its 95% interval over test documents "
+                                                  "against every other strategy excludes zero.", ""] if "per_method_clear" in cmp else [])
     for m, table in cmp["per_method"].items():
-        out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains) + [""]
+        bold = cmp.get("per_method_clear", {}).get(m, True)  # a set: bold only where the best is clear over documents
+        out += [f"### {method_label(m, cmp)}", ""] + markdown_table(table, domains, bold=bold) + [""]
     if cmp.get("seeds"):
         out += ["## Seed models", "", "Perplexity of each seed model on every domain, before any branching.", ""]
         out += markdown_table(cmp["seeds"], domains) + [""]

@@ -25,6 +25,9 @@ from hdee.core.layout import RunLayout  # noqa: E402
 from hdee.report.markdown import domain_groups, fmt_ppl, render_markdown  # noqa: E402
 from hdee.plan.seeds import Vary  # noqa: E402
 from hdee.report.results_check import check_results  # noqa: E402
+from hdee.config import ExperimentConfig  # noqa: E402
+from hdee.report.prereg import load_prereg  # noqa: E402
+from hdee.report.regime import regime  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:
@@ -114,9 +117,10 @@ def rich_table(cmp: dict[str, Any]) -> Table:
         t.add_section()
         for d in ds:
             lo = min(table[s][d["name"]] for s in strategies)
+            clear = d["name"] in cmp["kinds"][cmp["kind"]].get("clear_best", {d["name"]})  # the best, where it is clear
             cells = [
                 f"[bold green]{fmt_ppl(table[s][d['name']])}[/]"
-                if math.isclose(table[s][d["name"]], lo, rel_tol=1e-9)
+                if clear and math.isclose(table[s][d["name"]], lo, rel_tol=1e-9)
                 else fmt_ppl(table[s][d["name"]])
                 for s in strategies
             ]
@@ -147,6 +151,10 @@ def write_report(layout: RunLayout, vary: Vary = "domain-phase") -> dict[str, An
     for repeat, results in enumerate(runs):
         check_results(results, layout.results_path(repeat, vary), _planned_strategies(layout.plan_path(repeat, vary)))
     cmp = comparison(runs, vary)
+    loaded = load_prereg()
+    verdict_vary = loaded[0].design.vary if loaded else vary
+    cfg = ExperimentConfig.model_validate(read_json(layout.config_snapshot)) if layout.config_snapshot.is_file() else None
+    cmp["regime"] = regime(cmp, runs, load_repeats(layout, "seed-models"), load_repeats(layout, verdict_vary), cfg)
     name = runs[0].get("config", layout.root.name)
     md, png = layout.report_files(vary)
     atomic_write_text(md, render_markdown(cmp, name))

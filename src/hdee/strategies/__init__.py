@@ -17,5 +17,7 @@ from hdee.strategies.base import (
 from hdee.strategies import hand  # noqa: E402,F401,I001
 from hdee.strategies import dense  # noqa: E402,F401
 from hdee.strategies import auto  # noqa: E402,F401
+from hdee.strategies import controls  # noqa: E402,F401
+from hdee.strategies import spreads  # noqa: E402,F401
 
 __all__ = ["Assignment", "ExpertSpec", "PilotSpec", "Strategy", "StrategyContext", "get_strategy", "register"]

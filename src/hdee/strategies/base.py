@@ -11,7 +11,8 @@ Subclass `Strategy` and register it: built-ins in their own module under `hdee/s
 (imported by this package), anything else in a plugin module the config names in `plugins`.
 Implement `assign(pilot_outputs)` -> `Assignment`: one `ExpertSpec` per (lineage, iteration), each
 with a size and a step count; the expert of iteration i > 1 branches from the lineage's expert of
-iteration i - 1, the first one from the seed model of its size (so a lineage keeps one size).
+iteration i - 1, the first one from the seed model of its size (so a lineage keeps one size);
+`from_seed=True` makes any iteration branch from the seed instead (then it is a final expert).
 A strategy that trains one model on the union of the domains returns a single spec with
 `kind="dense"` and `domains` set to those domains. A strategy that measured something to decide
 returns that decision (JSON-able) beside its experts, and registers `describe` to print it.
@@ -53,6 +54,7 @@ class ExpertSpec:
     size: str
     steps: int
     kind: Literal["train", "dense"] = "train"
+    from_seed: bool = False  # branch from the seed model of its size, not from iteration - 1 of its lineage
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -67,6 +69,7 @@ class PilotSpec:
     domain: str
     size: str
     steps: int
+    shared: bool = False  # one job for every strategy that asks for the same pilot (named by `name` alone)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Strategy:
     """Base class; see the module docstring for how to write one."""
 
     name: ClassVar[str] = ""
+    spread: ClassVar[str | None] = None  # a named size spread (`budget.spreads`) instead of `budget.sizes`
 
     def __init__(self, ctx: StrategyContext):
         self.ctx = ctx
@@ -109,6 +113,11 @@ class Strategy:
             for i, dom in enumerate(lin.domains, start=1):
                 out.append(ExpertSpec(lin.name, i, (dom,), size_of(lin.name, i), steps_of(lin.name, i)))
         return out
+
+    @property
+    def tier_sizes(self) -> dict[str, str]:
+        """tier -> size: `budget.sizes`, or the strategy's spread in `budget.spreads`."""
+        return self.cfg.budget.spreads[self.spread] if self.spread else self.cfg.budget.sizes
 
     def tier(self, lineage: str) -> str:
         for lin in self.cfg.lineages:

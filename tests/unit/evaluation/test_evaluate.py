@@ -272,7 +272,7 @@ def test_cli_eval_reads_plan(cfg, experts, tmp_path, monkeypatch):
     # the same metadata the pipeline records, the strategy's decision included (the report shows it)
     assert out["ensembles"]["pair"]["meta"] == {
         "seed_flops": 0.0, "domain_flops": 0.0, "flops_convention": "paper", "flops_by": {}, "sizes_needed": [], "repeat": 0,
-        "decision": decision, "measured_val_loss": {},
+        "seeds": [], "decision": decision, "measured_val_loss": {},
     }
     assert "decision" not in out["ensembles"]["dense"]["meta"]
     assert math.isfinite(out["ensembles"]["pair"]["ppl"]["uniform"]["py_code"])

@@ -145,7 +145,7 @@ def test_report_files_and_headline_match_results(tmp_path):
     assert f"lower than every ensemble, heterogeneous or not, in {dense_best} of {len(domains)} domains" in md
     assert "One repeat: the training noise is not tested" in md
     assert "bootstrap interval over the test windows" in md
-    assert "| strategy | mean log-perplexity (all domains) | seed FLOPs (hardware) | domain-phase FLOPs (hardware, budget) | seed FLOPs (paper) |" in md
+    assert "| strategy | mean log-perplexity (all domains) | seed FLOPs (hardware) | domain-phase FLOPs (hardware, budget) | seed + domain (hardware) | seed FLOPs (paper) |" in md
     assert "| train-a | t0 | M | 8 | 60.00 | 30.00 | -50.0% |" in md
     seeds = md.split("## Seed models")[1]
     assert "| domain | tier | seed M |" in seeds and "| h1 | - | **60.00** |" in seeds
@@ -242,11 +242,11 @@ def test_repeats_bold_and_count_the_means(tmp_path):
     atomic_write_json(layout.results_json, runs[0])
     atomic_write_json(layout.results_dir / "results-repeat1.json", runs[1])
     cmp = write_report(layout)
-    assert cmp["table"]["MHo-IHe"]["t0"] == pytest.approx(15.0)
+    assert cmp["table"]["MHo-IHe"]["t0"] == pytest.approx(math.sqrt(10.0 * 20.0))  # geometric: the tests use logs
     assert "t0" not in cmp["headline"]["domains"]
     md = (tmp_path / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| t0 |"))
-    assert "**11.00 ± 0.00**" in row and "15.00 ± 7.07" in row
+    assert "**11.00 ± 0.000**" in row and f"14.14 ± {math.log(2) / math.sqrt(2):.3f}" in row
     assert "Paired t-test over 2 repeats" in md and "t critical value 12.71" in md
     assert "Holm-corrected over all 10 (strategy, domain) pairs" in md  # MHo-IHe and MHe-IHo x 5 domains
 
@@ -278,7 +278,7 @@ def test_report_says_how_it_was_made_and_which_noise_repeats_cover(tmp_path):
     cmp = write_report(layout, "seed-models")
     md = (tmp_path / "report-seed-models.md").read_text()
     assert not (tmp_path / "report.md").exists() and cmp["repeats"] == 2 and cmp["vary"] == "seed-models"
-    assert "Mean ± std over 2 repeats: each repeat retrains the seed models" in md
+    assert "Geometric mean over 2 repeats ± the standard deviation of log-perplexity: each repeat retrains the seed models" in md
     made = md.split("## How this was made")[1]
     assert "hdee 9.9, commit `abcdef012345` with uncommitted changes" in made and "torch 2.4.0" in made
     assert "2 x H100" in made and "Command: `hdee run c.toml --seeds 2 --vary seed-models`." in made
