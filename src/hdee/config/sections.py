@@ -60,6 +60,10 @@ class DomainConfig(Strict):
     )
     tier: str | None = None
     max_bytes: int | None = Field(default=None, gt=0)
+    max_train_tokens: int | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
+        description="this domain's train-split cap, instead of data.max_train_tokens (e.g. a large seed corpus)",
+    )
 
 
 class TokenizerConfig(Strict):
