@@ -201,6 +201,11 @@ class SeedConfig(Strict):
     flops: float | None = Field(default=None, gt=0)
     domains: list[str] | None = None
     schedule: Schedule = Schedule(lr=3e-3, min_lr=3e-4, warmup=0.05)
+    cache: bool = Field(
+        default=False, exclude_if=lambda v: not v,  # configs without it dump (and hash) as before
+        description="train each seed once into $HDEE_CACHE/seeds/<content hash>/ (hdee seeds CONFIG) and import it "
+        "into the run; every --vary seed-models draw is one more cache entry",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> "SeedConfig":
@@ -209,6 +214,8 @@ class SeedConfig(Strict):
                 raise ValueError("seed_models.from must name at least one size")
             if self.tokens is not None or self.flops is not None:
                 raise ValueError("seed_models.from takes trained checkpoints: drop tokens and flops")
+            if self.cache:
+                raise ValueError("seed_models.cache trains seeds once for every run; seed_models.from imports existing ones: give one")
         elif (self.tokens is None) == (self.flops is None):
             raise ValueError("seed needs exactly one of tokens or flops")
         return self

@@ -125,19 +125,23 @@ def _train_job(job: Job, layout: RunLayout, cfg: ExperimentConfig):
     )
 
 
-def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig) -> dict:
+def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig, source: str | None = None) -> dict:
     from hdee.data.tokenizer import tokenizer_hash
     from hdee.model import size_spec
     from hdee.train.pretrained import import_seed
 
     spec = size_spec(cfg, str(job.size), run_vocab(layout))
     meta = {"job_id": job.id, "kind": "seed", "domains": job.domains, "repeat": job.repeat, "config": cfg.name}
-    return import_seed(cfg.seed_models.from_[str(job.size)], layout.expert_dir(job.id), spec,
+    if source is None:
+        source = cfg.seed_models.from_[str(job.size)]
+    return import_seed(source, layout.expert_dir(job.id), spec,
                        tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
                        val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.train.eval_tokens, meta=meta)
 
 
 def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None]) -> dict:
+    from hdee.seed_cache import model_dir
+
     cfg = run_config(layout)
     if job.kind == "prepare":
         from hdee.data.prepare import prepare
@@ -146,6 +150,12 @@ def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None])
         return {"vocab": run_vocab(layout)}
     if job.kind == "seed" and cfg.seed_models.from_ is not None:
         return _import_seed(job, layout, cfg)
+    if job.kind == "seed" and job.cache is not None:
+        from hdee.seed_cache import train_cached
+
+        if not layout.expert_dir(job.id).is_dir():  # an imported seed needs no cache entry again
+            train_cached(job.cache, _train_job(job, layout, cfg), progress=_train_progress(progress, int(job.steps or 0)))
+        return _import_seed(job, layout, cfg, source=str(model_dir(job.cache)))
     if job.kind in MODEL_KINDS:
         from hdee.train import run_train_job
 

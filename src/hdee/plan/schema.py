@@ -9,7 +9,7 @@ import graphlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hdee.errors import PlanError
 from hdee.fsutil import atomic_write_json, read_json
@@ -43,6 +43,8 @@ class Job(BaseModel):
     domain: Name | None = None
     repeat: int = 0
     used_by: list[str] = []
+    # a seed trained once into the seed cache ($HDEE_CACHE/seeds/<cache>/) and imported (seed_models.cache)
+    cache: Name | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class EnsemblePlan(BaseModel):

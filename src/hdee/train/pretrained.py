@@ -35,6 +35,22 @@ def _check_tokenizer(source: str, tokenizer: Path) -> None:
         raise DataError(f"{local}: its vocabulary differs from the run's tokenizer {tokenizer}; seeds and data must share one")
 
 
+def _trained_cost(source: str) -> dict[str, Any]:
+    """What training an hdee-trained source cost (a seed from the seed cache): its steps, tokens, FLOPs
+    and its own record's checksum; nothing for a checkpoint trained elsewhere."""
+    from hdee.expert_dir import RECORD
+    from hdee.fsutil import read_json, sha256_file
+
+    path = Path(source).expanduser() / RECORD
+    if not path.is_file():
+        return {}
+    rec = read_json(path)
+    keys = ("steps", "tokens", "flops", "flops_convention", "flops_full", "flops_full_convention", "final_val_loss")
+    return {**{k: rec[k] for k in keys if k in rec and k != "final_val_loss"},
+            "trained": {"record_sha256": sha256_file(path), "model_sha256": rec.get("model_sha256"),
+                        "val_loss_when_trained": rec.get("final_val_loss"), "seed": rec.get("seed")}}
+
+
 @torch.inference_mode()
 def _val_loss(model: torch.nn.Module, spec: SizeSpec, val_dirs: list[Path], tokenizer_hash: str | None, eval_tokens: int) -> float | None:
     if not val_dirs:
@@ -75,6 +91,7 @@ def import_seed(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"seed checkpoint {source!r}: cannot load ({first})") from None
     model.eval()
+    trained = _trained_cost(source)
     if int(model.config.vocab_size) != spec.vocab:
         raise CheckpointError(f"seed checkpoint {source!r} changed since the plan: vocab {model.config.vocab_size}, planned {spec.vocab}")
     record = {
@@ -89,6 +106,7 @@ def import_seed(
         "tokens": 0,
         "flops": 0.0,
         "flops_convention": "6 x non-embedding params x tokens (imported: not trained here)",
+        **trained,
         "parent": None,
         "tokenizer_hash": tokenizer_hash,
         "val_domains": [Path(d).name for d in val_dirs],
