@@ -246,6 +246,11 @@ class BudgetConfig(Strict):
         "hardware = every matmul, LM head and causal attention included (hdee.budget)",
     )
     schedule: Schedule = Schedule(lr=1e-3, min_lr=1e-4, warmup=0.05)
+    max_lr_vs_seed: float | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
+        description="refuse a domain-phase peak lr above this multiple of the seed's peak, or no warm-up "
+        "(the paper: 6e-5 after 6e-4, 0.1x, with a warm-up)",
+    )
 
 
 class AutoConfig(Strict):
