@@ -37,6 +37,14 @@ def seed_jobs(cfg: ExperimentConfig, vocab: int, draws: int) -> list[tuple[int, 
     return list(out.values())
 
 
+def check_buildable(cfg: ExperimentConfig, draws: int) -> None:
+    """ConfigError unless `cfg` caches its seeds and `draws` is at least 1 (before anything is written)."""
+    if not cfg.seed_models.cache:
+        raise ConfigError(f"config {cfg.name!r} trains its seeds inside the run: set seed_models.cache = true to build them apart")
+    if draws < 1:
+        raise ConfigError(f"--draws must be at least 1, got {draws}")
+
+
 def build_seeds(
     cfg: ExperimentConfig,
     layout: RunLayout,
@@ -48,10 +56,7 @@ def build_seeds(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train (or find) the cached seeds of draws 0..draws-1 and import them into `layout`'s run."""
-    if not cfg.seed_models.cache:
-        raise ConfigError(f"config {cfg.name!r} trains its seeds inside the run: set seed_models.cache = true to build them apart")
-    if draws < 1:
-        raise ConfigError(f"--draws must be at least 1, got {draws}")
+    check_buildable(cfg, draws)
     t0 = time.monotonic()
     layout.root.mkdir(parents=True, exist_ok=True)
     snapshot_config(cfg, layout, force)

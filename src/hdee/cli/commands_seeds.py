@@ -26,9 +26,10 @@ def seeds_cmd(
     from hdee.config import load_config
     from hdee.layout import RunLayout
     from hdee.lock import run_dir_lock
-    from hdee.seed_build import build_seeds
+    from hdee.seed_build import build_seeds, check_buildable
 
     cfg = load_config(config)
+    check_buildable(cfg, draws)  # before the lock, which creates the run dir
     layout = RunLayout.of(cfg.name, run_dir)
     console = make_console()
     with run_dir_lock(layout.root, "seeds"):
