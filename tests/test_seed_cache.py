@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 from cli_helpers import cli_error
 from hdee.cli.app import app
 from hdee.config import ExperimentConfig, load_config
-from hdee.errors import ConfigError
+from hdee.errors import CheckpointError, ConfigError, LockError
 from hdee.expert_dir import load_record
 from hdee.layout import RunLayout
 from hdee.plan import build_plan
@@ -23,10 +25,17 @@ from tiny_run import ROOT, InlineExecutor
 pytestmark = pytest.mark.slow  # each test trains tiny seed models
 
 
+@pytest.fixture(scope="module")
+def _cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _inline(monkeypatch, tmp_path):
-    """Jobs run in this process (no worker start-up); the cache lives in the test's directory."""
-    monkeypatch.setenv("HDEE_CACHE", str(tmp_path / "cache"))
+def _inline(monkeypatch, _cache_dir):
+    """Jobs run in this process (no worker start-up); the embedded texts are built once for the
+    module, and every test starts with an empty seed cache."""
+    monkeypatch.setenv("HDEE_CACHE", str(_cache_dir))
+    shutil.rmtree(_cache_dir / "seeds", ignore_errors=True)
     monkeypatch.setenv("RAYON_NUM_THREADS", "1")
     import hdee.pipeline
     import hdee.seed_build
@@ -90,6 +99,22 @@ def test_second_build_is_a_noop_a_new_run_imports_and_a_changed_input_rebuilds(t
     changed = build_seeds(_config(tmp_path, tokens=4096), RunLayout(tmp_path / "c"), view=False)["seeds"][0]
     assert changed["trained_now"] and Path(changed["entry"]).parent.name != key and changed["steps"] == 16
     assert _mtimes(key) == before
+
+    # a damaged entry is never imported: the run that needs it stops with one line naming the file
+    weights = model_dir(key) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match=re.escape(str(model_dir(key)))):
+        build_seeds(cfg, RunLayout(tmp_path / "d"), view=False)
+
+
+def test_an_entry_being_trained_elsewhere_is_not_trained_twice(tmp_path):
+    from hdee.lock import run_dir_lock
+    from hdee.seed_cache import entry_dir, train_cached
+
+    with run_dir_lock(entry_dir("M-0123456789abcdef"), "seeds"):
+        with pytest.raises(LockError, match=r"in use by pid \d+ \(hdee seeds\)"):
+            train_cached("M-0123456789abcdef", job=None)  # refused before the job is read
+    assert not model_dir("M-0123456789abcdef").exists()
 
 
 def test_the_main_job_imports_cached_draws_and_seed_repeats_select_among_them(tmp_path):

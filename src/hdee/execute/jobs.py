@@ -140,8 +140,6 @@ def _import_seed(job: Job, layout: RunLayout, cfg: ExperimentConfig, source: str
 
 
 def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None]) -> dict:
-    from hdee.seed_cache import model_dir
-
     cfg = run_config(layout)
     if job.kind == "prepare":
         from hdee.data.prepare import prepare
@@ -151,9 +149,10 @@ def _dispatch(job: Job, layout: RunLayout, progress: Callable[[int, int], None])
     if job.kind == "seed" and cfg.seed_models.from_ is not None:
         return _import_seed(job, layout, cfg)
     if job.kind == "seed" and job.cache is not None:
-        from hdee.seed_cache import train_cached
+        from hdee.expert_dir import is_finished
+        from hdee.seed_cache import model_dir, train_cached
 
-        if not layout.expert_dir(job.id).is_dir():  # an imported seed needs no cache entry again
+        if not is_finished(layout.expert_dir(job.id)):  # a seed imported already needs its entry no more
             train_cached(job.cache, _train_job(job, layout, cfg), progress=_train_progress(progress, int(job.steps or 0)))
         return _import_seed(job, layout, cfg, source=str(model_dir(job.cache)))
     if job.kind in MODEL_KINDS:
