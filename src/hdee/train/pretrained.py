@@ -45,8 +45,8 @@ def _trained_cost(source: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     rec = read_json(path)
-    keys = ("steps", "tokens", "flops", "flops_convention", "flops_full", "flops_full_convention", "final_val_loss")
-    return {**{k: rec[k] for k in keys if k in rec and k != "final_val_loss"},
+    keys = ("steps", "tokens", "flops", "flops_convention", "flops_full", "flops_full_convention")
+    return {**{k: rec[k] for k in keys if k in rec},
             "trained": {"record_sha256": sha256_file(path), "model_sha256": rec.get("model_sha256"),
                         "val_loss_when_trained": rec.get("final_val_loss"), "seed": rec.get("seed")}}
 
