@@ -1,9 +1,11 @@
 """Seed models from existing checkpoints: an HF causal LM (local dir or hub id) becomes a run's seed.
 
 The checkpoint is loaded in fp32 and written as an hdee model dir (weights, config, the run's
-tokenizer, model card, hdee.json with the source and exact parameter counts). It costs no
-training FLOPs; its validation loss on the seed domains is measured, as a trained seed's is,
-so `auto` can compare sizes. Experts then branch from it like from any seed.
+tokenizer, model card, hdee.json with the source and exact parameter counts). A checkpoint
+trained elsewhere costs the run no FLOPs; one that hdee trained (an entry of the seed cache,
+hdee.seed_cache) keeps the steps, tokens and FLOPs its training cost. Its validation loss on the
+seed domains is measured, as a trained seed's is, so `auto` can compare sizes. Experts then
+branch from it like from any seed.
 """
 
 from __future__ import annotations
