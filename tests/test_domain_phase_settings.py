@@ -51,10 +51,12 @@ def test_seed_proportions_count_tokens_per_iteration_and_per_parameter():
     assert 14 < p["per_param_M"] < 16 and p["per_iteration"] >= 30
 
 
-def test_plan_reports_the_seed_proportions_of_the_regime_config():
+def test_plan_reports_the_seed_proportions_of_the_regime_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("HDEE_CACHE", str(tmp_path / "cache"))
     res = CliRunner().invoke(app, ["plan", str(CONFIGS / "regime.toml"), "--vocab", "2048", "--run-dir", "/nonexistent-run"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "seed models: 6,600,704 tokens each = 64.5:1 seed tokens per expert-iteration" in text
     assert "tokens per non-embedding parameter: S 18.3, M 14.9, L 12.5" in text
     assert "domain-phase peak lr 0.0003 = 0.1x the seeds' 0.003" in text
+    assert f"seed cache: 0 of 3 built in {tmp_path / 'cache' / 'seeds'} (hdee seeds builds them)" in text

@@ -99,7 +99,17 @@ def _seed_proportions_line(cfg, plan: Plan) -> str | None:
             f"(baseline {cfg.budget.baseline.size} x {cfg.budget.baseline.steps} steps; the paper about 30-50:1); "
             f"tokens per non-embedding parameter: {per_param}; domain-phase peak lr {cfg.budget.schedule.lr:g} = "
             f"{cfg.budget.schedule.lr / cfg.seed_models.schedule.lr:.3g}x the seeds' {cfg.seed_models.schedule.lr:g} "
-            "(the paper 0.1x)")
+            "(the paper 0.1x)" + _cache_note(plan))
+
+
+def _cache_note(plan: Plan) -> str:
+    """How many of the plan's cached seeds are built (seed_models.cache)."""
+    from hdee.seed_cache import is_built, seeds_root
+
+    keys = [str(j.cache) for j in plan.jobs_of("seed") if j.cache]
+    if not keys:
+        return ""
+    return f"; seed cache: {sum(is_built(k) for k in keys)} of {len(keys)} built in {seeds_root()} (hdee seeds builds them)"
 
 
 @app.command("plan")
