@@ -61,6 +61,19 @@ def domain_target(cfg: ExperimentConfig, vocab: int, sizes: list[str] | set[str]
     return base + seed_flops(cfg, vocab, [cfg.budget.baseline.size]) - seed_flops(cfg, vocab, sizes)
 
 
+def seed_proportions(cfg: ExperimentConfig, vocab: int, seed_tokens: int) -> dict[str, float]:
+    """How big the seeds' training is against the domain phase's: seed tokens per expert-iteration
+    (one expert of the baseline rule; the paper about 30-50:1) and seed tokens per non-embedding
+    parameter of each size (the paper about 120; Chinchilla-optimal about 20)."""
+    from hdee.model import param_counts, size_spec
+
+    iteration = cfg.budget.baseline.steps * cfg.train.batch_tokens
+    out = {"per_iteration": seed_tokens / iteration}
+    for size in cfg.size_names:
+        out[f"per_param_{size}"] = seed_tokens / param_counts(size_spec(cfg, size, vocab))["non_embedding"]
+    return out
+
+
 def budget_flops(cfg: ExperimentConfig, vocab: int, convention: FlopConvention | None = None) -> float:
     """The domain-phase budget: every (lineage, iteration) at the baseline size and steps."""
     rule = cfg.budget.baseline

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hdee.cli.app import app
 
 # Each module registers its commands on `app` when imported.
-from hdee.cli import commands_data, commands_ensemble, commands_export, commands_lm_eval, commands_report, commands_run, commands_train  # noqa: F401,E402
+from hdee.cli import commands_data, commands_ensemble, commands_export, commands_lm_eval, commands_report, commands_run, commands_seeds, commands_train  # noqa: F401,E402
 
 
 def main() -> None:

@@ -86,6 +86,32 @@ def _pilots_line(plan: Plan, strategy: str) -> str:
     return f"{strategy}: pending until its {len(pilots)} pilot jobs ran ({runs}; {share:.2%} of the budget)"
 
 
+def _seed_proportions_line(cfg, plan: Plan) -> str | None:
+    """Seed tokens per expert-iteration and per non-embedding parameter (trained seeds only)."""
+    from hdee.budget import seed_proportions
+
+    tokens = max((int(j.tokens or 0) for j in plan.jobs_of("seed")), default=0)
+    if not tokens:
+        return None
+    p = seed_proportions(cfg, plan.vocab, tokens)
+    per_param = ", ".join(f"{s} {p[f'per_param_{s}']:.1f}" for s in cfg.size_names)
+    return (f"seed models: {tokens:,} tokens each = {p['per_iteration']:.1f}:1 seed tokens per expert-iteration "
+            f"(baseline {cfg.budget.baseline.size} x {cfg.budget.baseline.steps} steps; the paper about 30-50:1); "
+            f"tokens per non-embedding parameter: {per_param}; domain-phase peak lr {cfg.budget.schedule.lr:g} = "
+            f"{cfg.budget.schedule.lr / cfg.seed_models.schedule.lr:.3g}x the seeds' {cfg.seed_models.schedule.lr:g} "
+            "(the paper 0.1x)" + _cache_note(plan))
+
+
+def _cache_note(plan: Plan) -> str:
+    """How many of the plan's cached seeds are built (seed_models.cache)."""
+    from hdee.train.seed_cache import is_built, seeds_root
+
+    keys = [str(j.cache) for j in plan.jobs_of("seed") if j.cache]
+    if not keys:
+        return ""
+    return f"; seed cache: {sum(is_built(k) for k in keys)} of {len(keys)} built in {seeds_root()} (hdee seeds builds them)"
+
+
 @app.command("plan")
 def plan_cmd(
     config: Path = typer.Argument(DEFAULT_CONFIG, help="experiment config (.toml or .yaml)"),
@@ -114,6 +140,9 @@ def plan_cmd(
         f"the {plan.flops_convention} count (budget.flops), which the job and iteration columns show. Seed compute is "
         "shown apart from the domain phase: a strategy with experts of several sizes needs one seed model per size."
     )
+    seed_line = _seed_proportions_line(cfg, plan)
+    if seed_line:
+        console.print(seed_line, highlight=False)
     for name, e in plan.ensembles.items():
         describe = STRATEGIES.get(name).describe
         if e.decision and describe is not None:

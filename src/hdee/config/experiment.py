@@ -108,6 +108,7 @@ class ExperimentConfig(Strict):
             if tier_map and missing:
                 raise ValueError(f"{what} has no entry for tier {missing[0]!r}")
         self._check_strategies()
+        check_domain_lr(self)
         for dom in self.seed_models.domains or []:
             if dom not in names:
                 raise ValueError(f"seed_models.domains names unknown domain {dom!r}")
@@ -194,6 +195,20 @@ class ExperimentConfig(Strict):
             dump = {k: dump[k] for k in sections}
         blob = json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def check_domain_lr(cfg: ExperimentConfig) -> None:
+    """ValueError when `budget.max_lr_vs_seed` is set and the domain phase peaks above that multiple
+    of the seed models' peak lr, or has no warm-up. Imported seeds have no schedule here to compare with."""
+    ratio = cfg.budget.max_lr_vs_seed
+    if ratio is None or cfg.seed_models.from_ is not None:
+        return
+    lr, seed_lr = cfg.budget.schedule.lr, cfg.seed_models.schedule.lr
+    if lr > ratio * seed_lr * (1 + 1e-9):
+        raise ValueError(f"budget.schedule.lr {lr:g} is {lr / seed_lr:.3g}x the seed models' peak {seed_lr:g}, "
+                         f"above budget.max_lr_vs_seed {ratio:g}")
+    if cfg.budget.schedule.warmup <= 0:
+        raise ValueError("budget.schedule.warmup is 0, but budget.max_lr_vs_seed asks for a warm-up")
 
 
 def check_lineages(cfg: ExperimentConfig) -> None:

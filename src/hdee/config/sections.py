@@ -37,6 +37,10 @@ class DomainConfig(Strict):
     )
     tier: str | None = None
     max_bytes: int | None = Field(default=None, gt=0)
+    max_train_tokens: int | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
+        description="this domain's train-split cap, instead of data.max_train_tokens (e.g. a large seed corpus)",
+    )
 
     @field_validator("source", mode="before")
     @classmethod
@@ -194,6 +198,11 @@ class SeedConfig(Strict):
     flops: float | None = Field(default=None, gt=0)
     domains: list[str] | None = None
     schedule: Schedule = Schedule(lr=3e-3, min_lr=3e-4, warmup=0.05)
+    cache: bool = Field(
+        default=False, exclude_if=lambda v: not v,  # configs without it dump (and hash) as before
+        description="train each seed once into $HDEE_CACHE/seeds/<content hash>/ (hdee seeds CONFIG) and import it "
+        "into the run; every --vary seed-models draw is one more cache entry",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> "SeedConfig":
@@ -202,6 +211,8 @@ class SeedConfig(Strict):
                 raise ValueError("seed_models.from must name at least one size")
             if self.tokens is not None or self.flops is not None:
                 raise ValueError("seed_models.from takes trained checkpoints: drop tokens and flops")
+            if self.cache:
+                raise ValueError("seed_models.cache trains seeds once for every run; seed_models.from imports existing ones: give one")
         elif (self.tokens is None) == (self.flops is None):
             raise ValueError("seed needs exactly one of tokens or flops")
         return self
@@ -245,6 +256,11 @@ class BudgetConfig(Strict):
         default="domain", exclude_if=lambda v: v == "domain",  # configs without it dump (and hash) as before
         description="what budgets match: the domain phase only, or seed models + domain phase (a strategy pays "
         "for every seed size it needs; hdee.budget.domain_target)",
+    )
+    max_lr_vs_seed: float | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
+        description="refuse a domain-phase peak lr above this multiple of the seed's peak, or no warm-up "
+        "(the paper: 6e-5 after 6e-4, 0.1x, with a warm-up)",
     )
 
 

@@ -30,9 +30,14 @@ def training_domains(cfg: ExperimentConfig) -> list[DomainConfig]:
     return [d for d in cfg.domains if d.role in ("train", "seed")]
 
 
-def split_caps(cfg: ExperimentConfig, role: str) -> dict[str, int | None]:
-    wanted = splits_for_role(role)
-    caps = {"train": cfg.data.max_train_tokens, "val": cfg.data.max_eval_tokens, "test": cfg.data.max_eval_tokens}
+def train_cap(cfg: ExperimentConfig, d: DomainConfig) -> int | None:
+    """The domain's own train-split cap when it sets one, else data.max_train_tokens."""
+    return d.max_train_tokens if d.max_train_tokens is not None else cfg.data.max_train_tokens
+
+
+def split_caps(cfg: ExperimentConfig, d: DomainConfig) -> dict[str, int | None]:
+    wanted = splits_for_role(d.role)
+    caps = {"train": train_cap(cfg, d), "val": cfg.data.max_eval_tokens, "test": cfg.data.max_eval_tokens}
     return {s: (caps[s] if s in wanted else 0) for s in SPLITS}
 
 
@@ -127,7 +132,7 @@ def training_index(cfg: ExperimentConfig, sources: dict[str, DocumentSource], en
     index = TrainingIndex(cfg.data.dedup)
     for d in training_domains(cfg):
         progress(f"indexing training documents of {d.name}")
-        cap = split_caps(cfg, d.role)["train"]
+        cap = split_caps(cfg, d)["train"]
         if cap is None:  # uncapped: every train-split document is taken, no need to tokenize
             docs = (doc for doc in capped(sources[d.name].documents(), default_max_bytes(d))
                     if split_of(doc.split_key, d.name, cfg.data.split) == "train")

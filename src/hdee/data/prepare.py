@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from hdee.config import DomainConfig, ExperimentConfig
 from hdee.data.dedup import TrainingIndex
-from hdee.data.intake import DuplicateFilter, Encoder, route, split_caps, training_domains, training_index
+from hdee.data.intake import DuplicateFilter, Encoder, route, split_caps, train_cap, training_domains, training_index
 from hdee.data.shards import (
     MANIFEST,
     SHARD_FORMAT,
@@ -139,7 +139,7 @@ def domain_fingerprint(cfg: ExperimentConfig, d: DomainConfig, source_fp: dict, 
         "split": cfg.data.split.model_dump(mode="json"),
         "tokenizer": tok_hash,
         "dtype": dtype,
-        "max_train_tokens": cfg.data.max_train_tokens,
+        "max_train_tokens": train_cap(cfg, d),
         "max_eval_tokens": cfg.data.max_eval_tokens,
         "reference": reference,
     })
@@ -163,7 +163,7 @@ def build_domain_shards(cfg: ExperimentConfig, d: DomainConfig, source: Document
 
     With `index`, val/test documents that duplicate training documents are dropped (and counted).
     """
-    caps = split_caps(cfg, d.role)
+    caps = split_caps(cfg, d)
     wanted = splits_for_role(d.role)
     with atomic_dir(out_dir) as tmp:
         writers: dict[str, SplitWriter] = {}

@@ -67,6 +67,8 @@ PINS: dict[str, WheelPin] = {
              "89cd468399cfd2504718f0ba50e410dca55a170b61a02ad92bb18c8a65186e93", 16918164),
         _pin("pyjokes", "0.8.3", "pyjokes-0.8.3-py3-none-any.whl",
              "12836e61bc7a2c1ff302604a040f0f63ac36c5c947c20319fcb5d1ab37bac46e", 47563),
+        _pin("scancode-toolkit", "32.5.0", "scancode_toolkit-32.5.0-cp311-none-any.whl",
+             "327d20a0de71d49930d8a6919c2b6d54c2acf4dd0a1d48da9a71dd4ce7b97b78", 126230280),
         _pin("sympy", "1.14.0", "sympy-1.14.0-py3-none-any.whl",
              "e091cc3e99d2141a0ba2847328f5479b05d94a6635cb96148ccb3f34671bd8f5", 6299353),
     )

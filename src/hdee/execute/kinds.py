@@ -50,6 +50,13 @@ def _train(job: Job, layout: RunLayout, cfg: ExperimentConfig, progress: StepPro
     vocab = prepared_vocab(layout)
     if job.kind == "seed" and cfg.seed_models.from_ is not None:
         return import_seed_for(job, layout, cfg, vocab)
+    if job.kind == "seed" and job.cache is not None:  # trained once into the seed cache, then imported
+        from hdee.expert_dir import is_finished
+        from hdee.train.seed_cache import model_dir, train_cached
+
+        if not is_finished(layout.expert_dir(job.id)):  # a seed imported already needs its entry no more
+            train_cached(job.cache, train_job_for(job, layout, cfg, vocab), progress=_step_hook(progress, int(job.steps or 0)))
+        return import_seed_for(job, layout, cfg, vocab, source=str(model_dir(job.cache)))
     result = run_train_job(train_job_for(job, layout, cfg, vocab), progress=_step_hook(progress, int(job.steps or 0)))
     return dict(result or {})
 

@@ -24,9 +24,9 @@ from hdee.plan.seeds import Vary, check_vary, domain_phase_seed, seed_model_seed
 from hdee.strategies import Assignment, ExpertSpec, StrategyContext, get_strategy
 
 
-def _hash(obj: object) -> str:
+def _hash(obj: object, length: int = 8) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
+    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 def _section(cfg: ExperimentConfig, name: str) -> object:
@@ -64,10 +64,15 @@ class _Builder:
         per_step = size_flops_per_step(cfg, self.vocab, size)
         steps = seed_steps(cfg, self.vocab, size)
         doms = cfg.seed_domains
-        key = ["seed", size, self._family(size), steps, data_key(cfg, doms), _section(cfg, "seed_models"), self.train_common,
+        settings = _section(cfg, "seed_models")
+        settings.pop("cache", None)  # where the seed is kept does not change its weights
+        key = ["seed", size, self._family(size), steps, data_key(cfg, doms), settings, self.train_common,
                self.seed_model_seed]
+        # a cached seed's entry is named by the hash of what decides its weights, the same for every run
+        cache = f"{size}-{_hash(key, 16)}" if sm.cache else None
         job = Job(
-            id=f"seed-{size}-{_hash(key)}",
+            id=f"seed-{size}-{_hash(key + ['cached'] if cache else key)}",
+            cache=cache,
             kind="seed",
             deps=[self.prepare.id],
             size=size,

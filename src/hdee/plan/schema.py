@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hdee.core.errors import PlanError
 from hdee.core.fsutil import atomic_write_json, read_json
@@ -44,6 +44,8 @@ class Job(BaseModel):
     domain: Name | None = None
     repeat: int = 0
     used_by: list[str] = []
+    # a seed trained once into the seed cache ($HDEE_CACHE/seeds/<cache>/) and imported (seed_models.cache)
+    cache: Name | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class EnsemblePlan(BaseModel):

@@ -56,11 +56,15 @@ def train_job_for(job: PlannedTraining, layout: RunLayout, cfg: ExperimentConfig
     )
 
 
-def import_seed_for(job: PlannedTraining, layout: RunLayout, cfg: ExperimentConfig, vocab: int) -> dict:
-    """Import the config's pretrained checkpoint of `job.size` as this run's seed model."""
+def import_seed_for(job: PlannedTraining, layout: RunLayout, cfg: ExperimentConfig, vocab: int,
+                    source: str | None = None) -> dict:
+    """Import a checkpoint as this run's seed model of `job.size`: `source`, else the config's
+    pretrained checkpoint of that size."""
     from hdee.train.pretrained import import_seed
 
     meta = {"job_id": job.id, "kind": "seed", "domains": list(job.domains), "repeat": job.repeat, "config": cfg.name}
-    return import_seed(cfg.seed_models.from_[str(job.size)], layout.expert_dir(job.id), size_spec(cfg, str(job.size), vocab),
+    if source is None:
+        source = cfg.seed_models.from_[str(job.size)]
+    return import_seed(source, layout.expert_dir(job.id), size_spec(cfg, str(job.size), vocab),
                        tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
                        val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.train.eval_tokens, meta=meta)

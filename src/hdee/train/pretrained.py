@@ -1,9 +1,11 @@
 """Seed models from existing checkpoints: an HF causal LM (local dir or hub id) becomes a run's seed.
 
 The checkpoint is loaded in fp32 and written as an hdee model dir (weights, config, the run's
-tokenizer, model card, hdee.json with the source and exact parameter counts). It costs no
-training FLOPs; its validation loss on the seed domains is measured, as a trained seed's is,
-so `auto` can compare sizes. Experts then branch from it like from any seed.
+tokenizer, model card, hdee.json with the source and exact parameter counts). A checkpoint
+trained elsewhere costs the run no FLOPs; one that hdee trained (an entry of the seed cache,
+hdee.train.seed_cache) keeps the steps, tokens and FLOPs its training cost. Its validation loss on the
+seed domains is measured, as a trained seed's is, so `auto` can compare sizes. Experts then
+branch from it like from any seed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ def _check_tokenizer(source: str, tokenizer: Path) -> None:
     theirs, ours = Tokenizer.from_file(str(local)).get_vocab(), Tokenizer.from_file(str(tokenizer)).get_vocab()
     if theirs != ours:
         raise DataError(f"{local}: its vocabulary differs from the run's tokenizer {tokenizer}; seeds and data must share one")
+
+
+def _trained_cost(source: str) -> dict[str, Any]:
+    """What training an hdee-trained source cost (a seed from the seed cache): its steps, tokens, FLOPs
+    and its own record's checksum; nothing for a checkpoint trained elsewhere."""
+    from hdee.expert_dir import RECORD
+    from hdee.core.fsutil import read_json, sha256_file
+
+    path = Path(source).expanduser() / RECORD
+    if not path.is_file():
+        return {}
+    rec = read_json(path)
+    keys = ("steps", "tokens", "flops", "flops_convention", "flops_full", "flops_full_convention")
+    return {**{k: rec[k] for k in keys if k in rec},
+            "trained": {"record_sha256": sha256_file(path), "model_sha256": rec.get("model_sha256"),
+                        "val_loss_when_trained": rec.get("final_val_loss"), "seed": rec.get("seed")}}
 
 
 @torch.inference_mode()
@@ -81,6 +99,7 @@ def import_seed(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"seed checkpoint {source!r}: cannot load ({first})") from None
     model.eval()
+    trained = _trained_cost(source)
     if int(model.config.vocab_size) != spec.vocab:
         raise CheckpointError(f"seed checkpoint {source!r} changed since the plan: vocab {model.config.vocab_size}, planned {spec.vocab}")
     record = {
@@ -95,6 +114,7 @@ def import_seed(
         "tokens": 0,
         "flops": 0.0,
         "flops_convention": "6 x non-embedding params x tokens (imported: not trained here)",
+        **trained,
         "parent": None,
         "tokenizer_hash": tokenizer_hash,
         "val_domains": [Path(d).name for d in val_dirs],

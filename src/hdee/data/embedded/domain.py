@@ -78,6 +78,7 @@ class EmbeddedDomain:
     wheels: tuple[str, ...] = ()
     version: int = 1  # bump when the builder's output changes
     cpython: bool = field(default=False)
+    avoid: tuple[str, ...] = ()  # domains whose text this one must not contain (a seed corpus: every expert domain)
 
     def cache_key(self) -> dict:
         """Everything the built bytes depend on."""
@@ -92,18 +93,21 @@ class EmbeddedDomain:
         }
         if self.cpython:
             key["python"] = platform.python_version()
+        if self.avoid:  # the filter reads these domains' built texts
+            key["avoid"] = {n: EMBEDDED[n].cache_key() for n in self.avoid}
         return key
 
 
 EMBEDDED: dict[str, EmbeddedDomain] = {}
 
 
-def register(name: str, description: str, wheels: tuple[str, ...] = (), version: int = 1) -> Callable[[Builder], Builder]:
+def register(name: str, description: str, wheels: tuple[str, ...] = (), version: int = 1,
+             avoid: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
         for p in wheels:
             if p not in PINS:
                 raise KeyError(f"embedded domain {name!r} needs unpinned wheel {p!r}")
-        EMBEDDED[name] = EmbeddedDomain(name, description, fn, wheels, version, cpython=not wheels)
+        EMBEDDED[name] = EmbeddedDomain(name, description, fn, wheels, version, cpython=not wheels, avoid=avoid)
         return fn
 
     return deco

@@ -16,6 +16,7 @@ from hdee.data.cache import cache_root
 from hdee.data.documents import Document, dedupe_key, normalize_text
 import hdee.data.embedded.cpython  # noqa: F401  (importing a builder module registers its domains)
 import hdee.data.embedded.wheel_domains  # noqa: F401
+import hdee.data.embedded.seed_text  # noqa: F401  (last: it avoids every domain registered before it)
 from hdee.data.embedded.domain import (
     BUILD_LIMIT_BYTES,
     EMBEDDED,
