@@ -52,7 +52,7 @@ def test_the_seed_builder_drops_licences_found_in_other_domains(monkeypatch):
     rng = random.Random(0)
     boiler, own, half = _words(rng, 200), _words(rng, 200), _words(rng, 100)
     expert_text = "header of a source file\n" + boiler + "\n" + half + " and code follows"
-    monkeypatch.setattr(seed_text, "avoid_index", lambda domains: seed_text.ngram_hashes(expert_text))
+    monkeypatch.setattr(seed_text, "avoid_index", lambda ctx, domains: seed_text.ngram_hashes(expert_text))
     ctx = _Wheel({
         "pasted": f"---\nkey: pasted\nname: Pasted Licence\n---\n{boiler}",
         "own": f"---\nkey: own\nname: Own Licence 1.0\n---\n{own}",

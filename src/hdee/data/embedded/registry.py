@@ -57,7 +57,7 @@ def build_domain(domain: EmbeddedDomain) -> Path:
     path = built_path(domain)
     if path.exists():
         return path
-    ctx = BuildContext(domain.wheels)
+    ctx = BuildContext(domain.wheels, lambda name: iter_built(build_domain(EMBEDDED[name])))
     docs: dict[str, dict[str, str]] = {}
     seen: set[str] = set()
     total = 0

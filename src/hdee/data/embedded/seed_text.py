@@ -41,13 +41,11 @@ def ngram_hashes(text: str) -> set[int]:
     return out
 
 
-def avoid_index(domains: Iterable[str]) -> set[int]:
+def avoid_index(ctx: BuildContext, domains: Iterable[str]) -> set[int]:
     """The sampled n-grams of the whole built text of each named embedded domain."""
-    from hdee.data.embedded.registry import build_domain, iter_built  # the registry imports this module
-
     index: set[int] = set()
     for name in domains:
-        for doc in iter_built(build_domain(EMBEDDED[name])):
+        for doc in ctx.built_documents(name):
             index |= ngram_hashes(doc.text)
     return index
 
@@ -73,7 +71,7 @@ _EXPERT_DOMAINS = tuple(sorted(EMBEDDED))  # every domain registered before this
 @register("licence_texts", "full licence texts from scancode-toolkit's licence database (the seed corpus), "
           "minus any licence found in another embedded domain", wheels=("scancode-toolkit",), avoid=_EXPERT_DOMAINS)
 def licence_texts(ctx: BuildContext) -> Iterator[Document]:
-    index = avoid_index(_EXPERT_DOMAINS)
+    index = avoid_index(ctx, _EXPERT_DOMAINS)
     for key, text in _licences(ctx):
         if contained(text, index) < AVOID_CONTAINED:
             yield Document(key, text)
