@@ -55,7 +55,7 @@ def _write(path: str, data: bytes):
 
 
 def _disk_full(w, mp, stack):
-    from hdee import fsutil
+    from hdee.core import fsutil
 
     def full(f, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -65,7 +65,7 @@ def _disk_full(w, mp, stack):
 
 
 def _tokenizer_out_of_memory(w, mp, stack):
-    from hdee import evaluate_text
+    from hdee.evaluation import new_text as evaluate_text
 
     load = evaluate_text.load_tokenizer
 

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 
 def _rerun(tiny_run, layout, monkeypatch) -> None:
-    from hdee import pipeline
+    import hdee.pipeline.experiment as pipeline
 
     monkeypatch.setattr(pipeline, "make_executor", lambda cfg, run_dir, **kw: InlineExecutor(run_dir))
     pipeline.run_experiment(tiny_run.cfg, layout, view=False)
@@ -39,14 +39,15 @@ def test_swapped_expert_dirs_are_refused_not_used(tiny_run, tmp_path, monkeypatc
 
 def test_an_expert_with_another_jobs_settings_is_refused(tiny_run, tmp_path, monkeypatch):
     """Same job id, same size and steps, another seed: told apart by the recorded job identity."""
-    from hdee.execute.jobs import _train_job
+    from hdee.run import prepared_vocab
+    from hdee.train.for_run import train_job_for
     from hdee.plan import Plan
     from hdee.train import run_train_job
 
     layout = tiny_run.copy(tmp_path / "run")
     plan = Plan.read(layout.plan_json)
     job = next(j for j in plan.jobs if j.kind == "train")
-    train_job = _train_job(job, layout, tiny_run.cfg)
+    train_job = train_job_for(job, layout, tiny_run.cfg, prepared_vocab(layout))
     record = run_train_job(train_job)  # finished: returned as it is
     assert record["job_identity"] and record["job_id"] == job.id
     other = train_job.model_copy(update={"seed": train_job.seed + 1})

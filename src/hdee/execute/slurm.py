@@ -54,7 +54,7 @@ def _last_line(text: str) -> str:
 def rebuild_error(err: dict[str, Any]) -> Exception:
     """The exception a job reported in words, under its own class name (so the run's one line
     reads as with the other backends)."""
-    from hdee import errors
+    from hdee.core import errors
 
     message = str(err.get("message", ""))
     cls = getattr(errors, str(err.get("hdee")), None) if err.get("hdee") else None

@@ -56,7 +56,7 @@ def test_gates_fail_when_the_domain_phase_diverges(tiny_run, tmp_path):
     import torch
     from tests.helpers.tiny_run import InlineExecutor
 
-    from hdee import pipeline
+    import hdee.pipeline.experiment as pipeline
 
     cfg = tiny_run.cfg
     bad = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"schedule": cfg.budget.schedule.model_copy(
