@@ -1,18 +1,15 @@
 """The experiment config: `load_config(path) -> ExperimentConfig`, its sections and its checks."""
 
 from hdee.config.experiment import ExperimentConfig, check_lineages, load_config
+from hdee.config.eval_execute import EvalConfig, ExecuteConfig, RoutingConfig, SlurmConfig
 from hdee.config.sections import (
     AutoConfig,
     BudgetConfig,
     DataConfig,
     DedupConfig,
     DomainConfig,
-    EvalConfig,
-    ExecuteConfig,
-    SlurmConfig,
     LineageConfig,
     ModelFamily,
-    RoutingConfig,
     Rule,
     Schedule,
     SourceSpec,

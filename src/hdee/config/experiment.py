@@ -22,16 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from hdee.config.eval_execute import EvalConfig, ExecuteConfig, RoutingConfig
 from hdee.config.sections import (
     AutoConfig,
     BudgetConfig,
     DataConfig,
     DomainConfig,
-    EvalConfig,
-    ExecuteConfig,
     LineageConfig,
     ModelFamily,
-    RoutingConfig,
     Schedule,
     SeedConfig,
     Strict,
