@@ -310,9 +310,9 @@ def _total(cmp: dict[str, Any]) -> bool:
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
-    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime"))
+    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime")) + intro(list(k["table"]))
     out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime")) + spreads(cmp.get("regime"))
-    out += [*intro(list(k["table"])), "## Results", ""]
+    out += ["## Results", ""]
     out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "
                f"mixing method `{k['method']}`, {choice_text(k['method_choice'])}. "
                + ("Best per domain in bold only where its 95% interval over test documents against every other strategy "

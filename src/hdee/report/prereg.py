@@ -18,7 +18,7 @@ from hdee.core.errors import ConfigError
 from hdee.core.fsutil import sha256_file
 
 ENV = "HDEE_PREREGISTRATION"
-DEFAULT = Path(__file__).resolve().parents[2] / "docs" / "preregistration.toml"
+DEFAULT = Path(__file__).resolve().parents[3] / "docs" / "preregistration.toml"
 
 
 class _Strict(BaseModel):

@@ -116,4 +116,4 @@ def test_hdee_run_with_a_plugin_strategy_and_mixing_method(tmp_path):
     md = (run_dir / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| domain |"))
     assert header.startswith(f"| domain | tier | {STRATEGY} | MHo-IHo |")  # its order trait
-    assert f"lowest among {STRATEGY}, MHo-IHo;" in md  # counted as heterogeneous
+    assert f"is the lowest of {STRATEGY}, MHo-IHo (ties count" in md  # counted as heterogeneous

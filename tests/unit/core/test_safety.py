@@ -236,6 +236,6 @@ def test_a_cluster_that_refuses_the_driver_is_one_line(tmp_path, monkeypatch):
         raise ray.exceptions.AuthenticationError("Token authentication is enabled but no authentication token was found")
 
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(ExecutionError, match="cannot reach the Ray cluster at auto: Token authentication is enabled") as err:
+    with pytest.raises(ExecutionError, match="authentication with the Ray cluster at auto failed: Token authentication is enabled") as err:
         RayExecutor(tmp_path, address="auto")
     assert "\n" not in str(err.value)

@@ -13,7 +13,7 @@ from hdee.execute import devices
 from hdee.execute.jobs import write_record
 from hdee.execute.local import LocalExecutor
 from hdee.plan import Job
-from tests.helpers.paths import ROOT, pythonpath
+from tests.helpers.paths import CONFIGS, ROOT, pythonpath
 
 WORKERS = 3
 
@@ -75,12 +75,12 @@ def test_gpus_per_job_is_a_share_of_one_gpu_at_most():
 
 
 def test_a_config_asking_two_gpus_per_job_is_one_line(tmp_path):
-    from cli_helpers import cli_error
+    from tests.helpers.cli_helpers import cli_error
     from typer.testing import CliRunner
 
     from hdee.cli.app import app
 
-    text = (Path(__file__).resolve().parents[1] / "configs/tiny.toml").read_text() + "\n[execute]\ngpus_per_job = 2\n"
+    text = (CONFIGS / "tiny.toml").read_text() + "\n[execute]\ngpus_per_job = 2\n"
     (tmp_path / "two.toml").write_text(text)
     res = CliRunner().invoke(app, ["run", str(tmp_path / "two.toml"), "--run-dir", str(tmp_path / "run")])
     assert "gpus_per_job 2: a job trains in one process on one GPU" in cli_error(res)

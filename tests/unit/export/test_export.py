@@ -109,11 +109,15 @@ def test_hidden_router_over_all_experts_equals_hdee(tiny_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from hdee.export.writer import export_run
+    from hdee.trust import config_sha256
 
     shutil.copytree(tiny_run.layout.root, tmp_path / "run")
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    cfg["routing"]["router"] = "hidden"
+    cfg["routing"]["router"] = "hidden"  # evaluation-only: no job id changes
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    plan["config_sha256"] = config_sha256(cfg)  # as `hdee run` with the edited config would record it
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan))
     run = load_run(tmp_path / "run")
     done = export_run(run, STRATEGY, "routed-top2", tmp_path / "hf", kind="all")
     ids = done.spec.members
