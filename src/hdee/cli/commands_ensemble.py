@@ -202,12 +202,13 @@ def generate(
         done = sample(targets, prompt, _tokenizer_of(tokenizer, targets), method or default_method(), top_k=top_k or 2, **kw)
     for line in done.warnings:
         _err.print(line, highlight=False, markup=False)
-    routed = router is not None or (method or "").startswith("routed-")
-    if routed:
-        _err.print(f"routed to {', '.join(done.experts)}", highlight=False)
     if not started:
         emit(prompt)
     typer.echo("")
+    sys.stdout.flush()  # the text ends before stderr says anything more
+    routed = router is not None or (method or "").startswith("routed-")
+    if routed:
+        _err.print(f"routed to {', '.join(done.experts)}", highlight=False)
     if done.generation.capped_at is not None:
         _err.print(f"stopped at the experts' context of {done.generation.capped_at} tokens (prompt and continuation together)",
                    highlight=False)
