@@ -40,11 +40,15 @@ class Sampled:
 
 
 def run_prior(run: "Run", strategy: str, domain: str) -> np.ndarray:
-    """The ensemble's cached prior on one of the run's domains, from the cached scores of the
-    validation windows evaluation estimates it on (the first `eval.prior_sequences`)."""
+    """The ensemble's cached prior on one of the run's domains (see `domain_prior`)."""
+    return domain_prior(run, run.ensembles[strategy].experts, domain)
+
+
+def domain_prior(run: "Run", ids: list[str], domain: str) -> np.ndarray:
+    """The members' cached prior on `domain` (log, [K]): evaluation's estimate, from the cached scores
+    of the first `eval.prior_sequences` validation windows."""
     if domain not in run.cfg.eval_domains:
         raise ConfigError(f"--prior-domain {domain!r} is not a domain of the run ({', '.join(run.cfg.eval_domains)})")
-    ids = run.ensembles[strategy].experts
     paths = [run.layout.score_path(e, domain, "val") for e in ids]
     missing = [p for p in paths if not p.is_file()]
     if missing:

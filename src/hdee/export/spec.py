@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hdee.ensemble.experts import ExpertInfo, check_compatible, load_model, read_expert
-from hdee.ensemble.mixing import estimate_prior
 from hdee.ensemble.routers import Router
-from hdee.ensemble.scoring import read_tokens, split_val
+from hdee.ensemble.scoring import read_tokens
 from hdee.core.errors import ConfigError, EnsembleError
+from hdee.evaluation.sampling import domain_prior
 from hdee.export.configuration_hdee_ensemble import METHODS, NEEDS_PRIOR, routed_k
 from hdee.registry import MIXING_METHODS
 
@@ -65,19 +65,6 @@ def check_method(method: str) -> None:
     if method not in METHODS and not routed_k(method):
         raise EnsembleError(f"--method {method}: cannot be exported: the exported model computes only "
                             f"{', '.join(METHODS)} and routed-top<k> without hdee")
-
-
-def domain_prior(run: "Run", ids: list[str], domain: str) -> np.ndarray:
-    """The members' cached prior on `domain` (log, [K]): evaluation's estimate, from the cached scores
-    of the first `eval.prior_sequences` validation windows."""
-    if domain not in run.cfg.eval_domains:
-        raise ConfigError(f"--prior-domain {domain!r} is not a domain of the run ({', '.join(run.cfg.eval_domains)})")
-    paths = [run.layout.score_path(e, domain, "val") for e in ids]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise EnsembleError(f"{missing[0]}: no cached validation scores (run hdee eval {run.layout.root} first)")
-    prior_lp, _ = split_val(np.stack([np.load(p, allow_pickle=False) for p in paths]), run.cfg.eval.prior_sequences)
-    return estimate_prior(prior_lp, run.cfg.eval.prior_alpha)
 
 
 def _members(run: "Run", strategy: str, kind: str) -> list[str]:
