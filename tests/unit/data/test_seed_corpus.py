@@ -66,7 +66,8 @@ def test_the_seed_builder_drops_licences_found_in_other_domains(monkeypatch):
 
 def test_the_seed_corpus_avoids_every_other_embedded_domain():
     seed = EMBEDDED["licence_texts"]
-    assert set(seed.avoid) == set(EMBEDDED) - {"licence_texts"}
+    shipped = {n for n, d in EMBEDDED.items() if d.build.__module__.startswith("hdee.")}  # not domains tests register
+    assert set(seed.avoid) == shipped - {"licence_texts"}
     assert "scancode-toolkit" in seed.wheels
     key = seed.cache_key()
     assert key["avoid"]["wikipedia"] == EMBEDDED["wikipedia"].cache_key()  # a changed expert domain rebuilds it

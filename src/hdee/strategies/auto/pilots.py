@@ -76,8 +76,10 @@ def pilot_points(pilot_dir: Path, tokens_per_step: int) -> tuple[list[float], li
 def seed_val_loss(pilot_dir: Path) -> float:
     """Pooled validation loss (over the seed's domains) of the seed model a pilot branched from."""
     try:
-        parent = load_record(pilot_dir).parent
-        value = float(load_record(Path(parent.path)).final_val_loss)  # type: ignore[union-attr,arg-type]
+        parent = Path(load_record(pilot_dir).parent.path)  # type: ignore[union-attr]
+        if not parent.is_dir():  # a run directory moved since: the seed sits beside the pilot
+            parent = pilot_dir.parent / parent.name
+        value = float(load_record(parent).final_val_loss)  # type: ignore[arg-type]
     except (OSError, ValueError, AttributeError, TypeError):
         raise PlanError(f"{pilot_dir}: cannot read the seed model's final_val_loss through {RECORD}") from None
     if not math.isfinite(value):
