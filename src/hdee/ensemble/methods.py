@@ -65,11 +65,14 @@ def _mix(name: str, *, prior: bool = False, top_k: bool = False) -> Callable[...
 def _sample(weights: str | None, *, top_k: bool = False) -> Callable[..., Any]:
     """`generate` for a built-in: `hdee.ensemble.generate.weighted(<weights>)`, or the product's step."""
 
-    def step(*args: Any, **kwargs: Any) -> Any:
-        from hdee.ensemble import generate as gen
+    built: list[Callable[..., Any]] = []  # the real step, made on first use (not per sampled token)
 
-        fn = gen.product_step if weights is None else gen.weighted(getattr(gen, weights), top_k=top_k)
-        return fn(*args, **kwargs)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        if not built:
+            from hdee.ensemble import generate as gen
+
+            built.append(gen.product_step if weights is None else gen.weighted(getattr(gen, weights), top_k=top_k))
+        return built[0](*args, **kwargs)
 
     return step
 
