@@ -9,6 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from hdee.core.errors import HdeeError
+from hdee.execute.lifeline import Terminated
 
 
 class OneLineErrors(TyperGroup):
@@ -30,6 +31,10 @@ class OneLineErrors(TyperGroup):
             _one_line(f"{where}{os.strerror(exc.errno).lower()}; free space and rerun (finished outputs are kept)")
         except MemoryError:
             _one_line("out of memory; free memory, or lower the sizes or token caps the command works with")
+        except Terminated:
+            Console(stderr=True).print("[bold red]stopped:[/] SIGTERM; finished outputs are kept, the same command resumes",
+                                       highlight=False, soft_wrap=True)
+            raise
 
 
 def _one_line(message: str) -> None:

@@ -139,6 +139,12 @@ class ExperimentConfig(Strict):
         """The learning-rate schedule of a job: seed models train from scratch, branches fine-tune."""
         return self.seed_models.schedule if seed else self.budget.schedule
 
+    def seed_train(self) -> TrainConfig:
+        """The trainer settings of a seed model: `train`, with the seed's own eval cadence where set."""
+        sm = self.seed_models
+        update = {k: v for k, v in (("eval_every", sm.eval_every), ("eval_tokens", sm.eval_tokens)) if v is not None}
+        return self.train.model_copy(update=update) if update else self.train
+
     # convenience views used across modules
     @property
     def size_names(self) -> list[str]:

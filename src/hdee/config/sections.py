@@ -42,6 +42,11 @@ class DomainConfig(Strict):
         default=None, gt=0, exclude_if=lambda v: v is None,  # configs without it dump (and hash) as before
         description="this domain's train-split cap, instead of data.max_train_tokens (e.g. a large seed corpus)",
     )
+    max_eval_tokens: int | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,
+        description="this domain's val/test-split cap, instead of data.max_eval_tokens (e.g. a seed corpus "
+        "whose validation loss decides whether the seed sizes differ)",
+    )
 
     @field_validator("source", mode="before")
     @classmethod
@@ -199,6 +204,14 @@ class SeedConfig(Strict):
     flops: float | None = Field(default=None, gt=0)
     domains: list[str] | None = None
     schedule: Schedule = Schedule(lr=3e-3, min_lr=3e-4, warmup=0.05)
+    eval_every: int | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,
+        description="steps between a seed's validation evals, instead of train.eval_every",
+    )
+    eval_tokens: int | None = Field(
+        default=None, gt=0, exclude_if=lambda v: v is None,
+        description="validation tokens of a seed's evals (its final_val_loss included), instead of train.eval_tokens",
+    )
     cache: bool = Field(
         default=False, exclude_if=lambda v: not v,  # configs without it dump (and hash) as before
         description="train each seed once into $HDEE_CACHE/seeds/<content hash>/ (hdee seeds CONFIG) and import it "

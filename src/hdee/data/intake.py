@@ -35,9 +35,14 @@ def train_cap(cfg: ExperimentConfig, d: DomainConfig) -> int | None:
     return d.max_train_tokens if d.max_train_tokens is not None else cfg.data.max_train_tokens
 
 
+def eval_cap(cfg: ExperimentConfig, d: DomainConfig) -> int | None:
+    """The domain's own val/test-split cap when it sets one, else data.max_eval_tokens."""
+    return d.max_eval_tokens if d.max_eval_tokens is not None else cfg.data.max_eval_tokens
+
+
 def split_caps(cfg: ExperimentConfig, d: DomainConfig) -> dict[str, int | None]:
     wanted = splits_for_role(d.role)
-    caps = {"train": train_cap(cfg, d), "val": cfg.data.max_eval_tokens, "test": cfg.data.max_eval_tokens}
+    caps = {"train": train_cap(cfg, d), "val": eval_cap(cfg, d), "test": eval_cap(cfg, d)}
     return {s: (caps[s] if s in wanted else 0) for s in SPLITS}
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from hdee.config import DomainConfig, ExperimentConfig
 from hdee.data.dedup import TrainingIndex
-from hdee.data.intake import DuplicateFilter, Encoder, route, split_caps, train_cap, training_domains, training_index
+from hdee.data.intake import DuplicateFilter, Encoder, eval_cap, route, split_caps, train_cap, training_domains, training_index
 from hdee.data.shards import (
     MANIFEST,
     SHARD_FORMAT,
@@ -140,7 +140,7 @@ def domain_fingerprint(cfg: ExperimentConfig, d: DomainConfig, source_fp: dict, 
         "tokenizer": tok_hash,
         "dtype": dtype,
         "max_train_tokens": train_cap(cfg, d),
-        "max_eval_tokens": cfg.data.max_eval_tokens,
+        "max_eval_tokens": eval_cap(cfg, d),
         "reference": reference,
     })
 

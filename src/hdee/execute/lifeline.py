@@ -45,8 +45,12 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=_watch, args=(parent_pid,), name="hdee-parent-watch", daemon=True).start()
 
 
+class Terminated(SystemExit):
+    """SIGTERM, as an exit that unwinds every `with` block (status 128 + SIGTERM)."""
+
+
 def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def exit_on_sigterm() -> None:

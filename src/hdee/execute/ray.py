@@ -20,10 +20,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from hdee.core.errors import ExecutionError
-from hdee.execute import devices, preflight
+from hdee.execute import devices, preflight, ray_reaper
 from hdee.execute.base import Executor
 from hdee.execute.ray_output import ray_output_aside
 from hdee.execute.jobs import JobRunner, run_job
+from hdee.execute.lifeline import exit_on_sigterm
 from hdee.execute.resources import check_requests
 from hdee.plan import Job
 
@@ -108,22 +109,28 @@ def _check_auth(address: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _loopback_node():
+def _private_node():
     """While a private cluster starts: Ray's own switch for a loopback-only node (the default on
-    macOS and Windows), so every Ray process binds 127.0.0.1 instead of all interfaces."""
+    macOS and Windows), so every Ray process binds 127.0.0.1 instead of all interfaces; and the
+    reaper's mark on every process it starts (`hdee.execute.ray_reaper`). Yields the reaper."""
     from ray._private import ray_constants
 
-    old_env, old_flag = os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_LOOPBACK_ENV] = "0"  # read by the Ray processes this starts
+    token, reaper = ray_reaper.start()
+    saved, old_flag = {k: os.environ.get(k) for k in (_LOOPBACK_ENV, ray_reaper.MARK)}, ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update({_LOOPBACK_ENV: "0", ray_reaper.MARK: token})  # read by the Ray processes this starts
     ray_constants.ENABLE_RAY_CLUSTER = False  # read by this process (ray may be imported already)
     try:
-        yield
+        yield reaper
+    except BaseException:
+        ray_reaper.stop(reaper)
+        raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(_LOOPBACK_ENV, None)
-        else:
-            os.environ[_LOOPBACK_ENV] = old_env
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class RayExecutor(Executor):
@@ -143,6 +150,7 @@ class RayExecutor(Executor):
 
         self._ray = ray
         self._owns_cluster = False
+        self._reaper = None
         self._where = f"the Ray cluster at {address}" if address else "this machine's Ray cluster"
         self._checked = False
         if not ray.is_initialized():
@@ -157,8 +165,12 @@ class RayExecutor(Executor):
                 kwargs.update(address="local", num_cpus=workers or os.cpu_count() or 1)
                 self._owns_cluster = True
             try:
-                with _loopback_node() if self._owns_cluster else contextlib.nullcontext(), ray_output_aside():
+                with _private_node() if self._owns_cluster else contextlib.nullcontext() as reaper, ray_output_aside():
+                    self._reaper = reaper
                     ray.init(**kwargs)
+                # ray.init installs a C++ handler that answers SIGTERM with a stack dump and an abort;
+                # hdee's own (unwind like Ctrl-C: one line, locks released, a private cluster stopped) goes back
+                exit_on_sigterm()
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # e.g. no auth token
                 where = address or "local"
                 auth = isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())) or "authentication" in str(exc).lower()
@@ -217,3 +229,5 @@ class RayExecutor(Executor):
         if self._owns_cluster and self._ray.is_initialized():
             with ray_output_aside():
                 self._ray.shutdown()
+        ray_reaper.stop(self._reaper)
+        self._reaper = None

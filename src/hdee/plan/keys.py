@@ -28,7 +28,8 @@ def _read_key(cfg: ExperimentConfig, name: str) -> dict[str, Any]:
         "role": d.role,
         "max_bytes": default_max_bytes(d),
         "split": data.split.model_dump(mode="json"),
-        "caps": [d.max_train_tokens if d.max_train_tokens is not None else data.max_train_tokens, data.max_eval_tokens],
+        "caps": [d.max_train_tokens if d.max_train_tokens is not None else data.max_train_tokens,
+                 d.max_eval_tokens if d.max_eval_tokens is not None else data.max_eval_tokens],
         "dtype": data.token_dtype,
     }
 

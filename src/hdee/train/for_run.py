@@ -40,7 +40,7 @@ def train_job_for(job: PlannedTraining, layout: RunLayout, cfg: ExperimentConfig
         tokenizer=layout.tokenizer_path,
         budget=Budget(steps=job.steps),
         schedule=cfg.schedule(seed=job.kind == "seed"),
-        train=cfg.train,
+        train=cfg.seed_train() if job.kind == "seed" else cfg.train,
         seed=int(job.seed or 0),
         meta={
             "job_id": job.id,

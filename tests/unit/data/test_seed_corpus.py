@@ -89,7 +89,7 @@ def test_val_and_test_splits_lose_copies_of_the_seed_corpus_and_it_has_its_own_c
     corpus.mkdir()
     (corpus / "seedtext.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in seed_docs))
     seed_train = [t for i, t in enumerate(seed_docs, 1) if split_of(f"seedtext.jsonl:{i}", "seedtext", SplitConfig()) == "train"]
-    extra = (f'\n[[domains]]\nname = "seedtext"\nrole = "seed"\nmax_train_tokens = 1_000_000\n'
+    extra = (f'\n[[domains]]\nname = "seedtext"\nrole = "seed"\nmax_train_tokens = 1_000_000\nmax_eval_tokens = 300\n'
              f'source = {{ kind = "files", paths = ["{corpus / "seedtext.jsonl"}"] }}\n')
     path = make_config(tmp_path, max_train=3000, max_eval=10**6, extra_domains=extra)
     # omega (held out) copies seed training documents among fresh ones; every one of them leaves its splits
@@ -102,6 +102,23 @@ def test_val_and_test_splits_lose_copies_of_the_seed_corpus_and_it_has_its_own_c
     assert manifests["seedtext"].splits["train"].docs == len(seed_train)
     assert manifests["seedtext"].splits["train"].tokens > 3000 * 5
     assert all(manifests[d].splits["train"].tokens <= 3000 for d in cfg.train_domains)
+    # and its own val/test cap (300), where the others take all of theirs (global cap 1M)
+    assert 0 < manifests["seedtext"].splits["val"].tokens <= 300 and manifests["seedtext"].splits["test"].tokens <= 300
+    assert max(manifests[d].splits["val"].tokens for d in cfg.train_domains) > 300
+
+
+def test_seed_models_have_their_own_eval_cadence_and_unset_it_changes_no_id(tmp_path):
+    from hdee.plan import build_plan
+
+    base = load_config(make_config(tmp_path))
+    assert base.seed_train() == base.train
+    tuned = base.model_copy(update={"seed_models": base.seed_models.model_copy(update={"eval_every": 7, "eval_tokens": 512})})
+    assert (tuned.seed_train().eval_every, tuned.seed_train().eval_tokens) == (7, 512)
+    assert (tuned.train.eval_every, tuned.train.eval_tokens) == (base.train.eval_every, base.train.eval_tokens)
+    assert "eval_tokens" not in base.seed_models.model_dump(mode="json")  # configs without it hash as before
+    seeds = lambda c: sorted(j.id for j in build_plan(c, vocab=64).jobs if j.kind == "seed")  # noqa: E731
+    experts = lambda c: sorted(j.id for j in build_plan(c, vocab=64).jobs if j.kind == "train")  # noqa: E731
+    assert seeds(tuned) != seeds(base) and experts(tuned) != experts(base)  # the experts branch from other seeds
 
 
 def test_a_domain_train_cap_must_be_positive(tmp_path):

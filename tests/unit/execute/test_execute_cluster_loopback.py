@@ -197,3 +197,26 @@ def test_a_node_with_another_hdee_is_named(cluster, tiny_run, tmp_path):
     assert code == 2 and len(lines) == 1, err[-3000:]
     assert re.fullmatch(rf"error: node 127\.0\.0\.[23]/\w{{8}} \(.*\) runs hdee {re.escape(hdee.__version__)}, "
                         r"this driver hdee 0\.0\.0\+other; install the same hdee on every node", lines[0]), lines[0]
+
+
+def test_sigterm_of_the_driver_is_one_line_and_the_rerun_finishes(cluster, tiny_run, tmp_path):
+    """Ray's SIGTERM handler dumps a C++ stack and aborts; hdee's unwinds the run and says so once."""
+    rel, dropped = _prepared(tiny_run, tmp_path, "run", drop=3)
+    line = cluster.run_line.replace("configs/paper-small-close.toml", str(tiny_run.config_path)).replace("/shared/runs/paper", rel)
+    argv = shlex.split(line + " --no-view")
+    proc = subprocess.Popen(HDEE + argv[2:], cwd=tmp_path, env=dict(cluster.env, RAY_AUTH_MODE="token"),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / rel / "experts" / dropped[0]).exists():  # a job is running on the cluster
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 128 + signal.SIGTERM and lines == [
+        "stopped: SIGTERM; finished outputs are kept, the same command resumes"], err[-3000:]
+    code, err, _ = _hdee(cluster, line + " --no-view", tmp_path)
+    assert code == 0, err[-3000:]
+    for job_id in dropped:
+        ours, theirs = tmp_path / rel / "experts" / job_id / "model.safetensors", tiny_run.layout.expert_dir(job_id) / "model.safetensors"
+        assert ours.read_bytes() == theirs.read_bytes(), job_id

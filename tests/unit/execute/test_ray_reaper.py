@@ -1,0 +1,107 @@
+"""A private Ray cluster's processes die with its driver, SIGKILL included; SIGTERM of a Ray driver
+is one line, not Ray's stack dump."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hdee.execute import ray_reaper
+from tests.helpers.paths import pythonpath
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="the reaper reads /proc")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+# a driver that starts one marked and one unmarked grandchild in their own sessions (as Ray's
+# agents are: not in the driver's process group), prints their pids, and waits to be killed
+DRIVER = """
+import os, subprocess, sys, time
+from hdee.execute import ray_reaper
+token, reaper = ray_reaper.start()
+env = dict(os.environ, **{ray_reaper.MARK: token})
+sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+marked = subprocess.Popen(sleeper, env=env, start_new_session=True)
+other = subprocess.Popen(sleeper, start_new_session=True)
+print(marked.pid, other.pid, reaper.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_reaper_kills_what_the_sigkilled_driver_marked_and_nothing_else():
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=pythonpath()))
+    marked, other, reaper = map(int, driver.stdout.readline().split())
+    try:
+        assert ray_reaper.marked("no-such-token") == []
+        time.sleep(0.5)  # the reaper is watching
+        driver.kill()
+        driver.wait()
+        assert _gone_within([marked, reaper], 10), "the marked process outlived its driver"
+        assert _alive(other)  # an unmarked process is left alone
+    finally:
+        for pid in (marked, other, reaper):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_a_driver_that_closes_its_cluster_stops_the_reaper():
+    token, reaper = ray_reaper.start()
+    assert reaper is not None and reaper.poll() is None
+    ray_reaper.stop(reaper)
+    assert reaper.returncode is not None
+
+
+PRIVATE = """
+import sys, time
+from hdee.execute.ray import RayExecutor
+ex = RayExecutor(sys.argv[1], workers=1)
+print(ex._reaper.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_no_process_of_a_private_cluster_outlives_a_sigkilled_driver(tmp_path):
+    pytest.importorskip("ray")
+    driver = subprocess.Popen([sys.executable, "-c", PRIVATE, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=pythonpath()), cwd=tmp_path)
+    reaper = int(driver.stdout.readline())
+    token = Path(f"/proc/{reaper}/cmdline").read_bytes().split(b"\0")[-2].decode()
+    started = ray_reaper.marked(token)
+    names = {Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode() for p in started}
+    try:
+        assert any("raylet" in n for n in names) and any("Agent" in n for n in names), names  # the agents carry the mark
+        driver.kill()
+        driver.wait()
+        # Ray alone leaves its dashboard and runtime-env agents for about 60 s
+        assert _gone_within(started, 15), [p for p in started if _alive(p)]
+    finally:
+        for pid in started + [reaper]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
