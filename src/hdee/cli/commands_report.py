@@ -82,22 +82,31 @@ def power(
     target: float = typer.Option(0.8, "--power", min=0.5, max=0.999, help="chance of showing equivalence when there is none to find"),
 ) -> None:
     """The repeats the pre-registered TOST needs: the validation endpoint's spread over a run's repeats."""
-    from hdee.report.compare import comparison, load_repeats
+    from hdee.report.compare import comparison, load_repeats, method_for
+    from hdee.report.prereg import load_prereg
     from hdee.report.verdict import power_table
 
     kind = check_vary(vary)
     if margin <= 0:
         raise HdeeError("--margin must be above 0")
     layout = RunLayout(run_dir)
-    if not layout.results_json.is_file():
-        raise HdeeError(f"{layout.results_json}: no results (run `hdee run` first)")
-    runs = load_repeats(layout, kind)
+    pilot = layout.pilot_path(0).is_file()  # validation pilots first: they hold no test number
+    if not pilot and not layout.results_json.is_file():
+        raise HdeeError(f"{layout.results_json}: no results (run `hdee run --pilot` or `hdee run` first)")
+    runs = load_repeats(layout, kind, pilot=pilot)
     if len(runs) < 2:
-        raise HdeeError(f"{run_dir}: {len(runs)} repeat(s) of kind {kind}; the noise needs at least 2 (`hdee run --seeds N --vary {kind}`)")
-    cmp = comparison(runs, kind)
-    base = cmp.get("baseline")
-    if base is None:
-        raise HdeeError(f"{run_dir}: no baseline strategy among the results")
+        raise HdeeError(f"{run_dir}: {len(runs)} repeat(s) of kind {kind}; the noise needs at least 2 (`hdee run --pilot --seeds N --vary {kind}`)")
+    if pilot:
+        loaded = load_prereg()
+        base = loaded[0].endpoint.baseline if loaded else "MHo-IHo"
+        if base not in runs[0]["ensembles"]:
+            raise HdeeError(f"{run_dir}: the baseline {base} is not among the pilots' strategies")
+        cmp = {"kind": runs[0]["ensemble"], "method": method_for([r["method_choice"] for r in runs])["method"]}
+    else:
+        cmp = comparison(runs, kind)
+        base = cmp.get("baseline")
+        if base is None:
+            raise HdeeError(f"{run_dir}: no baseline strategy among the results")
     rows = power_table(runs, cmp["kind"], cmp["method"], base, margin, alpha, target)
     console = make_console()
     console.print(f"validation endpoint (mean trained-domain log-perplexity minus {base}'s, method {cmp['method']}) over "

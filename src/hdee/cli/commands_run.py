@@ -186,6 +186,8 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="reuse a run directory made by a different config"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
     view: bool = typer.Option(True, "--view/--no-view", help="live view of the jobs"),
+    pilot: bool = typer.Option(False, "--pilot", help="train everything, then score the validation split only: the "
+                               "regime gates and `hdee power` without any test-split number (results/pilot*.json)"),
 ) -> None:
     """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
     from hdee.core.lock import run_dir_lock
@@ -198,10 +200,36 @@ def run_cmd(
     with run_dir_lock(layout.root, "run"):
         summary = run_experiment(
             cfg, layout, backend=backend, address=address, workers=workers, seeds=seeds, vary=vary, force=force, view=view,
-            console=console,
+            console=console, pilot=pilot,
         )
+    if pilot:
+        print_pilot(console, summary)
+        return
     console.print(rich_table(summary["comparison"]))
     console.print(
         f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run, {summary['jobs_reused']} reused): {', '.join(summary['results'])}; report {summary['report']}",
         highlight=False,
     )
+
+
+def print_pilot(console, summary: dict) -> None:
+    """The regime gates of a validation pilot, one line each."""
+    p = summary["pilot"]
+    g = p["gates"]
+    console.print(f"validation pilot of {p['repeats']} repeat(s), method {p['method']}; no test split was read", highlight=False)
+    for s, r in g["a"]["rows"].items():
+        nums = f"{r['ensemble']:.4f} vs its seeds {r['seeds']:.4f}" if r["measurable"] else "not measurable"
+        console.print(f"  (a) {s}: {'pass' if r['passed'] else 'FAIL'} ({nums})", highlight=False)
+    b = g["b"]
+    nums = (f"{b['sizes'][1]} beats {b['sizes'][0]} by {b['mean']:.4f} ± {b['sd']:.4f} over {b['draws']} draws"
+            if b["measurable"] else b["why"])
+    console.print(f"  (b) seed sizes: {'pass' if b['passed'] else 'FAIL'} ({nums})", highlight=False)
+    for name, row in (b.get("spreads") or {}).items():
+        if row["measurable"]:
+            console.print(f"      beside: {name} {row['sizes'][1]} beats {row['sizes'][0]} by {row['mean']:.4f} ± {row['sd']:.4f}",
+                          highlight=False)
+    c = g["c"]
+    console.print(f"  (c) experts beat their parents: {'pass' if c['passed'] else 'FAIL'} ({c['beaten']} of {c['experts']})",
+                  highlight=False)
+    console.print(f"done in {summary['seconds']} s ({summary['jobs_run']} jobs run, {summary['jobs_reused']} reused): "
+                  f"{', '.join(summary['results'])}", highlight=False)

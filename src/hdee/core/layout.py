@@ -143,6 +143,11 @@ class RunLayout:
         results-seed-models-repeat<k>.json for a repeat that retrains the seed models."""
         return self.results_dir / f"results{repeat_suffix(repeat, vary)}.json"
 
+    def pilot_path(self, repeat: int, vary: str = DOMAIN_PHASE) -> Path:
+        """The validation pilot of a repeat (`hdee run --pilot`), named like `results_path`: pilot.json,
+        pilot-repeat<k>.json, pilot-seed-models-repeat<k>.json."""
+        return self.results_dir / f"pilot{repeat_suffix(repeat, vary)}.json"
+
     def results_csv(self, repeat: int, vary: str = DOMAIN_PHASE) -> Path:
         """The same numbers as `results_path(repeat, vary)`, one row per (expert or ensemble, method, domain)."""
         return self.csv_beside(self.results_path(repeat, vary))

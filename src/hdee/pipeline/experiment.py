@@ -21,12 +21,14 @@ from hdee.execute.base import Executor
 from hdee.execute.kinds import MODEL_KINDS
 from hdee.execute.view import RunView
 from hdee.expert_dir import is_finished
+from hdee.evaluation.pilot import pilot_evaluate, pilot_summary
 from hdee.pipeline.operations import evaluate_plan
 from hdee.plan import Job, prepare_job
 from hdee.plan.seeds import Vary, check_vary
+from hdee.report.compare import load_repeats
 from hdee.report.write import write_report
 from hdee.core.layout import RunLayout
-from hdee.run import current_plan, prepared_vocab, resolve_vocab
+from hdee.run import current_plan, ensemble_specs, expert_dirs, prepared_vocab, resolve_vocab
 from hdee.trust import remember_run
 
 #: config sections that change how a run executes, not what it computes
@@ -133,6 +135,7 @@ def run_experiment(
     force: bool = False,
     view: bool = True,
     console: Console | None = None,
+    pilot: bool = False,
 ) -> dict[str, Any]:
     """Run (or finish) the whole experiment of `cfg` in `layout`; returns a summary dict.
 
@@ -142,6 +145,9 @@ def run_experiment(
     either way and writes results/results.json and plan.json; repeat k writes
     results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
     of `-repeat<k>`, which is where `hdee report` looks for them.
+
+    With `pilot`, every training job runs but nothing touches a test split: each repeat writes its
+    validation pilot (`hdee.evaluation.pilot`, `layout.pilot_path`) instead of results and report.
     """
     vary = check_repeats(cfg, seeds, vary)
     t0 = time.monotonic()
@@ -164,22 +170,32 @@ def run_experiment(
             while True:
                 plan = plan.model_copy(update={"config_sha256": cfg.fingerprint()})
                 plan.write(layout.plan_path(repeat, vary))
-                ran += _execute(executor, live, plan.jobs, f"{cfg.name} repeat {repeat} stage {stage}")
+                jobs = [j for j in plan.jobs if j.kind != "score"] if pilot else plan.jobs  # a pilot scores val only, below
+                ran += _execute(executor, live, jobs, f"{cfg.name} repeat {repeat} stage {stage}")
                 if plan.complete:
                     break
                 decided = current_plan(cfg, vocab, layout, repeat, vary)  # the pilots have run now
                 if decided.pending:
                     raise PlanError(f"strategies {', '.join(decided.pending)} stay pending after their pilot jobs ran")
                 plan, stage = decided, stage + 1
+            summary["plans"].append(str(layout.plan_path(repeat, vary)))
+            if pilot:
+                live.add_jobs([], f"{cfg.name} repeat {repeat}: validation pilot")
+                pilot_evaluate(cfg, layout, expert_dirs(plan, layout), ensemble_specs(plan, layout), layout.pilot_path(repeat, vary))
+                summary["results"].append(str(layout.pilot_path(repeat, vary)))
+                continue
             live.add_jobs([], f"{cfg.name} repeat {repeat}: evaluating")
             trap = fault.arm("evaluate", layout.root)
             evaluate_plan(cfg, layout, plan, vary, env, t0)
             trap.before_record()
-            summary["plans"].append(str(layout.plan_path(repeat, vary)))
             summary["results"].append(str(layout.results_path(repeat, vary)))
         summary["jobs_reused"] = live.counts()["skipped"]
-    summary["comparison"] = write_report(layout, vary)
     summary["jobs_run"] = ran
-    summary["report"] = str(layout.report_files(vary)[0])
     summary["seconds"] = round(time.monotonic() - t0, 1)
+    if pilot:
+        runs = load_repeats(layout, vary, pilot=True)
+        summary["pilot"] = pilot_summary(runs, runs if vary == "seed-models" else runs[:1])
+        return summary
+    summary["comparison"] = write_report(layout, vary)
+    summary["report"] = str(layout.report_files(vary)[0])
     return summary

@@ -52,10 +52,12 @@ def _single_model(name: str) -> bool:
     return entry is not None and entry.single_model
 
 
-def load_repeats(layout: RunLayout, vary: Vary = "domain-phase") -> list[dict[str, Any]]:
-    """results.json (repeat 0) followed by the repeats of kind `vary` (`layout.results_path`) in order, when present."""
-    paths = [layout.results_path(0)]
-    while (p := layout.results_path(len(paths), vary)).exists():
+def load_repeats(layout: RunLayout, vary: Vary = "domain-phase", pilot: bool = False) -> list[dict[str, Any]]:
+    """results.json (repeat 0) followed by the repeats of kind `vary` (`layout.results_path`) in order,
+    when present; with `pilot`, the validation pilots instead (`layout.pilot_path`)."""
+    path_of = layout.pilot_path if pilot else layout.results_path
+    paths = [path_of(0)]
+    while (p := path_of(len(paths), vary)).exists():
         paths.append(p)
     runs = []
     for p in paths:

@@ -63,9 +63,23 @@ def gate_seeds_beaten(runs: list[dict[str, Any]], method: str) -> dict[str, Any]
     return {"passed": bool(rows) and not failed, "rows": rows, "failed": failed, "method": method}
 
 
-def seed_gap(run: dict[str, Any]) -> tuple[str, str, float] | None:
-    """(smallest size, largest size, smallest's minus largest's validation loss on the seed corpus)."""
-    seeds = [e["meta"] for e in run["experts"].values() if e["meta"].get("kind") == "seed"]
+def _seed_of(experts: dict[str, Any], eid: str) -> dict[str, Any] | None:
+    """The seed model an expert descends from (itself for a seed), None when its chain is broken."""
+    e = experts.get(eid)
+    while e is not None and e["meta"].get("kind") != "seed":
+        e = experts.get(_id(e["meta"].get("parent")) or "")
+    return e
+
+
+def seed_gap(run: dict[str, Any], strategy: str | None = None) -> tuple[str, str, float] | None:
+    """(smallest size, largest size, smallest's minus largest's validation loss on the seed corpus),
+    among the seeds of `strategy`'s experts, or among every seed of the run."""
+    experts = run["experts"]
+    if strategy is not None and strategy in run.get("ensembles", {}):
+        found = (_seed_of(experts, eid) for eid in run["ensembles"][strategy]["experts"])
+        seeds = list({id(e): e["meta"] for e in found if e is not None}.values())
+    else:
+        seeds = [e["meta"] for e in experts.values() if e["meta"].get("kind") == "seed"]
     seeds = [m for m in seeds if isinstance(m.get("final_val_loss"), (int, float))]
     if len(seeds) < 2:
         return None
@@ -74,10 +88,9 @@ def seed_gap(run: dict[str, Any]) -> tuple[str, str, float] | None:
     return small.get("size_name"), large.get("size_name"), float(small["final_val_loss"]) - float(large["final_val_loss"])
 
 
-def gate_seed_sizes(draws: list[dict[str, Any]]) -> dict[str, Any]:
-    """(b): the paired gap between the smallest and the largest seed over seed draws."""
+def _size_gate(draws: list[dict[str, Any]], strategy: str | None) -> dict[str, Any]:
     corpus = draws[0].get("seed_corpus") or {}
-    gaps = [g for g in (seed_gap(r) for r in draws) if g is not None]
+    gaps = [g for g in (seed_gap(r, strategy) for r in draws) if g is not None]
     out: dict[str, Any] = {"draws": len(gaps), "sds": SEED_SDS, "passed": False, "measurable": False,
                            "gaps": [g[2] for g in gaps], "sizes": list(gaps[0][:2]) if gaps else None}
     if not corpus.get("disjoint"):
@@ -88,6 +101,18 @@ def gate_seed_sizes(draws: list[dict[str, Any]]) -> dict[str, Any]:
         return out
     mean, sd = _mean(out["gaps"]), float(np.std(out["gaps"], ddof=1))
     out.update(measurable=True, mean=mean, sd=sd, passed=mean > 0 and mean >= SEED_SDS * sd)
+    return out
+
+
+def gate_seed_sizes(draws: list[dict[str, Any]]) -> dict[str, Any]:
+    """(b): the paired gap between the smallest and the largest seed over seed draws, for the sizes of
+    `MHe-IHo` (the gate) and of each of its other spreads (`MHe-IHo.NAME`, beside it); every seed of
+    the run when it has no `MHe-IHo`."""
+    spread_names = sorted(n for n in draws[0].get("ensembles", {}) if n.startswith("MHe-IHo."))
+    main = "MHe-IHo" if "MHe-IHo" in draws[0].get("ensembles", {}) else None
+    out = _size_gate(draws, main)
+    out["strategy"] = main
+    out["spreads"] = {n: _size_gate(draws, n) for n in spread_names}
     return out
 
 
@@ -121,17 +146,11 @@ def forgetting(run: dict[str, Any]) -> dict[str, float]:
         if e["meta"].get("kind") == "train" and e["meta"].get("lineage"):
             lineage_domains.setdefault(e["meta"]["lineage"], set()).add(e["meta"].get("domain"))
 
-    def seed_of(eid: str) -> dict[str, Any] | None:
-        e = experts.get(eid)
-        while e is not None and e["meta"].get("kind") != "seed":
-            e = experts.get(_id(e["meta"].get("parent")) or "")
-        return e
-
     out = {}
     for name, ens in run["ensembles"].items():
         diffs = []
         for eid in ens["experts"]:
-            e, seed = experts.get(eid), seed_of(eid)
+            e, seed = experts.get(eid), _seed_of(experts, eid)
             if e is None or seed is None or e["meta"].get("kind") != "train":
                 continue
             outside = [d for d in trained if d not in lineage_domains.get(e["meta"].get("lineage"), set())]

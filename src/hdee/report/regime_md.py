@@ -49,7 +49,12 @@ def gates(reg: dict[str, Any] | None) -> list[str]:
                 f"needs ≥ {b['sds']:g} SD")
     else:
         nums = f"not measurable: {b['why']}"
-    out.append(f"| (b) largest seed beats smallest on the seed corpus | {_mark(b['passed'])} | {nums} |")
+    whose = f" (the sizes of `{b['strategy']}`)" if b.get("strategy") else ""
+    out.append(f"| (b) largest seed beats smallest on the seed corpus{whose} | {_mark(b['passed'])} | {nums} |")
+    for name, row in (b.get("spreads") or {}).items():  # beside the gate: the other spreads' sizes
+        nums = (f"{row['sizes'][1]} beats {row['sizes'][0]} by {row['mean']:.4f} ± {row['sd']:.4f} over {row['draws']} draws"
+                if row["measurable"] else f"not measurable: {row['why']}")
+        out.append(f"| beside (b): the sizes of `{name}` | {'≥' if row['passed'] else '<'} {row['sds']:g} SD | {nums} |")
     worst = max(c["failed"], key=lambda r: r["diff"], default=None)
     out.append(f"| (c) every expert beats its parent on its own domain | {_mark(c['passed'])} | {c['beaten']} of {c['experts']}"
                + (f"; worst {worst['expert']} on {worst['domain']} {worst['diff']:+.4f}" if worst else "") + " |")

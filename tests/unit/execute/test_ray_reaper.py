@@ -69,7 +69,7 @@ def test_the_reaper_kills_what_the_sigkilled_driver_marked_and_nothing_else():
 
 
 def test_a_driver_that_closes_its_cluster_stops_the_reaper():
-    token, reaper = ray_reaper.start()
+    _token, reaper = ray_reaper.start()
     assert reaper is not None and reaper.poll() is None
     ray_reaper.stop(reaper)
     assert reaper.returncode is not None

@@ -97,6 +97,28 @@ def test_seed_size_gate_needs_three_sds_over_draws_on_a_disjoint_corpus():
     assert not shared["measurable"] and "disjoint" in shared["why"]
 
 
+def _spread_draw(far_gap: float, close_gap: float) -> dict:
+    """Seeds XS/S/M/L/XL; MHe-IHo's experts branch from XS, M and XL, MHe-IHo.close's from S, M and L."""
+    losses = {"XS": 4.0 + far_gap, "S": 4.0 + close_gap, "M": 4.0, "L": 4.0, "XL": 4.0}
+    experts = {f"seed-{s}": {"meta": {"kind": "seed", "size_name": s, "params": {"total": n}, "final_val_loss": losses[s]}}
+               for n, s in enumerate(losses)}
+    ensembles = {}
+    for name, sizes in (("MHe-IHo", ("XS", "M", "XL")), ("MHe-IHo.close", ("S", "M", "L"))):
+        for s in sizes:
+            experts[f"{name}-{s}"] = {"meta": {"kind": "train", "parent": {"path": f"experts/seed-{s}"}}}
+        ensembles[name] = {"experts": [f"{name}-{s}" for s in sizes]}
+    return {"experts": experts, "ensembles": ensembles, "seed_corpus": {"domains": ["web"], "disjoint": True}}
+
+
+def test_the_seed_size_gate_reads_the_sizes_of_mhe_iho_and_shows_other_spreads_beside_it():
+    g = gate_seed_sizes([_spread_draw(f, c) for f, c in ((0.10, 0.01), (0.11, -0.01), (0.09, 0.0))])
+    assert g["strategy"] == "MHe-IHo" and g["sizes"] == ["XS", "XL"] and g["passed"]
+    assert g["mean"] == pytest.approx(0.10)
+    close = g["spreads"]["MHe-IHo.close"]
+    assert close["sizes"] == ["S", "L"] and close["measurable"] and not close["passed"]
+    assert close["mean"] == pytest.approx(0.0, abs=1e-12)
+
+
 # ------------------------------------------------------------------------ statistics
 
 
