@@ -67,4 +67,4 @@ def import_seed_for(job: PlannedTraining, layout: RunLayout, cfg: ExperimentConf
         source = cfg.seed_models.from_[str(job.size)]
     return import_seed(source, layout.expert_dir(job.id), size_spec(cfg, str(job.size), vocab),
                        tokenizer=layout.tokenizer_path, tokenizer_hash=tokenizer_hash(layout.tokenizer_path),
-                       val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.train.eval_tokens, meta=meta)
+                       val_dirs=[layout.domain_dir(d) for d in job.domains], eval_tokens=cfg.seed_train().eval_tokens, meta=meta)

@@ -107,6 +107,21 @@ def test_second_build_is_a_noop_a_new_run_imports_and_a_changed_input_rebuilds(t
         build_seeds(cfg, RunLayout(tmp_path / "d"), view=False)
 
 
+def test_an_imported_seed_is_validated_on_the_seed_eval_budget(tmp_path):
+    """`seed_models.eval_tokens` decides both the cached seed's and the imported seed's validation
+    loss (the number gate (b) compares), on the same windows; `train.eval_tokens` neither."""
+    from hdee.pipeline.seed_build import build_seeds
+
+    cfg = _config(tmp_path)
+    assert cfg.train.eval_tokens == 512
+    cfg = cfg.model_copy(update={"seed_models": cfg.seed_models.model_copy(update={"eval_tokens": 256})})
+    (row,) = build_seeds(cfg, RunLayout(tmp_path / "a"), view=False)["seeds"]
+    cached = load_record(Path(row["entry"]))
+    imported = load_record(RunLayout(tmp_path / "a").expert_dir(row["job"]))
+    assert imported.final_val_loss == pytest.approx(cached.final_val_loss, rel=1e-5)
+
+
+
 def test_an_entry_being_trained_elsewhere_is_not_trained_twice(tmp_path):
     from hdee.core.lock import run_dir_lock
     from hdee.train.seed_cache import entry_dir, train_cached
