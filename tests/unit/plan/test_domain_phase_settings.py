@@ -55,7 +55,7 @@ def test_plan_reports_the_seed_proportions_of_the_regime_config(monkeypatch, tmp
     res = CliRunner().invoke(app, ["plan", str(CONFIGS / "regime.toml"), "--vocab", "2048", "--run-dir", "/nonexistent-run"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "seed models: 6,600,704 tokens each = 64.5:1 seed tokens per expert-iteration" in text
-    assert "tokens per non-embedding parameter: S 18.3, M 14.9, L 12.5" in text
+    assert "seed models: 4,194,304 tokens each = 41.0:1 seed tokens per expert-iteration" in text
+    assert "tokens per non-embedding parameter: XS 25.2, S 11.6, M 9.5, L 8.0, XL 5.8" in text
     assert "domain-phase peak lr 0.0003 = 0.1x the seeds' 0.003" in text
-    assert f"seed cache: 0 of 3 built in {tmp_path / 'cache' / 'seeds'} (hdee seeds builds them)" in text
+    assert f"seed cache: 0 of 5 built in {tmp_path / 'cache' / 'seeds'} (hdee seeds builds them)" in text
