@@ -183,12 +183,13 @@ def test_document_bootstrap_resamples_documents_per_domain():
 def test_the_shipped_preregistration_validates_and_marks_its_provisional_values():
     pre, sha = load_prereg(DEFAULT)
     assert len(sha) == 64 and pre.endpoint.baseline == "MHo-IHo" and pre.analysis.bootstrap == "documents"
-    assert set(pre.design.provisional) == {"design.repeats", "design.seed_draws", "analysis.margin"}
+    assert set(pre.design.provisional) <= {"design.repeats", "design.seed_draws"}  # the margin is fixed
+    assert pre.analysis.margin == 0.02
 
 
 def test_a_bad_preregistration_is_one_clear_line(tmp_path):
     text = DEFAULT.read_text()
-    for broken, want in ((text.replace("margin = 0.01", "margin = -1"), "analysis.margin"),
+    for broken, want in ((text.replace("margin = 0.02", "margin = -1"), "analysis.margin"),
                          (text.replace("[rule]", "[rule]\nextra = 1"), "rule.extra: unknown key"),
                          (text + "\n[[", "cannot parse")):
         path = tmp_path / "pre.toml"
