@@ -26,6 +26,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
 def _gone_within(pids: list[int], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while any(_alive(p) for p in pids):
@@ -91,8 +98,13 @@ def test_no_process_of_a_private_cluster_outlives_a_sigkilled_driver(tmp_path):
                               env=dict(os.environ, PYTHONPATH=pythonpath()), cwd=tmp_path)
     reaper = int(driver.stdout.readline())
     token = Path(f"/proc/{reaper}/cmdline").read_bytes().split(b"\0")[-2].decode()
-    started = ray_reaper.marked(token)
-    names = {Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode() for p in started}
+    deadline = time.monotonic() + 30
+    while True:  # the raylet starts its agents a moment after ray.init returns
+        started = ray_reaper.marked(token)
+        names = {_name(p) for p in started}
+        if any("Agent" in n for n in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     try:
         assert any("raylet" in n for n in names) and any("Agent" in n for n in names), names  # the agents carry the mark
         driver.kill()
