@@ -159,6 +159,11 @@ def domain_windows(
     raise EnsembleError(f"{domain}: cannot score split {split!r} (scored: {', '.join(SPLITS_SCORED)})")
 
 
+def stacked_scores(layout: "RunLayout", ids: list[str], domain: str, split: str) -> np.ndarray:
+    """The cached log-probs of experts `ids` on one domain split, stacked [K, n, T]."""
+    return np.stack([np.load(layout.score_path(e, domain, split), allow_pickle=False) for e in ids])
+
+
 def split_val(val_lp: np.ndarray, prior_sequences: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the val windows [K, m, T] -> (the prior's windows, the method-selection windows);
     disjoint, so no method is chosen on the windows its prior was estimated on."""

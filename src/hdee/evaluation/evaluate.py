@@ -81,10 +81,6 @@ def _score_all(
     return ppl, windows["test"]
 
 
-def _stacked(layout: RunLayout, ids: list[str], domain: str, split: str) -> np.ndarray:
-    return np.stack([np.load(layout.score_path(e, domain, split), allow_pickle=False) for e in ids])
-
-
 def _without_each(cfg: ExperimentConfig, layout: RunLayout, ids: list[str], method: str) -> dict[str, Any]:
     """Opt-out of one expert at a time: the ensemble's test perplexity per domain without it, from cached scores."""
     if len(ids) < 2 or not MIXING_METHODS.get(method).cached:
@@ -92,8 +88,8 @@ def _without_each(cfg: ExperimentConfig, layout: RunLayout, ids: list[str], meth
     ppl: dict[str, dict[str, float]] = {e: {} for e in ids}
     kw = {"top_k_experts": cfg.eval.top_k, "prior_alpha": cfg.eval.prior_alpha}
     for d in cfg.eval_domains:
-        lp = _stacked(layout, ids, d, "test")
-        prior_lp, _ = scoring.split_val(_stacked(layout, ids, d, "val"), cfg.eval.prior_sequences)
+        lp = scoring.stacked_scores(layout, ids, d, "test")
+        prior_lp, _ = scoring.split_val(scoring.stacked_scores(layout, ids, d, "val"), cfg.eval.prior_sequences)
         for k, e in enumerate(ids):
             keep = [i for i in range(len(ids)) if i != k]
             ppl[e][d] = perplexity(mix_cached(method, lp[keep], prior_lp[keep], **kw))
@@ -150,13 +146,13 @@ def _mix(
     models: list[torch.nn.Module] = []
     kw = {"top_k_experts": cfg.eval.top_k, "prior_alpha": cfg.eval.prior_alpha}
     for d in domains:
-        lp = _stacked(layout, ids, d, "test")
-        prior_lp, select_lp = scoring.split_val(_stacked(layout, ids, d, "val"), cfg.eval.prior_sequences)
+        lp = scoring.stacked_scores(layout, ids, d, "test")
+        prior_lp, select_lp = scoring.split_val(scoring.stacked_scores(layout, ids, d, "val"), cfg.eval.prior_sequences)
         priors[d] = np.exp(estimate_prior(prior_lp, cfg.eval.prior_alpha)).tolist()
         best[d] = ids[best_expert_index(lp)]
         select_windows[d] = int(select_lp.shape[1])
         if seed_val and select_lp.shape[1]:
-            seed_prior, seed_select = scoring.split_val(_stacked(layout, seeds, d, "val"), cfg.eval.prior_sequences)
+            seed_prior, seed_select = scoring.split_val(scoring.stacked_scores(layout, seeds, d, "val"), cfg.eval.prior_sequences)
             for m in seed_val:
                 seed_val[m][d] = perplexity(mix_cached(m, seed_select, seed_prior, **kw))
         for m in methods:

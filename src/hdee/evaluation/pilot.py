@@ -44,10 +44,6 @@ def _val_scores(cfg: ExperimentConfig, layout: RunLayout, experts: Mapping[str, 
     return ppl
 
 
-def _stacked(layout: RunLayout, ids: list[str], domain: str) -> np.ndarray:
-    return np.stack([np.load(layout.score_path(e, domain, SPLIT), allow_pickle=False) for e in ids])
-
-
 def _mix_val(cfg: ExperimentConfig, layout: RunLayout, spec: EnsembleSpec, methods: list[str],
              experts: Mapping[str, Path]) -> dict[str, Any]:
     """One ensemble (and its seed models, mixed the same way) on the selection windows."""
@@ -58,7 +54,7 @@ def _mix_val(cfg: ExperimentConfig, layout: RunLayout, spec: EnsembleSpec, metho
     seed_val: dict[str, dict[str, float]] = {m: {} for m in methods} if seeds else {}
     priors, select_windows = {}, {}
     for d in cfg.eval_domains:
-        prior_lp, select_lp = scoring.split_val(_stacked(layout, ids, d), cfg.eval.prior_sequences)
+        prior_lp, select_lp = scoring.split_val(scoring.stacked_scores(layout, ids, d, SPLIT), cfg.eval.prior_sequences)
         priors[d] = np.exp(estimate_prior(prior_lp, cfg.eval.prior_alpha)).tolist()
         select_windows[d] = int(select_lp.shape[1])
         if not select_lp.shape[1]:
@@ -66,7 +62,7 @@ def _mix_val(cfg: ExperimentConfig, layout: RunLayout, spec: EnsembleSpec, metho
         for m in methods:
             val_ppl[m][d] = perplexity(mix_cached(m, select_lp, prior_lp, **kw))
         if seeds:
-            seed_prior, seed_select = scoring.split_val(_stacked(layout, seeds, d), cfg.eval.prior_sequences)
+            seed_prior, seed_select = scoring.split_val(scoring.stacked_scores(layout, seeds, d, SPLIT), cfg.eval.prior_sequences)
             for m in methods:
                 seed_val[m][d] = perplexity(mix_cached(m, seed_select, seed_prior, **kw))
     out = {"experts": ids, "meta": dict(spec.meta), "val_ppl": val_ppl, "priors": priors, "select_windows": select_windows}

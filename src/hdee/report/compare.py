@@ -10,12 +10,10 @@ from typing import Any
 
 import hdee.report.stats as stats
 from hdee.core.errors import HdeeError
-from hdee.core.fsutil import read_json
-from hdee.core.layout import RunLayout
 from hdee.core.provenance import total_costs
 from hdee.registry import MIXING_METHODS, STRATEGIES
 from hdee.plan.seeds import Vary, noise_covered
-from hdee.core.results_schema import check_readable
+from hdee.report.results_check import load_repeats  # noqa: F401 - where callers have always found it
 
 DEFAULT_ORDER = 100  # where strategies no registry entry places go: after the registered ones
 NOT_REMOVED = (
@@ -50,25 +48,6 @@ def _heterogeneous(name: str) -> bool:
 def _single_model(name: str) -> bool:
     entry = STRATEGIES.find(name)
     return entry is not None and entry.single_model
-
-
-def load_repeats(layout: RunLayout, vary: Vary = "domain-phase", pilot: bool = False) -> list[dict[str, Any]]:
-    """results.json (repeat 0) followed by the repeats of kind `vary` (`layout.results_path`) in order,
-    when present; with `pilot`, the validation pilots instead (`layout.pilot_path`)."""
-    path_of = layout.pilot_path if pilot else layout.results_path
-    paths = [path_of(0)]
-    while (p := path_of(len(paths), vary)).exists():
-        paths.append(p)
-    runs = []
-    for p in paths:
-        try:
-            runs.append(read_json(p))
-        except ValueError as exc:
-            raise HdeeError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); `hdee eval` rewrites it") from None
-        if not isinstance(runs[-1], dict):
-            raise HdeeError(f"{p}: expected a JSON object; `hdee eval` rewrites it")
-        check_readable(runs[-1], p)
-    return runs
 
 
 def mean_log_ppl(ppl: dict[str, float], domains: list[str]) -> float:

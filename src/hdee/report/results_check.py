@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hdee.core.errors import HdeeError
+from hdee.core.fsutil import read_json
+from hdee.core.layout import RunLayout
+from hdee.core.results_schema import check_readable
+from hdee.plan.seeds import Vary
 
 
 def _ppl_cells(results: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -49,3 +53,21 @@ def check_results(results: dict[str, Any], path: Path, strategies: list[str] | N
     missing = [s for s in strategies or [] if s not in present]
     if missing:
         raise HdeeError(f"{path}: no results for strategy {', '.join(missing)} of its plan; `hdee eval` rewrites the file")
+
+
+def load_repeats(layout: RunLayout, vary: Vary = "domain-phase", pilot: bool = False) -> list[dict[str, Any]]:
+    """results.json (or with `pilot` pilot.json) and the repeats of kind `vary` after it, in order."""
+    path_of = layout.pilot_path if pilot else layout.results_path
+    paths = [path_of(0)]
+    while (p := path_of(len(paths), vary)).exists():
+        paths.append(p)
+    runs = []
+    for p in paths:
+        try:
+            runs.append(read_json(p))
+        except ValueError as exc:
+            raise HdeeError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); `hdee eval` rewrites it") from None
+        if not isinstance(runs[-1], dict):
+            raise HdeeError(f"{p}: expected a JSON object; `hdee eval` rewrites it")
+        check_readable(runs[-1], p)
+    return runs
