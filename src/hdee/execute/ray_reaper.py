@@ -3,8 +3,11 @@
 Ray stops its GCS and raylet when the driver that started them dies, but its dashboard and
 runtime-env agents first try to tell the (dead) GCS why, with a fixed 60 s timeout, and only then
 exit. hdee marks every process of a cluster it starts with an environment variable, and a small
-reaper in its own session waits for the driver to die and kills whatever still carries the mark.
-Linux only (it reads /proc); elsewhere the agents exit on Ray's own timeout.
+reaper in its own session keeps a list of the marked processes and their descendants while the
+cluster lives, and kills them once the driver dies. Descendants matter: the agents retitle
+themselves (setproctitle), which can overwrite the environment that /proc shows, and by the time
+the driver is gone their parent, the raylet, may be gone too. Linux only (it reads /proc);
+elsewhere the agents exit on Ray's own timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +31,32 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def family(token: str) -> dict[int, str]:
+    """The processes marked with `token` and all their descendants: pid -> start time."""
+    pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    children: dict[int, list[int]] = {}
+    for pid in pids:
+        children.setdefault(_parent(pid) or 0, []).append(pid)
+    out: dict[int, str] = {}
+    todo = marked(token)
+    while todo:
+        pid = todo.pop()
+        if pid in out or pid == os.getpid():
+            continue
+        born = _start_time(pid)
+        if born is not None:
+            out[pid] = born
+            todo.extend(children.get(pid, []))
+    return out
 
 
 def marked(token: str) -> list[int]:
@@ -64,16 +93,20 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def reap(driver_pid: int, token: str) -> None:
-    """Wait until `driver_pid` is gone, then SIGKILL every process marked with `token`."""
-    born = _start_time(driver_pid)
+    """Wait until `driver_pid` is gone, then SIGKILL every process marked with `token` and every
+    descendant of one seen while the driver lived (a pid counts only with its recorded start time)."""
+    born, seen = _start_time(driver_pid), {}
     while born is not None and _start_time(driver_pid) == born:
+        seen.update({q: _start_time(q) for q in marked(token)})
         time.sleep(POLL_SECONDS)
     for _ in range(3):  # a process may start while the others die
-        for pid in marked(token):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        seen.update({q: _start_time(q) for q in marked(token)})
+        for pid, started in seen.items():
+            if _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         time.sleep(POLL_SECONDS)
 
 
