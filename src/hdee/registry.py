@@ -60,6 +60,9 @@ class MixingEntry:
     # k > 0: a routed method (hdee.ensemble.routing): a router picks k experts per window from its
     # first tokens and only those run; it trades perplexity for compute, so it is never the default
     routed: int = 0
+    # what a routed method routes on: "prefix" (the window's first R tokens) or "previous" (the
+    # text before the window; hdee.ensemble.previous_context)
+    context: str = "prefix"
     runs_one: bool = False  # runs only the one expert it picks: its inference cost is that expert's
     default: bool = False  # the method generation and lm-eval use when none is named
 

@@ -10,6 +10,10 @@ evaluation windows of T tokens:
 * `routed-top<k>`: the prefix model over the first R tokens, the router, and the k chosen
   experts over the whole window (they need the prefix as context): F_p(R) + router + sum_chosen F(T),
   averaged over windows.
+* `routed-prev-top<k>` (hdee.ensemble.previous_context): on a window with a previous context of
+  L tokens, the router on it (for a hidden-state router the prefix model's F_p(L) too), for k > 1
+  the chosen experts over it (their starting posterior, sum_chosen F(L)), and the chosen experts over
+  the window; a window without context costs what `routed-top<k>` does. Averaged over windows.
 
 Not counted: the mixing arithmetic (a few operations per expert and token), and a cached prior,
 estimated once per domain on validation windows.
@@ -56,9 +60,10 @@ def window_flops(info: ExpertInfo, tokens: int) -> float:
 class RoutedCost:
     """What a routed method ran on each window of a domain."""
 
-    prefix_flops: float  # the prefix model over the first R tokens of one window
-    router_flops: float  # one routing decision
+    prefix_flops: float  # the prefix model (first R tokens, or a previous context) per window, averaged
+    router_flops: float  # one routing decision, averaged over windows
     choice: np.ndarray  # int [windows, k]: the experts run on each window
+    context_flops: float = 0.0  # a cascade's chosen experts over the previous context, averaged
 
 
 def method_flops(
@@ -80,5 +85,5 @@ def method_flops(
         if routed is None:
             raise EnsembleError(f"{method} FLOPs need the routing choices")
         experts = full[np.asarray(routed.choice, dtype=np.int64)].sum(axis=1).mean() if routed.choice.size else 0.0
-        return float((routed.prefix_flops + routed.router_flops + experts) / seq_len)
+        return float((routed.prefix_flops + routed.router_flops + routed.context_flops + experts) / seq_len)
     return float(full.sum() / seq_len)

@@ -8,7 +8,7 @@ how to weigh the experts at each step (`generate`). Registering one is one call,
 
 (`lp` [K, n, T] float64 log-probs, `log_prior` [K] or None, result [n, T]; see docs/ensembling.md.)
 A routed method has neither: a router picks its k experts (`routed=k`, hdee.ensemble.routing);
-every `routed-top<k>` name is known without registering it.
+every `routed-top<k>` and `routed-prev-top<k>` name is known without registering it.
 """
 
 from __future__ import annotations
@@ -98,5 +98,8 @@ register_method("product", score_models=_product_scores, generate=_sample(None))
 register_method("routed-top1", routed=1)
 register_method("routed-top2", routed=2)
 _registering_builtins = False
-# routed-top<k> for any other k is registered the first time a config or a call names it
+# routed-top<k> for any other k is registered the first time a config or a call names it, and so
+# is routed-prev-top<k> (routing on the text before the window)
 MIXING_METHODS.add_family(r"routed-top([1-9][0-9]*)", lambda m: MixingEntry(m.group(0), routed=int(m.group(1))))
+MIXING_METHODS.add_family(r"routed-prev-top([1-9][0-9]*)",
+                          lambda m: MixingEntry(m.group(0), routed=int(m.group(1)), context="previous"))

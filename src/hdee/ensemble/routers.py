@@ -113,9 +113,12 @@ class Router:
         """The k experts of highest similarity per prefix, best first (ties: lower index): int [n, k]."""
         return top_experts(self.scores(prefixes, model), k)
 
-    def flops_per_window(self) -> float:
-        """Arithmetic of one routing decision beyond the prefix model's forward pass (an upper bound)."""
-        return self.kind_spec.flops_per_window(self)
+    def flops_per_window(self, tokens: int | None = None) -> float:
+        """Arithmetic of one routing decision beyond the prefix model's forward pass (an upper bound),
+        on `route_tokens` tokens or on `tokens` (a longer or shorter context)."""
+        from dataclasses import replace
+
+        return self.kind_spec.flops_per_window(self if tokens is None else replace(self, route_tokens=int(tokens)))
 
 
 def top_experts(scores: np.ndarray, k: int) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 from hdee.ensemble.experts import ExpertInfo, load_model, read_expert
 from hdee.ensemble.inference_flops import RoutedCost, total_params, window_flops
 from hdee.ensemble.mixing import prefix_posterior
+from hdee.ensemble.previous_context import cascade_mix, context_loglik, previous_contexts, scores_by_length
 from hdee.ensemble.routers import (
     Router,
     load_router,
@@ -29,7 +30,7 @@ from hdee.ensemble.routers import (
     save_router,
     top_experts,
 )
-from hdee.core.errors import EnsembleError
+from hdee.core.errors import EnsembleError, HdeeError
 from hdee.core.fsutil import sha256_bytes
 from hdee.registry import MIXING_METHODS, ROUTERS
 
@@ -185,27 +186,69 @@ class RoutedEvaluator:
             self._setups[key] = {"record": rec, "router": router}
         return self._setups[key]["record"]
 
-    def mix(self, ids: Sequence[str], domain: str, windows: np.ndarray, lp: np.ndarray, k: int) -> tuple[np.ndarray, RoutedCost]:
-        """(mixture log-probs [n, T], cost) of `routed-top<k>` on one domain's test windows."""
+    def _prefix_scores(self, ids: Sequence[str], domain: str, windows: np.ndarray, router: Router) -> np.ndarray:
+        """The router's scores of each window's first R tokens (memoised per ensemble and domain)."""
+        rec, skey = self._setups[tuple(ids)]["record"], (tuple(ids), domain)
+        if skey not in self._scores:
+            model = self._model(rec["prefix_model"]) if router.kind_spec.needs_prefix_model else None
+            self._scores[skey] = router.scores(windows[:, : self.cfg.route_tokens], model)
+            top1 = self._scores[skey].argmax(axis=1)
+            rec["top1_share"][domain] = {e: float(np.mean(top1 == i)) for i, e in enumerate(ids)}
+        return self._scores[skey]
+
+    def mix(self, ids: Sequence[str], domain: str, windows: np.ndarray, lp: np.ndarray, k: int,
+            context: str = "prefix") -> tuple[np.ndarray, RoutedCost]:
+        """(mixture log-probs [n, T], cost) of `routed-top<k>` (`context="prefix"`) or
+        `routed-prev-top<k>` (`"previous"`) on one domain's test windows."""
         rec = self.setup(ids)
         router: Router | None = self._setups[tuple(ids)]["router"]
         r, n = self.cfg.route_tokens, lp.shape[1]
         prefix_id = rec["prefix_model"]
+        prefix_lp = np.load(self.layout.score_path(prefix_id, domain, "test"), allow_pickle=False)
         if router is None or k >= len(ids):
             choice = np.tile(np.arange(min(k, len(ids))), (n, 1))
-            router_flops = 0.0
-        else:
-            skey = (tuple(ids), domain)
-            if skey not in self._scores:
-                model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
-                self._scores[skey] = router.scores(windows[:, :r], model)
-                top1 = self._scores[skey].argmax(axis=1)
-                rec["top1_share"][domain] = {e: float(np.mean(top1 == i)) for i, e in enumerate(ids)}
-            choice = top_experts(self._scores[skey], k)
-            router_flops = router.flops_per_window()
-        prefix_lp = np.load(self.layout.score_path(prefix_id, domain, "test"), allow_pickle=False)
-        cost = RoutedCost(window_flops(self.infos[prefix_id], r), router_flops, choice)
-        return routed_mix(lp, prefix_lp, choice, r), cost
+            cost = RoutedCost(window_flops(self.infos[prefix_id], r), 0.0, choice)
+            return routed_mix(lp, prefix_lp, choice, r), cost
+        choice = top_experts(self._prefix_scores(ids, domain, windows, router), k)
+        if context != "previous":
+            cost = RoutedCost(window_flops(self.infos[prefix_id], r), router.flops_per_window(), choice)
+            return routed_mix(lp, prefix_lp, choice, r), cost
+        return self._mix_previous(ids, domain, windows, lp, prefix_lp, choice, router)
+
+    def _mix_previous(self, ids: Sequence[str], domain: str, windows: np.ndarray, lp: np.ndarray,
+                      prefix_lp: np.ndarray, choice: np.ndarray, router: Router) -> tuple[np.ndarray, RoutedCost]:
+        """`routed-prev-top<k>`: windows with a previous context are routed on it (a cascade for
+        k > 1); the others keep `choice`, their own prefix's routing."""
+        from hdee.data.shards import load_manifest
+
+        r, k, prefix_id = self.cfg.route_tokens, choice.shape[1], self._setups[tuple(ids)]["record"]["prefix_model"]
+        try:
+            eos = load_manifest(self.layout.domain_dir(domain)).eos_id
+        except HdeeError:  # text read through a reader of its own (`hdee eval --data`): no known EOS,
+            eos = -1  # so contexts run on across documents
+        ctx = previous_contexts(windows, eos)
+        model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
+        has = ctx.length > 0
+        ctx_scores = scores_by_length(lambda batch: router.scores(batch, model), windows, ctx, len(ids))
+        choice = np.where(has[:, None], top_experts(ctx_scores, k), choice)
+        start = context_loglik(lp, ctx, choice) if k > 1 else np.zeros(choice.shape)
+        out = routed_mix(lp, prefix_lp, choice, r)
+        out[has] = cascade_mix(lp[:, has], choice[has], start[has])
+        # what ran on each window: the prefix model (its prefix, or the context for a hidden-state
+        # router), the router, and for a cascade the chosen experts over the context
+        lengths = {int(x) for x in ctx.length} | {r}
+        table = {(e, t): window_flops(self.infos[e], t) for e in {*ids, prefix_id} for t in lengths if t}
+
+        def flops(eid: str, tokens: int) -> float:
+            return table[(eid, tokens)]
+
+        prefix = [(flops(prefix_id, int(length)) if model is not None else 0.0) if length else flops(prefix_id, r)
+                  for length in ctx.length]
+        routing = [router.flops_per_window(int(length) if length else None) for length in ctx.length]
+        cascade = [sum(flops(ids[j], int(length)) for j in row) if k > 1 and length else 0.0
+                   for row, length in zip(choice, ctx.length)]
+        cost = RoutedCost(float(np.mean(prefix)), float(np.mean(routing)), choice, float(np.mean(cascade)))
+        return out, cost
 
 
 # ------------------------------------------------------------------ generation
@@ -213,8 +256,9 @@ class RoutedEvaluator:
 
 def generate_routed(router_file: str | Path, prompt: str | Sequence[int], method: str = "routed-top1", *,
                     tokenizer: Any = None, **generate_kwargs: Any) -> tuple["Generation", list[str]]:
-    """Route the prompt's first R tokens (all of it when shorter), load only the k chosen experts
-    and sample from their prefix-posterior mixture. Returns the generation and the chosen ids."""
+    """Route the prompt's first R tokens (all of it when shorter, or for `routed-prev-top<k>`), load
+    only the k chosen experts and sample from their prefix-posterior mixture. Returns the generation
+    and the chosen ids."""
     from hdee.data.tokenizer import load_hf_tokenizer
     from hdee.ensemble.ensemble import Ensemble
 
@@ -244,7 +288,9 @@ def generate_routed(router_file: str | Path, prompt: str | Sequence[int], method
         if read_expert(pdir).weights_sha256() != pm.get("weights_sha256"):
             raise EnsembleError(f"{pdir}: weights differ from the prefix model router {router_file} was built with")
         model = load_model(pdir)
-    chosen = router.route(np.asarray([ids[: router.route_tokens]]), k, model)[0] if k < len(dirs) else np.arange(len(dirs))
+    # routed-top<k> routes on the prompt's first R tokens; routed-prev-top<k> on all of it (the text before)
+    routed_on = ids if entry.context == "previous" else ids[: router.route_tokens]
+    chosen = router.route(np.asarray([routed_on]), k, model)[0] if k < len(dirs) else np.arange(len(dirs))
     ens = Ensemble([dirs[i] for i in chosen])
     out = ens.generate(ids, method="prefix-posterior", tokenizer=tokenizer, **generate_kwargs)
     return out, [router.expert_ids[i] for i in chosen]

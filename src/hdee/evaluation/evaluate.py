@@ -158,7 +158,7 @@ def _mix(
         for m in methods:
             entry = MIXING_METHODS.get(m)
             if entry.routed:
-                mixed, cost = routed.mix(ids, d, test_windows[d], lp, entry.routed)
+                mixed, cost = routed.mix(ids, d, test_windows[d], lp, entry.routed, entry.context)
                 window_lp[m][d] = mixed.mean(axis=1).tolist()
                 ppl[m][d], flops[m][d] = perplexity(mixed), method_flops(m, full, cfg.data.seq_len, routed=cost)
                 continue

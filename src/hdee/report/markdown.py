@@ -63,6 +63,9 @@ def method_label(method: str, cmp: dict[str, Any]) -> str:
     entry = MIXING_METHODS.find(method)
     if entry is not None and entry.oracle:
         return f"`{method}` (test-set oracle: each domain's best expert picked on the test windows themselves; a reference, not a method)"
+    if entry is not None and entry.routed and entry.context == "previous":
+        return (f"`{method}` (routed on the text before each window, reset at a document boundary, a window that starts "
+                f"a document on its own first tokens; only the {entry.routed} expert(s) a router picks run; see Inference cost)")
     if entry is not None and entry.routed:
         return (f"`{method}` (routed: the prefix model scores each window's first tokens, then only the {entry.routed} "
                 "expert(s) a router picks; see Inference cost)")
