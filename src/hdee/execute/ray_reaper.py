@@ -97,10 +97,10 @@ def reap(driver_pid: int, token: str) -> None:
     descendant of one seen while the driver lived (a pid counts only with its recorded start time)."""
     born, seen = _start_time(driver_pid), {}
     while born is not None and _start_time(driver_pid) == born:
-        seen.update({q: _start_time(q) for q in marked(token)})
+        seen.update(family(token))
         time.sleep(POLL_SECONDS)
     for _ in range(3):  # a process may start while the others die
-        seen.update({q: _start_time(q) for q in marked(token)})
+        seen.update(family(token))
         for pid, started in seen.items():
             if _start_time(pid) == started:
                 try:
