@@ -72,14 +72,14 @@ def test_the_context_likelihood_is_the_previous_windows_scores_after_its_last_eo
 
 
 @pytest.fixture(scope="module")
-def prev_run(tiny, experts, tmp_path_factory):
+def prev_run(tiny, experts, tmp_path_factory):  # noqa: F811 (the imported fixture)
     layout = RunLayout(tmp_path_factory.mktemp("prev"))
     reader = Reader()
     cfg = config(tiny, methods=("prefix-posterior", "routed-top3", "routed-prev-top1", "routed-prev-top2", "routed-prev-top3"))
     return cfg, layout, reader, evaluate(cfg, layout, experts, ENS, reader)
 
 
-def test_previous_context_routing_in_evaluate_counts_every_flop_it_runs(prev_run, experts):
+def test_previous_context_routing_in_evaluate_counts_every_flop_it_runs(prev_run):
     cfg, layout, reader, res = prev_run
     ens = res["ensembles"]["trio"]
     flops, d = ens["inference_flops"], "py_tests"
