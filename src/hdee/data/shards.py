@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hdee.core.errors import DataError
+from hdee.core.errors import DataError, HdeeError
 from hdee.core.fsutil import read_json, sha256_file_cached
 
 SHARD_FORMAT = 2  # 2: splits by parent document and domain; eval splits de-duplicated against training
@@ -94,6 +94,15 @@ def load_manifest(domain_dir: str | Path) -> DomainManifest:
         return DomainManifest.model_validate(read_json(path))
     except (ValidationError, ValueError) as exc:
         raise DataError(f"{path}: invalid manifest ({str(exc).splitlines()[0]})") from None
+
+
+def eos_of(domain_dir: str | Path) -> int | None:
+    """The EOS id of a prepared domain's shards; None for text without a manifest (a reader of its
+    own, as `hdee eval --data` uses), whose document boundaries are unknown."""
+    try:
+        return load_manifest(domain_dir).eos_id
+    except HdeeError:
+        return None
 
 
 def check_files(domain_dir: str | Path, manifest: DomainManifest) -> None:

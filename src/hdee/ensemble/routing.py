@@ -30,7 +30,7 @@ from hdee.ensemble.routers import (
     save_router,
     top_experts,
 )
-from hdee.core.errors import EnsembleError, HdeeError
+from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import sha256_bytes
 from hdee.registry import MIXING_METHODS, ROUTERS
 
@@ -219,14 +219,11 @@ class RoutedEvaluator:
                       prefix_lp: np.ndarray, choice: np.ndarray, router: Router) -> tuple[np.ndarray, RoutedCost]:
         """`routed-prev-top<k>`: windows with a previous context are routed on it (a cascade for
         k > 1); the others keep `choice`, their own prefix's routing."""
-        from hdee.data.shards import load_manifest
+        from hdee.data.shards import eos_of
 
         r, k, prefix_id = self.cfg.route_tokens, choice.shape[1], self._setups[tuple(ids)]["record"]["prefix_model"]
-        try:
-            eos = load_manifest(self.layout.domain_dir(domain)).eos_id
-        except HdeeError:  # text read through a reader of its own (`hdee eval --data`): no known EOS,
-            eos = -1  # so contexts run on across documents
-        ctx = previous_contexts(windows, eos)
+        eos = eos_of(self.layout.domain_dir(domain))  # None (text without shards): contexts run across documents
+        ctx = previous_contexts(windows, -1 if eos is None else eos)
         model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
         has = ctx.length > 0
         ctx_scores = scores_by_length(lambda batch: router.scores(batch, model), windows, ctx, len(ids))
@@ -236,17 +233,16 @@ class RoutedEvaluator:
         out[has] = cascade_mix(lp[:, has], choice[has], start[has])
         # what ran on each window: the prefix model (its prefix, or the context for a hidden-state
         # router), the router, and for a cascade the chosen experts over the context
-        lengths = {int(x) for x in ctx.length} | {r}
-        table = {(e, t): window_flops(self.infos[e], t) for e in {*ids, prefix_id} for t in lengths if t}
-
-        def flops(eid: str, tokens: int) -> float:
-            return table[(eid, tokens)]
-
-        prefix = [(flops(prefix_id, int(length)) if model is not None else 0.0) if length else flops(prefix_id, r)
-                  for length in ctx.length]
-        routing = [router.flops_per_window(int(length) if length else None) for length in ctx.length]
-        cascade = [sum(flops(ids[j], int(length)) for j in row) if k > 1 and length else 0.0
-                   for row, length in zip(choice, ctx.length)]
+        prefix, routing, cascade = [], [], []
+        for row, length in zip(choice, ctx.length.tolist()):
+            if not length:  # routed on its own prefix
+                prefix.append(window_flops(self.infos[prefix_id], r))
+                routing.append(router.flops_per_window())
+                cascade.append(0.0)
+                continue
+            prefix.append(window_flops(self.infos[prefix_id], length) if model is not None else 0.0)
+            routing.append(router.flops_per_window(length))
+            cascade.append(sum(window_flops(self.infos[ids[j]], length) for j in row) if k > 1 else 0.0)
         cost = RoutedCost(float(np.mean(prefix)), float(np.mean(routing)), choice, float(np.mean(cascade)))
         return out, cost
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from hdee.config import ExperimentConfig
-from hdee.core.errors import EnsembleError, HdeeError
+from hdee.core.errors import EnsembleError
 from hdee.core.fsutil import atomic_write_json, atomic_write_text
 from hdee.ensemble import (
     scoring,  # attributes looked up at call time, so a patched read_tokens is seen
 )
-from hdee.data.shards import load_manifest
+from hdee.data.shards import eos_of
 from hdee.ensemble.documents import document_sums, target_documents
 from hdee.ensemble.experts import load_model, read_expert
 from hdee.ensemble.inference_flops import method_flops, window_flops
@@ -228,11 +228,8 @@ def _evaluate_kind(
 
 def _documents(layout: RunLayout, domain: str, windows: np.ndarray) -> np.ndarray | None:
     """Each test target's document (hdee.ensemble.documents), when the domain's shards say what EOS is."""
-    try:
-        eos = load_manifest(layout.domain_dir(domain)).eos_id
-    except HdeeError:  # text evaluated through another reader (`hdee eval --data`) has no manifest here
-        return None
-    return target_documents(windows, eos)
+    eos = eos_of(layout.domain_dir(domain))
+    return None if eos is None else target_documents(windows, eos)
 
 
 def _check_specs(ensembles: Mapping[str, EnsembleSpec], experts: Mapping[str, Path]) -> None:

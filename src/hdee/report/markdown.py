@@ -1,8 +1,7 @@
 """`report.md`: the comparison (`hdee.report.compare.comparison`) as markdown, section by section.
 
-Nothing here computes a metric; every number is one of the comparison's. Tables mark the two
-mixing methods that are not comparable with the others: `best-expert` (a test-set oracle) and
-`product` (scored on fewer windows).
+Nothing here computes a metric; every number is one of the comparison's. Tables mark what is not
+comparable: `best-expert` (a test-set oracle), `product` (fewer windows), routed methods (FLOPs).
 """
 
 from __future__ import annotations
@@ -63,12 +62,10 @@ def method_label(method: str, cmp: dict[str, Any]) -> str:
     entry = MIXING_METHODS.find(method)
     if entry is not None and entry.oracle:
         return f"`{method}` (test-set oracle: each domain's best expert picked on the test windows themselves; a reference, not a method)"
-    if entry is not None and entry.routed and entry.context == "previous":
-        return (f"`{method}` (routed on the text before each window, reset at a document boundary, a window that starts "
-                f"a document on its own first tokens; only the {entry.routed} expert(s) a router picks run; see Inference cost)")
     if entry is not None and entry.routed:
-        return (f"`{method}` (routed: the prefix model scores each window's first tokens, then only the {entry.routed} "
-                "expert(s) a router picks; see Inference cost)")
+        how = ("routed on the text before each window (reset at documents; a window starting one: its first tokens)"
+               if entry.context == "previous" else "routed: the prefix model scores each window's first tokens")
+        return f"`{method}` ({how}, then only the {entry.routed} expert(s) a router picks; see Inference cost)"
     if entry is not None and not entry.cached:
         windows = sorted(set(cmp.get("product_windows", {}).values()) - {0})
         n = max((d.get("windows", 0) for d in cmp["domains"]), default=0)
