@@ -63,6 +63,9 @@ class MixingEntry:
     # what a routed method routes on: "prefix" (the window's first R tokens) or "previous" (the
     # text before the window; hdee.ensemble.previous_context)
     context: str = "prefix"
+    # how a routed method weighs its k experts: "posterior" (their likelihood of the window so far)
+    # or "router" (softmax of the router's scores over them, fixed per window: c-BTM)
+    weights: str = "posterior"
     runs_one: bool = False  # runs only the one expert it picks: its inference cost is that expert's
     default: bool = False  # the method generation and lm-eval use when none is named
 

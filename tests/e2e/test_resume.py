@@ -1,5 +1,5 @@
-"""Kill `hdee run configs/tiny.toml` (SIGKILL, whole process group) in every job kind; the rerun
-finishes with the numbers of an uninterrupted run."""
+"""Kill `hdee run` of the tiny config (SIGKILL, whole process group) in every kind of job runner;
+the rerun finishes with the numbers of an uninterrupted run (the session's `tiny_run`)."""
 
 from __future__ import annotations
 
@@ -12,37 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from hdee.config import load_config
-from hdee.core.layout import RunLayout
 from tests.helpers.paths import ROOT
-
-TINY = ROOT / "configs/tiny.toml"
 
 pytestmark = pytest.mark.slow
 
-# one kill per job kind, in the order the run reaches them
-FAULTS = ["prepare:1", "seed:1", "train:2", "dense:1", "score:3", "evaluate:1"]
+# one kill per job runner (hdee.execute.kinds), in the order the run reaches them: `dense` and
+# `pilot` jobs run the same trainer as `seed` (from scratch) and `train` (from a parent)
+FAULTS = ["prepare:1", "seed:1", "train:2", "score:3", "evaluate:1"]
 
 
-def _run(run_dir: Path, fault: str | None) -> subprocess.CompletedProcess:
+def _run(config: Path, run_dir: Path, fault: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HDEE_FAULT"}
     if fault:
         env["HDEE_FAULT"] = fault
     return subprocess.run(
-        [sys.executable, "-c", "from hdee.cli import main; main()", "run", str(TINY), "--run-dir", str(run_dir),
+        [sys.executable, "-c", "from hdee.cli import main; main()", "run", str(config), "--run-dir", str(run_dir),
          "--no-view", "--workers", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
         start_new_session=True,  # its own process group: the fault kills the run and its workers only
     )
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    from hdee.pipeline.experiment import run_experiment
-
-    layout = RunLayout(tmp_path_factory.mktemp("reference"))
-    run_experiment(load_config(TINY), layout, backend="local", workers=2, view=False)
-    return json.loads(layout.results_json.read_text())
 
 
 def _numbers(results: dict) -> dict:
@@ -52,12 +40,13 @@ def _numbers(results: dict) -> dict:
     }
 
 
-def test_killed_in_every_job_kind_then_finished_equals_uninterrupted(tmp_path, reference):
+def test_killed_in_every_job_kind_then_finished_equals_uninterrupted(tmp_path, tiny_run):
     run_dir = tmp_path / "run"
+    reference = json.loads(tiny_run.layout.results_json.read_text())
     for fault in FAULTS:
-        res = _run(run_dir, fault)
+        res = _run(tiny_run.config_path, run_dir, fault)
         assert res.returncode == -signal.SIGKILL, f"{fault}: expected a kill, got rc {res.returncode}: {res.stderr[-2000:]}"
-    res = _run(run_dir, None)
+    res = _run(tiny_run.config_path, run_dir, None)
     assert res.returncode == 0, res.stderr[-2000:]
     results = json.loads((run_dir / "results/results.json").read_text())
     assert _numbers(results) == _numbers(reference)

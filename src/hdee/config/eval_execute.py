@@ -45,18 +45,57 @@ class EvalConfig(Strict):
         return self
 
 
+FRONT_METHODS = ["routed-top1", "routed-top2", "routed-prev-top1", "routed-prev-top2", "routed-soft-top2", "routed-prev-soft-top2"]
+
+
+class FrontConfig(Strict):
+    """The routing front (`hdee.evaluation.routing_front`): every router kind x route tokens x
+    routed method, perplexity against inference FLOPs, and the routed method chosen on validation."""
+
+    routers: list[str] = Field(default_factory=list, description="router kinds to sweep; empty: no front")
+    route_tokens: list[int] = Field(default_factory=list, description="prefix lengths to sweep (default: the run's route_tokens)")
+    methods: list[str] = Field(default_factory=lambda: list(FRONT_METHODS), description="routed methods to sweep")
+    strategies: list[str] | None = Field(default=None, description="whose ensembles (default: every one of more than one expert)")
+    reference: str = Field(default="cached-prior", description="the all-expert method the front is measured against")
+
+    @field_validator("routers")
+    @classmethod
+    def _registered_routers(cls, value: list[str]) -> list[str]:
+        unknown = [r for r in value if r not in ROUTERS]
+        if unknown:
+            raise ValueError(f"unknown router kind {unknown[0]!r}; known: {', '.join(ROUTERS.names())}")
+        return value
+
+    @field_validator("route_tokens")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(r < 1 for r in value):
+            raise ValueError("routing.front.route_tokens must be positive")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _routed_methods(cls, value: list[str]) -> list[str]:
+        for m in value:
+            entry = MIXING_METHODS.find(m)
+            if entry is None or not entry.routed:
+                raise ValueError(f"routing.front.methods: {m!r} is not a routed method (routed-[prev-][soft-]top<k>)")
+        return value
+
+
 class RoutingConfig(Strict):
     """The routed methods (`routed-top<k>`): a router reads each window's first `route_tokens`
     tokens, which the prefix model scores, and picks the k experts that score the rest."""
 
     router: str = Field(
-        default="tfidf", description="a registered router kind: tfidf (nearest centroid), hidden (the prefix model's mean hidden state), or a plugin's"
+        default="tfidf", description="a registered router kind: tfidf (nearest centroid), hidden (the prefix model's mean hidden state), bigram (a router LM per expert), or a plugin's"
     )
     route_tokens: int | None = Field(default=None, gt=0, description="default: data.seq_len // 4 (at least 1)")
     prefix_model: str | None = Field(
         default=None, description="size of the seed model that scores the prefix (default: the cheapest seed)"
     )
     train_windows: int = Field(default=256, gt=0, description="windows of each expert's train split a router reads")
+    front: FrontConfig = FrontConfig()
 
     @field_validator("router")
     @classmethod

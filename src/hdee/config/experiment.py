@@ -114,6 +114,14 @@ class ExperimentConfig(Strict):
             raise ValueError(f"routing.route_tokens {self.route_tokens} must be below data.seq_len {self.data.seq_len}")
         if self.routing.prefix_model is not None and self.routing.prefix_model not in sizes:
             raise ValueError(f"routing.prefix_model {self.routing.prefix_model!r} is not in model.intermediate")
+        front = self.routing.front
+        if any(r >= self.data.seq_len for r in front.route_tokens):
+            raise ValueError(f"routing.front.route_tokens must be below data.seq_len {self.data.seq_len}")
+        if front.routers and front.reference not in self.eval.methods:
+            raise ValueError(f"routing.front.reference {front.reference!r} is not in eval.methods")
+        unknown = [s for s in front.strategies or [] if s not in self.strategies]
+        if unknown:
+            raise ValueError(f"routing.front.strategies names {unknown[0]!r}, which is not in strategies")
         return self
 
     def _check_strategies(self) -> None:

@@ -8,7 +8,8 @@ how to weigh the experts at each step (`generate`). Registering one is one call,
 
 (`lp` [K, n, T] float64 log-probs, `log_prior` [K] or None, result [n, T]; see docs/ensembling.md.)
 A routed method has neither: a router picks its k experts (`routed=k`, hdee.ensemble.routing);
-every `routed-top<k>` and `routed-prev-top<k>` name is known without registering it.
+every `routed-top<k>`, `routed-prev-top<k>`, `routed-soft-top<k>` and `routed-prev-soft-top<k>` name
+is known without registering it.
 """
 
 from __future__ import annotations
@@ -103,3 +104,8 @@ _registering_builtins = False
 MIXING_METHODS.add_family(r"routed-top([1-9][0-9]*)", lambda m: MixingEntry(m.group(0), routed=int(m.group(1))))
 MIXING_METHODS.add_family(r"routed-prev-top([1-9][0-9]*)",
                           lambda m: MixingEntry(m.group(0), routed=int(m.group(1)), context="previous"))
+# and routed-soft-top<k> / routed-prev-soft-top<k>: the router's softmax weights over the k (c-BTM)
+MIXING_METHODS.add_family(r"routed-soft-top([1-9][0-9]*)",
+                          lambda m: MixingEntry(m.group(0), routed=int(m.group(1)), weights="router"))
+MIXING_METHODS.add_family(r"routed-prev-soft-top([1-9][0-9]*)",
+                          lambda m: MixingEntry(m.group(0), routed=int(m.group(1)), context="previous", weights="router"))

@@ -4,8 +4,10 @@ saved one must hold. A new kind is one class with these members, registered with
 
     register_router("my-router", MyRouter)
 
-Every built-in is nearest-centroid (`hdee.ensemble.routers.Router` keeps the centroids and scores
-by cosine similarity); the heavy code is imported only when a router is fitted or used.
+`tfidf` and `hidden` are nearest-centroid (`hdee.ensemble.routers.Router` keeps the centroids and
+scores by cosine similarity); `bigram` is a router LM per expert and brings its own `scores` (the
+prefix's log-likelihood). A kind that reads whole train windows, not only their first R tokens,
+says `fit_tokens = "window"`. The heavy code is imported only when a router is fitted or used.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from hdee.registry import ROUTERS, RouterEntry
 
 def register_router(name: str, cls: type) -> RouterEntry:
     """Register router kind `name`: `cls` has `needs_prefix_model`, `shared_data` (fitted with the
-    seed domains' data as well), and static `fit`, `features`, `flops_per_window`, `check`."""
+    seed domains' data as well), and static `fit`, `features`, `flops_per_window`, `check`;
+    optionally `fit_tokens = "window"` (fit on whole train windows) and a static `scores`
+    (replacing cosine similarity to the centroids)."""
     return ROUTERS.add(RouterEntry(name, cls), builtin=_builtins)
 
 
@@ -93,6 +97,50 @@ class HiddenRouter:
         return None
 
 
+class BigramRouter:
+    """A bigram router LM per expert (hdee.ensemble.router_lm), fitted on whole train windows."""
+
+    needs_prefix_model = False
+    shared_data = True
+    fit_tokens = "window"
+
+    @staticmethod
+    def fit(expert_prefixes: list[np.ndarray], shared_prefixes: np.ndarray, vocab: int, route_tokens: int,
+            prefix_model: Any) -> Any:
+        from hdee.ensemble.router_lm import fit_bigram
+
+        return fit_bigram(expert_prefixes, shared_prefixes, vocab, route_tokens)
+
+    @staticmethod
+    def scores(router: Any, prefixes: np.ndarray, model: Any) -> np.ndarray:
+        from hdee.ensemble.router_lm import bigram_loglik
+
+        return bigram_loglik(router, prefixes)
+
+    @staticmethod
+    def features(router: Any, prefixes: np.ndarray, model: Any) -> Any:
+        return BigramRouter.scores(router, prefixes, model)
+
+    @staticmethod
+    def flops_per_window(router: Any) -> float:
+        from hdee.ensemble.router_lm import bigram_flops_per_window
+
+        return bigram_flops_per_window(router)
+
+    @staticmethod
+    def check(router: Any) -> str | None:
+        k, vocab = router.centroids.shape
+        offsets = router.tables.get("offsets")
+        if router.idf is None or router.idf.shape != (vocab,):
+            return f"a bigram router needs 'idf' (the background unigram) of shape [{vocab}]"
+        if offsets is None or offsets.shape != (k + 1,) or "keys" not in router.tables or "counts" not in router.tables:
+            return f"a bigram router needs tables 'keys', 'counts' and 'offsets' of shape [{k + 1}]"
+        if int(offsets[-1]) != len(router.tables["keys"]) or len(router.tables["counts"]) != len(router.tables["keys"]):
+            return "a bigram router's 'offsets' do not match its 'keys' and 'counts'"
+        return None
+
+
 register_router("tfidf", TfidfRouter)
 register_router("hidden", HiddenRouter)
+register_router("bigram", BigramRouter)
 _builtins = False

@@ -9,8 +9,14 @@ its own domain's train split alone (no joint training, no test data):
   l2-normalised tf-idf vectors.
 * `hidden`: the prefix model's final hidden state (after the last norm) averaged over the
   prefix; an expert's centroid is the mean of its normalised vectors.
+* `bigram`: a router LM per expert (`hdee.ensemble.router_lm`): the prefix's likelihood under a
+  smoothed bigram model of the expert's own train windows.
 
-A router is two plain files: `<name>.safetensors` (centroids, idf) and `<name>.json` (kind,
+Every router also has a softmax temperature (`temperature`), fitted on train data only: the
+weights of `routed-soft-top<k>` are softmax(score / temperature) over the k chosen experts
+(c-BTM's weights; on unit vectors a softmax over cosine similarity is one over squared distance).
+
+A router is two plain files: `<name>.safetensors` (centroids, idf, a kind's tables) and `<name>.json` (kind,
 route tokens, the experts' ids, domains and weights sha256, the prefix model, the tensors'
 sha256). The tensors are written first and the JSON last, so an existing JSON names a complete
 router; nothing is ever unpickled.
@@ -87,6 +93,12 @@ class Router:
     centroids: np.ndarray  # float32 [K, features], unit rows
     idf: np.ndarray | None = None  # float32 [vocab], tfidf only
     meta: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # a kind's further tensors (bigram counts)
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature of soft routing (1.0 for a router saved without one)."""
+        return float(self.meta.get("temperature", 1.0))
 
     @property
     def expert_ids(self) -> list[str]:
@@ -101,13 +113,24 @@ class Router:
         return self.kind_spec.features(self, prefixes, model)
 
     def scores(self, prefixes: np.ndarray, model: torch.nn.Module | None = None) -> np.ndarray:
-        """Cosine similarity of each prefix to each expert's centroid: float64 [n, K]."""
+        """How well each prefix fits each expert, float64 [n, K]: cosine similarity to the expert's
+        centroid, or the kind's own `scores` (a router LM: the prefix's log-likelihood)."""
         from sklearn.metrics.pairwise import cosine_similarity
 
         prefixes = np.asarray(prefixes)
         if len(prefixes) == 0:
             return np.zeros((0, len(self.centroids)))
+        own = getattr(self.kind_spec, "scores", None)
+        if own is not None:
+            return np.asarray(own(self, prefixes, model), dtype=np.float64)
         return cosine_similarity(self.features(prefixes, model), self.centroids.astype(np.float64))
+
+    def log_weights(self, scores: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        """Soft routing: log softmax(score / temperature) over each window's chosen experts, [n, k]."""
+        from scipy.special import log_softmax
+
+        picked = np.take_along_axis(np.asarray(scores, dtype=np.float64), np.asarray(choice, dtype=np.int64), axis=1)
+        return log_softmax(picked / self.temperature, axis=1)
 
     def route(self, prefixes: np.ndarray, k: int, model: torch.nn.Module | None = None) -> np.ndarray:
         """The k experts of highest similarity per prefix, best first (ties: lower index): int [n, k]."""
@@ -126,6 +149,24 @@ def top_experts(scores: np.ndarray, k: int) -> np.ndarray:
         raise EnsembleError(f"a router picks k >= 1 experts, got {k}")
     order = np.argsort(-np.asarray(scores), axis=1, kind="stable")
     return order[:, :k]
+
+
+TEMPERATURES = np.geomspace(1e-3, 1e3, 121)
+
+
+def fit_temperature(held_out: list[np.ndarray]) -> float:
+    """The temperature on `TEMPERATURES` that gives held-out prefixes the lowest cross-entropy of
+    their own expert: `held_out[k]` [n_k, K] holds the scores of prefixes of expert k's data,
+    from a router fitted without them."""
+    scores = [np.asarray(s, dtype=np.float64) for s in held_out if len(s)]
+    if not scores:
+        return 1.0
+    from scipy.special import log_softmax
+
+    labels = np.concatenate([np.full(len(s), k) for k, s in enumerate(held_out) if len(s)])
+    x = np.concatenate(scores)
+    nll = [-log_softmax(x / t, axis=1)[np.arange(len(x)), labels].mean() for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(nll))])
 
 
 def fit_tfidf(expert_prefixes: list[np.ndarray], idf_prefixes: np.ndarray, vocab: int, route_tokens: int) -> Router:
@@ -157,6 +198,7 @@ def save_router(router: Router, json_path: str | Path) -> None:
     tensors = {"centroids": np.ascontiguousarray(router.centroids, dtype=np.float32)}
     if router.idf is not None:
         tensors["idf"] = np.ascontiguousarray(router.idf, dtype=np.float32)
+    tensors.update({f"table.{name}": np.ascontiguousarray(t) for name, t in router.tables.items()})
     data = save(tensors)
     atomic_write_bytes(tensors_path(json_path), data)
     record = {**router.meta, "format": FORMAT, "kind": router.kind, "route_tokens": router.route_tokens}
@@ -196,7 +238,8 @@ def load_router(json_path: str | Path) -> Router:
     if cents is None or cents.ndim != 2 or cents.shape[0] != len(experts):
         raise EnsembleError(f"{tpath}: needs 'centroids' of shape [{len(experts)}, features]")
     meta = {k: v for k, v in rec.items() if k not in ("format", "kind", "route_tokens", "tensors_sha256")}
-    router = Router(rec["kind"], rec["route_tokens"], cents, idf, meta)
+    tables = {name.removeprefix("table."): t for name, t in tensors.items() if name.startswith("table.")}
+    router = Router(rec["kind"], rec["route_tokens"], cents, idf, meta, tables)
     if (problem := router.kind_spec.check(router)) is not None:
         raise EnsembleError(f"{tpath}: {problem}")
     return router

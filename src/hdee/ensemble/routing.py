@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 from hdee.ensemble.experts import ExpertInfo, load_model, read_expert
 from hdee.ensemble.inference_flops import RoutedCost, total_params, window_flops
@@ -24,6 +25,7 @@ from hdee.ensemble.mixing import prefix_posterior
 from hdee.ensemble.previous_context import cascade_mix, context_loglik, previous_contexts, scores_by_length
 from hdee.ensemble.routers import (
     Router,
+    fit_temperature,
     load_router,
     relative_dir,
     resolve_dir,
@@ -55,6 +57,16 @@ def routed_mix(lp: np.ndarray, prefix_lp: np.ndarray, choice: np.ndarray, route_
     return out
 
 
+def soft_mix(lp: np.ndarray, prefix_lp: np.ndarray, choice: np.ndarray, log_w: np.ndarray, route_tokens: int) -> np.ndarray:
+    """`routed-soft-top<k>` [n, T]: the prefix model's log-probs before `route_tokens`, then each
+    window's chosen experts mixed with the router's fixed weights `log_w` [n, k] (c-BTM)."""
+    lp = np.asarray(lp, dtype=np.float64)
+    chosen = np.take_along_axis(lp, np.asarray(choice, dtype=np.int64).T[:, :, None], axis=0)  # [k, n, T]
+    out = logsumexp(np.asarray(log_w, dtype=np.float64).T[:, :, None] + chosen, axis=0)
+    out[:, :route_tokens] = np.asarray(prefix_lp, dtype=np.float64)[:, :route_tokens]
+    return out
+
+
 # ------------------------------------------------------------------ the prefix model
 
 
@@ -78,13 +90,14 @@ def pick_prefix_model(cfg: "ExperimentConfig", infos: Mapping[str, ExpertInfo], 
 # ------------------------------------------------------------------ building routers in a run
 
 
-def router_prefixes(cfg: "ExperimentConfig", layout: "RunLayout", domain: str, reader: TokenReader) -> np.ndarray:
-    """The first R tokens of up to `routing.train_windows` windows of the domain's train split."""
+def router_prefixes(cfg: "ExperimentConfig", layout: "RunLayout", domain: str, reader: TokenReader,
+                    tokens: int | None = None) -> np.ndarray:
+    """The first R tokens (or `tokens`) of up to `routing.train_windows` windows of the domain's train split."""
     from hdee.data.loaders import eval_windows
 
-    tokens = reader(layout, domain, "train")
-    windows = eval_windows(tokens, cfg.data.seq_len, cfg.routing.train_windows * cfg.data.seq_len)
-    return np.ascontiguousarray(windows[:, : cfg.route_tokens], dtype=np.int64)
+    stream = reader(layout, domain, "train")
+    windows = eval_windows(stream, cfg.data.seq_len, cfg.routing.train_windows * cfg.data.seq_len)
+    return np.ascontiguousarray(windows[:, : tokens or cfg.route_tokens], dtype=np.int64)
 
 
 def _expert_domain(info: ExpertInfo) -> str:
@@ -109,12 +122,14 @@ def ensure_router(
     domains = [_expert_domain(infos[e]) for e in ids]
     spec = ROUTERS.get(kind).cls
     idf_domains = list(cfg.seed_domains) if spec.shared_data else []
-    prefixes = {d: router_prefixes(cfg, layout, d, reader) for d in dict.fromkeys([*domains, *idf_domains])}
+    width = cfg.data.seq_len if getattr(spec, "fit_tokens", "prefix") == "window" else r
+    prefixes = {d: router_prefixes(cfg, layout, d, reader, width) for d in dict.fromkeys([*domains, *idf_domains])}
     for e, d in zip(ids, domains):
         if len(prefixes[d]) == 0:
             raise EnsembleError(f"{layout.domain_dir(d)}: no train windows of {cfg.data.seq_len + 1} tokens to route expert {e}")
     data_sha = {d: sha256_bytes(p.tobytes() + str(p.shape).encode()) for d, p in prefixes.items()}
     key = {
+        "fit": 2,  # 2: with a softmax temperature fitted on held-out train prefixes
         "kind": kind,
         "route_tokens": r,
         "experts": [[e, infos[e].weights_sha256(), d, data_sha[d]] for e, d in zip(ids, domains)],
@@ -134,9 +149,14 @@ def ensure_router(
     shared = np.concatenate([prefixes[d] for d in idf_domains]) if idf_domains else np.zeros((0, r), dtype=np.int64)
     if spec.shared_data and len(shared) == 0:
         raise EnsembleError(f"seed domains {', '.join(idf_domains)}: no train windows to fit the {kind} router")
-    router = spec.fit(expert_prefixes, shared, infos[ids[0]].vocab_size, r, prefix_model() if spec.needs_prefix_model else None)
+    vocab, model = infos[ids[0]].vocab_size, prefix_model() if spec.needs_prefix_model else None
+    router = spec.fit(expert_prefixes, shared, vocab, r, model)
+    # the temperature of soft routing: a router fitted on every other train window scores the rest
+    half = spec.fit([p[::2] for p in expert_prefixes], shared, vocab, r, model)
+    temperature = fit_temperature([half.scores(p[1::2, :r], model) for p in expert_prefixes])
     router.meta = {
         "version": version,
+        "temperature": temperature,
         "experts": [
             {"id": e, "domain": d, "weights_sha256": infos[e].weights_sha256(), "dir": relative_dir(infos[e].path, path)}
             for e, d in zip(ids, domains)
@@ -164,7 +184,7 @@ class RoutedEvaluator:
         self.cfg, self.layout, self.infos, self.reader = cfg, layout, infos, reader
         self._models: dict[str, torch.nn.Module] = {}
         self._setups: dict[tuple[str, ...], dict[str, Any]] = {}
-        self._scores: dict[tuple[tuple[str, ...], str], np.ndarray] = {}
+        self._scores: dict[tuple, np.ndarray] = {}  # router scores per (ensemble, domain, split[, "previous"])
 
     def _model(self, eid: str) -> torch.nn.Module:
         if eid not in self._models:
@@ -186,39 +206,52 @@ class RoutedEvaluator:
             self._setups[key] = {"record": rec, "router": router}
         return self._setups[key]["record"]
 
-    def _prefix_scores(self, ids: Sequence[str], domain: str, windows: np.ndarray, router: Router) -> np.ndarray:
-        """The router's scores of each window's first R tokens (memoised per ensemble and domain)."""
-        rec, skey = self._setups[tuple(ids)]["record"], (tuple(ids), domain)
+    def router_of(self, ids: Sequence[str]) -> Router | None:
+        """This ensemble's router (None for a single expert), built if needed."""
+        self.setup(ids)
+        return self._setups[tuple(ids)]["router"]
+
+    def _prefix_scores(self, ids: Sequence[str], domain: str, windows: np.ndarray, router: Router,
+                       split: str = "test") -> np.ndarray:
+        """The router's scores of each window's first R tokens (memoised per ensemble, domain and split)."""
+        rec, skey = self._setups[tuple(ids)]["record"], (tuple(ids), domain, split)
         if skey not in self._scores:
             model = self._model(rec["prefix_model"]) if router.kind_spec.needs_prefix_model else None
             self._scores[skey] = router.scores(windows[:, : self.cfg.route_tokens], model)
-            top1 = self._scores[skey].argmax(axis=1)
-            rec["top1_share"][domain] = {e: float(np.mean(top1 == i)) for i, e in enumerate(ids)}
+            if split == "test":
+                top1 = self._scores[skey].argmax(axis=1)
+                rec["top1_share"][domain] = {e: float(np.mean(top1 == i)) for i, e in enumerate(ids)}
         return self._scores[skey]
 
     def mix(self, ids: Sequence[str], domain: str, windows: np.ndarray, lp: np.ndarray, k: int,
-            context: str = "prefix") -> tuple[np.ndarray, RoutedCost]:
-        """(mixture log-probs [n, T], cost) of `routed-top<k>` (`context="prefix"`) or
-        `routed-prev-top<k>` (`"previous"`) on one domain's test windows."""
-        rec = self.setup(ids)
-        router: Router | None = self._setups[tuple(ids)]["router"]
+            context: str = "prefix", weights: str = "posterior", split: str = "test") -> tuple[np.ndarray, RoutedCost]:
+        """(mixture log-probs [n, T], cost) of a routed method on one domain's windows of `split`:
+        routed on each window's prefix (`context="prefix"`) or the text before it (`"previous"`),
+        its k experts weighed by their posterior or by the router's softmax (`weights="router"`)."""
+        rec, router = self.setup(ids), self.router_of(ids)
         r, n = self.cfg.route_tokens, lp.shape[1]
         prefix_id = rec["prefix_model"]
-        prefix_lp = np.load(self.layout.score_path(prefix_id, domain, "test"), allow_pickle=False)
-        if router is None or k >= len(ids):
+        prefix_lp = np.load(self.layout.score_path(prefix_id, domain, split), allow_pickle=False)
+        soft = weights == "router" and router is not None
+        if router is None or (k >= len(ids) and not soft):
             choice = np.tile(np.arange(min(k, len(ids))), (n, 1))
             cost = RoutedCost(window_flops(self.infos[prefix_id], r), 0.0, choice)
             return routed_mix(lp, prefix_lp, choice, r), cost
-        choice = top_experts(self._prefix_scores(ids, domain, windows, router), k)
-        if context != "previous":
-            cost = RoutedCost(window_flops(self.infos[prefix_id], r), router.flops_per_window(), choice)
-            return routed_mix(lp, prefix_lp, choice, r), cost
-        return self._mix_previous(ids, domain, windows, lp, prefix_lp, choice, router)
+        scores = self._prefix_scores(ids, domain, windows, router, split)
+        choice = top_experts(scores, min(k, len(ids)))
+        if context == "previous":
+            return self._mix_previous(ids, domain, windows, lp, prefix_lp, choice, router, scores if soft else None, split)
+        cost = RoutedCost(window_flops(self.infos[prefix_id], r), router.flops_per_window(), choice)
+        if soft:
+            return soft_mix(lp, prefix_lp, choice, router.log_weights(scores, choice), r), cost
+        return routed_mix(lp, prefix_lp, choice, r), cost
 
     def _mix_previous(self, ids: Sequence[str], domain: str, windows: np.ndarray, lp: np.ndarray,
-                      prefix_lp: np.ndarray, choice: np.ndarray, router: Router) -> tuple[np.ndarray, RoutedCost]:
-        """`routed-prev-top<k>`: windows with a previous context are routed on it (a cascade for
-        k > 1); the others keep `choice`, their own prefix's routing."""
+                      prefix_lp: np.ndarray, choice: np.ndarray, router: Router,
+                      soft_scores: np.ndarray | None, split: str) -> tuple[np.ndarray, RoutedCost]:
+        """`routed-prev-[soft-]top<k>`: windows with a previous context are routed on it (for k > 1
+        a cascade, or the router's weights when `soft_scores`, the prefix scores, are given); the
+        others keep `choice`, their own prefix's routing."""
         from hdee.data.shards import eos_of
 
         r, k, prefix_id = self.cfg.route_tokens, choice.shape[1], self._setups[tuple(ids)]["record"]["prefix_model"]
@@ -226,11 +259,20 @@ class RoutedEvaluator:
         ctx = previous_contexts(windows, -1 if eos is None else eos)
         model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
         has = ctx.length > 0
-        ctx_scores = scores_by_length(lambda batch: router.scores(batch, model), windows, ctx, len(ids))
+        skey = (tuple(ids), domain, split, "previous")  # the same contexts for every k and weighting
+        if skey not in self._scores:
+            self._scores[skey] = scores_by_length(lambda batch: router.scores(batch, model), windows, ctx, len(ids))
+        ctx_scores = self._scores[skey]
         choice = np.where(has[:, None], top_experts(ctx_scores, k), choice)
-        start = context_loglik(lp, ctx, choice) if k > 1 else np.zeros(choice.shape)
-        out = routed_mix(lp, prefix_lp, choice, r)
-        out[has] = cascade_mix(lp[:, has], choice[has], start[has])
+        cascade_k = k > 1 and soft_scores is None
+        if soft_scores is not None:
+            log_w = router.log_weights(np.where(has[:, None], ctx_scores, soft_scores), choice)
+            out = soft_mix(lp, prefix_lp, choice, log_w, r)
+            out[has] = soft_mix(lp[:, has], prefix_lp[has], choice[has], log_w[has], 0)
+        else:
+            start = context_loglik(lp, ctx, choice) if cascade_k else np.zeros(choice.shape)
+            out = routed_mix(lp, prefix_lp, choice, r)
+            out[has] = cascade_mix(lp[:, has], choice[has], start[has])
         # what ran on each window: the prefix model (its prefix, or the context for a hidden-state
         # router), the router, and for a cascade the chosen experts over the context
         prefix, routing, cascade = [], [], []
@@ -242,7 +284,7 @@ class RoutedEvaluator:
                 continue
             prefix.append(window_flops(self.infos[prefix_id], length) if model is not None else 0.0)
             routing.append(router.flops_per_window(length))
-            cascade.append(sum(window_flops(self.infos[ids[j]], length) for j in row) if k > 1 else 0.0)
+            cascade.append(sum(window_flops(self.infos[ids[j]], length) for j in row) if cascade_k else 0.0)
         cost = RoutedCost(float(np.mean(prefix)), float(np.mean(routing)), choice, float(np.mean(cascade)))
         return out, cost
 
@@ -262,6 +304,8 @@ def generate_routed(router_file: str | Path, prompt: str | Sequence[int], method
     k = entry.routed if entry is not None else 0
     if not k:
         raise EnsembleError(f"--router needs a routed method (routed-top<k>), got {method!r}")
+    if entry.weights == "router":
+        raise EnsembleError(f"{method}: soft routing is scored only; generate with routed-top{k} or routed-prev-top{k}")
     router = load_router(router_file)
     dirs = [resolve_dir(e.get("dir", ""), router_file) for e in router.meta["experts"]]
     for e, d in zip(router.meta["experts"], dirs):

@@ -39,6 +39,7 @@ from hdee.ensemble.mixing import (
 )
 from hdee.ensemble.routing import RoutedEvaluator
 from hdee.evaluation.method_choice import candidates, choose_method
+from hdee.evaluation.routing_front import routing_front
 from hdee.plan.schema import ENSEMBLE_KINDS, EnsembleSpec
 from hdee.registry import MIXING_METHODS
 from hdee.core.layout import RunLayout
@@ -54,10 +55,10 @@ def _score_all(
     experts: Mapping[str, Path],
     reader: scoring.TokenReader,
     progress: ScoreProgress | None = None,
-) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, np.ndarray]]]:
     """Make sure every (expert, domain, split) score file is cached and valid.
 
-    Returns each expert's perplexity per split and domain and the test windows per domain; the
+    Returns each expert's perplexity per split and domain and the windows per split and domain; the
     scores themselves stay on disk and are read back one ensemble and domain at a time.
     """
     windows = {
@@ -78,7 +79,7 @@ def _score_all(
                     ppl[split][eid][d] = perplexity(lp)
         if progress is not None:
             progress(eid, len(ppl["test"]), len(experts))
-    return ppl, windows["test"]
+    return ppl, windows
 
 
 def _without_each(cfg: ExperimentConfig, layout: RunLayout, ids: list[str], method: str) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def _mix(
         for m in methods:
             entry = MIXING_METHODS.get(m)
             if entry.routed:
-                mixed, cost = routed.mix(ids, d, test_windows[d], lp, entry.routed, entry.context)
+                mixed, cost = routed.mix(ids, d, test_windows[d], lp, entry.routed, entry.context, entry.weights)
                 window_lp[m][d] = mixed.mean(axis=1).tolist()
                 ppl[m][d], flops[m][d] = perplexity(mixed), method_flops(m, full, cfg.data.seq_len, routed=cost)
                 continue
@@ -270,7 +271,8 @@ def evaluate(
     _check_specs(alt or {}, experts)
     infos = {eid: read_expert(d) for eid, d in experts.items()}
     domains = cfg.eval_domains
-    split_ppl, test_windows = _score_all(cfg, layout, experts, reader, progress)
+    split_ppl, windows = _score_all(cfg, layout, experts, reader, progress)
+    test_windows = windows["test"]
     expert_ppl = split_ppl["test"]
     docs = {d: _documents(layout, d, w) for d, w in test_windows.items()}
     routed = RoutedEvaluator(cfg, layout, infos, reader)
@@ -304,6 +306,11 @@ def evaluate(
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
         cached = [m for m in cfg.eval.methods if MIXING_METHODS.get(m).cached or MIXING_METHODS.get(m).routed]
         results["alt"] = {"ensemble": other, **_evaluate_kind(cfg, layout, alt, experts, expert_ppl, test_windows, cached, routed, docs)}
+    if cfg.routing.front.routers:
+        results["routing_front"] = {cfg.ensemble: routing_front(cfg, layout, infos, ensembles, main["ensembles"], windows, reader)}
+        if alt:
+            results["routing_front"][results["alt"]["ensemble"]] = routing_front(
+                cfg, layout, infos, alt, results["alt"]["ensembles"], windows, reader)
     if provenance is not None:
         results["provenance"] = provenance
     json_path = results_path if results_path is not None else layout.results_path(repeat, vary)

@@ -20,7 +20,7 @@ from hdee.ensemble.routers import Router
 from hdee.ensemble.scoring import read_tokens
 from hdee.core.errors import ConfigError, EnsembleError
 from hdee.evaluation.sampling import domain_prior
-from hdee.export.configuration_hdee_ensemble import METHODS, NEEDS_PRIOR, routed_k
+from hdee.export.configuration_hdee_ensemble import METHODS, NEEDS_PRIOR, ROUTER_KINDS, routed_k
 from hdee.registry import MIXING_METHODS
 
 if TYPE_CHECKING:
@@ -101,6 +101,9 @@ def export_spec(run: "Run", strategy: str, method: str, kind: str = "final", pri
         spec.infos[spec.prefix_model] = every[spec.prefix_model]
         spec.route_tokens = run.cfg.route_tokens
         if len(ids) > 1 and k < len(ids):
+            if run.cfg.routing.router not in ROUTER_KINDS:
+                raise ConfigError(f"routing.router {run.cfg.routing.router!r}: the exported model computes "
+                                  f"{', '.join(ROUTER_KINDS)} routers only")
             spec.router, spec.router_file = ensure_router(run.cfg, run.layout, ids, every, spec.prefix_model, read_tokens,
                                                           lambda: load_model(every[spec.prefix_model].path))
     return spec

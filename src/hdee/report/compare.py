@@ -324,6 +324,8 @@ def comparison(runs: list[dict[str, Any]], vary: Vary = "domain-phase") -> dict[
         "vary": vary,
         "noise": noise_covered(vary),
         "inference": {kind: inference_cost(k["ensembles"], main["methods"], main["domains"]) for kind, k in kinds_of(main).items()},
+        "routing_front": {kind: {n: {k: v for k, v in s.items() if k != "per_domain"} for n, s in per.items()}
+                          for kind, per in (main.get("routing_front") or {}).items()},
     }
     prov = provenance(runs)
     if prov:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from hdee.report.compare import strategy_order
 from hdee.registry import STRATEGIES
 
+KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
+              "all": "forest (BTM's: every expert the strategy trained)"}
+KIND_SHORT = {"final": "final experts", "all": "forest"}
 PAPER = ("HDEE: Heterogeneous Domain Expert Ensemble (Ersoy, Kolehmainen and Passamani Andrade, 2025), "
          "which builds on Branch-Train-Merge (Li et al., 2022)")
 

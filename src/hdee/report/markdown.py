@@ -13,11 +13,8 @@ from hdee.report.compare import NOT_REMOVED, strategy_order
 from hdee.core.provenance import PACKAGES
 from hdee.report.regime_md import compute_table, gates, opening, spreads, tiers, verdict
 from hdee.registry import MIXING_METHODS
-from hdee.report.intro import intro
-
-KIND_NAMES = {"final": "final-expert ensemble (the paper's: each lineage's last expert)",
-              "all": "forest (BTM's: every expert the strategy trained)"}
-KIND_SHORT = {"final": "final experts", "all": "forest"}
+from hdee.report.intro import KIND_NAMES, KIND_SHORT, intro
+from hdee.report.routing_front_md import front_section
 
 
 def fmt_ppl(x: float) -> str:
@@ -65,7 +62,8 @@ def method_label(method: str, cmp: dict[str, Any]) -> str:
     if entry is not None and entry.routed:
         how = ("routed on the text before each window (reset at documents; a window starting one: its first tokens)"
                if entry.context == "previous" else "routed: the prefix model scores each window's first tokens")
-        return f"`{method}` ({how}, then only the {entry.routed} expert(s) a router picks; see Inference cost)"
+        weighed = ", weighed by the router's softmax" if entry.weights == "router" else ""
+        return f"`{method}` ({how}, then only the {entry.routed} expert(s) a router picks{weighed}; see Inference cost)"
     if entry is not None and not entry.cached:
         windows = sorted(set(cmp.get("product_windows", {}).values()) - {0})
         n = max((d.get("windows", 0) for d in cmp["domains"]), default=0)
@@ -326,7 +324,7 @@ def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
         out += compute_table(cmp) + [""]
     out += both_kinds(cmp)
     out += allocation(cmp)
-    out += inference(cmp)
+    out += inference(cmp) + front_section(cmp)
     out += ["", "## Every mixing method", ""] + (["Bold: a domain's best, only where its 95% interval over test documents "
                                                   "against every other strategy excludes zero.", ""] if "per_method_clear" in cmp else [])
     for m, table in cmp["per_method"].items():

@@ -28,6 +28,7 @@ from hdee.report.results_check import check_results  # noqa: E402
 from hdee.config import ExperimentConfig  # noqa: E402
 from hdee.report.prereg import load_prereg  # noqa: E402
 from hdee.report.regime import regime  # noqa: E402
+from hdee.report.routing_front_md import draw_front, ordered_fronts  # noqa: E402
 
 
 def _save_png(fig, path: Path) -> None:
@@ -70,7 +71,12 @@ def plot_inference(cmp: dict[str, Any], path: Path) -> None:
     kinds = {kind: per for kind, per in cmp["inference"].items() if per}
     names = strategy_order(list(dict.fromkeys(n for per in kinds.values() for n in per)))
     rows = max(len(dict.fromkeys(m for e in per.values() for m in e["methods"])) for per in kinds.values())
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 1.2 + 0.42 * rows), squeeze=False)
+    fronts = ordered_fronts(cmp)
+    height = [1.2 + 0.42 * rows] + ([4.5] if fronts else [])
+    fig, axes = plt.subplots(len(height), max(len(kinds), len(fronts)), figsize=(6.2 * max(len(kinds), len(fronts)), sum(height)),
+                             squeeze=False, gridspec_kw={"height_ratios": height})
+    for ax, (kind, per) in zip(axes[1] if fronts else [], fronts.items()):
+        draw_front(ax, kind, *next(iter(per.items())))
     for ax, (kind, per) in zip(axes[0], kinds.items()):
         methods = list(dict.fromkeys(m for e in per.values() if not e.get("single_model") for m in e["methods"]))
         labels = []
@@ -89,9 +95,11 @@ def plot_inference(cmp: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("perplexity, geometric mean over all domains (lower is better)")
         ax.set_title(f"{kind} ensembles", fontsize=10)
     for i, name in enumerate(names):
-        axes[0][-1].scatter([], [], color=f"C{i % 10}", label=name)
+        axes[0][len(kinds) - 1].scatter([], [], color=f"C{i % 10}", label=name)
     single = any(e.get("single_model") for per in kinds.values() for e in per.values())
-    axes[0][-1].legend(fontsize=7, loc="best", title="strategy" + (" (square: a single model)" if single else ""), title_fontsize=7)
+    axes[0][len(kinds) - 1].legend(fontsize=7, loc="best", title="strategy" + (" (square: a single model)" if single else ""), title_fontsize=7)
+    for ax in axes[0][len(kinds):].tolist() + (axes[1][len(fronts):].tolist() if fronts else []):
+        ax.set_visible(False)
     fig.suptitle("perplexity per mixing method; FLOPs/token = every model a method runs plus its router")
     fig.tight_layout()
     _save_png(fig, path)

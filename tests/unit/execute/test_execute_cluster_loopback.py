@@ -201,7 +201,7 @@ def test_a_node_with_another_hdee_is_named(cluster, tiny_run, tmp_path):
 
 def test_sigterm_of_the_driver_is_one_line_and_the_rerun_finishes(cluster, tiny_run, tmp_path):
     """Ray's SIGTERM handler dumps a C++ stack and aborts; hdee's unwinds the run and says so once."""
-    rel, dropped = _prepared(tiny_run, tmp_path, "run", drop=3)
+    rel, dropped = _prepared(tiny_run, tmp_path, "run", drop=2)
     line = cluster.run_line.replace("configs/paper-small-close.toml", str(tiny_run.config_path)).replace("/shared/runs/paper", rel)
     argv = shlex.split(line + " --no-view")
     proc = subprocess.Popen(HDEE + argv[2:], cwd=tmp_path, env=dict(cluster.env, RAY_AUTH_MODE="token"),

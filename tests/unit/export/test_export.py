@@ -230,6 +230,7 @@ def test_network_with_tied_embeddings_keeps_its_output_layer(tmp_path):
         (["--method", "uniform", "--prior-domain", DOMAIN], "--prior-domain goes with a cached-prior method"),
         (["--method", "no-such-method"], "unknown mixing method"),
         (["--ensemble", "some"], "--ensemble 'some': use one of final, all"),
+        (["--method", "routed-soft-top2"], "cannot be exported: the exported model computes only"),
     ],
 )
 def test_refused_in_one_line(tiny_run, tmp_path, args, expect):
@@ -237,6 +238,19 @@ def test_refused_in_one_line(tiny_run, tmp_path, args, expect):
     res = CliRunner().invoke(app, ["export", str(tiny_run.layout.root), "--strategy", STRATEGY, "--out", str(out), *args])
     assert expect in cli_error(res)
     assert not out.exists()
+
+
+def test_a_router_the_model_cannot_compute_is_refused(tiny_run):
+    import dataclasses
+
+    from hdee.core.errors import ConfigError
+    from hdee.export.spec import export_spec
+    from hdee.run import load_run
+
+    run = load_run(tiny_run.layout.root)
+    bigram = run.cfg.model_copy(update={"routing": run.cfg.routing.model_copy(update={"router": "bigram"})})
+    with pytest.raises(ConfigError, match="routing.router 'bigram': the exported model computes tfidf, hidden routers only"):
+        export_spec(dataclasses.replace(run, cfg=bigram), STRATEGY, "routed-top1", "all")
 
 
 def test_a_plugin_method_is_refused(monkeypatch):
