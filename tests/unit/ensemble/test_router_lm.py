@@ -106,7 +106,7 @@ def soft_run(tiny, experts, tmp_path_factory):  # noqa: F811 (the imported fixtu
     return cfg, layout, reader, evaluate(cfg, layout, experts, ENS, reader)
 
 
-def test_a_bigram_router_in_evaluate_routes_by_train_data_and_weighs_by_its_temperature(soft_run, experts):
+def test_a_bigram_router_in_evaluate_routes_by_train_data_and_weighs_by_its_temperature(soft_run, experts):  # noqa: F811
     cfg, layout, reader, res = soft_run
     ens = res["ensembles"]["trio"]
     assert ens["routing"]["router"] == "bigram"

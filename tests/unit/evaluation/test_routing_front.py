@@ -34,7 +34,7 @@ def front_run(tiny, experts, tmp_path_factory):  # noqa: F811 (the imported fixt
     return cfg, layout, evaluate(cfg, layout, experts, ENS, Reader())
 
 
-def test_the_front_has_every_point_and_each_equals_a_run_with_that_router(front_run, tiny, experts, tmp_path):
+def test_the_front_has_every_point_and_each_equals_a_run_with_that_router(front_run, tiny, experts, tmp_path):  # noqa: F811
     cfg, _, res = front_run
     front = res["routing_front"]["final"]["trio"]
     got = {(p["router"], p["route_tokens"], p["method"]) for p in front["per_domain"]}
