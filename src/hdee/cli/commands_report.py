@@ -6,14 +6,11 @@ from pathlib import Path
 
 import typer
 
-from hdee.pipeline.operations import report_run
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.core.errors import HdeeError
 from hdee.core.layout import RunLayout
 from hdee.core.lock import run_dir_lock
-from hdee.report.write import rich_table
-from hdee.plan.seeds import check_vary
 
 
 @app.command()
@@ -24,6 +21,10 @@ def report(
 ) -> None:
     """Rebuild the report (report.md, report.png; report-seed-models.* with --vary seed-models) and curves.png
     from a run's saved results (no recomputation)."""
+    from hdee.pipeline.operations import report_run
+    from hdee.plan.seeds import check_vary
+    from hdee.report.write import rich_table
+
     check_vary(vary)
     if not run_dir.is_dir():
         raise HdeeError(f"{run_dir}: run directory not found")
@@ -82,6 +83,7 @@ def power(
     target: float = typer.Option(0.8, "--power", min=0.5, max=0.999, help="chance of showing equivalence when there is none to find"),
 ) -> None:
     """The repeats the pre-registered TOST needs: the validation endpoint's spread over a run's repeats."""
+    from hdee.plan.seeds import check_vary
     from hdee.report.compare import comparison, load_repeats, method_for
     from hdee.report.prereg import load_prereg
     from hdee.report.verdict import power_table

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from hdee.plan import Plan
 
 from hdee.cli.app import app
 from hdee.cli.output import make_console
 from hdee.config import load_config
 from hdee.core.layout import RunLayout
-from hdee.plan import Plan
 from hdee.registry import STRATEGIES
-from hdee.report.write import rich_table
 
 DEFAULT_CONFIG = Path("configs/embedded.toml")
 
@@ -192,6 +194,7 @@ def run_cmd(
     """Run (or finish) the whole experiment: prepare, plan, train, score, evaluate, report."""
     from hdee.core.lock import run_dir_lock
     from hdee.pipeline.experiment import check_repeats, run_experiment
+    from hdee.report.write import rich_table
 
     cfg = load_config(config)
     check_repeats(cfg, seeds, vary)  # before the lock, which creates the run dir

@@ -38,7 +38,11 @@ __all__ = ["DistContext", "job_fingerprint", "job_identity", "run_train_job"]
 
 
 def job_fingerprint(job: TrainJob) -> str:
-    """What a saved state must match to be resumed (display-only settings excluded)."""
+    """What a saved state must match to be resumed (display-only settings excluded). A seed-cache
+    entry's state resumes for any job of that entry (`meta["cache"]`, whose key covers everything
+    that shapes the weights), whether `hdee seeds` or a run, under whatever job id, started it."""
+    if job.meta.get("cache"):
+        return sha256_bytes(f"seed cache entry {job.meta['cache']}".encode())
     return sha256_bytes(job.model_dump_json(exclude={"tensorboard", "tokenizer"}).encode())
 
 

@@ -177,3 +177,28 @@ def test_cache_and_imported_checkpoints_exclude_each_other(tmp_path):
     raw["seed_models"] = {"from": {"M": "somewhere"}, "cache": True}
     with pytest.raises(ValueError, match="seed_models.cache trains seeds once"):
         ExperimentConfig.model_validate(raw)
+
+
+def test_an_entry_interrupted_in_one_job_resumes_in_another(tmp_path):
+    """`hdee seeds` and a run (or two runs) name the same entry with jobs of other ids and paths:
+    whichever stopped, the next one resumes its state and ends with the uninterrupted weights."""
+    from hdee.train.seed_cache import train_cached
+    from tests.helpers.train_helpers import make_domain, tiny_job
+
+    domains = [make_domain(tmp_path / "data", "alpha", 1)]
+    job = tiny_job(tmp_path / "unused", domains, steps=6)
+    mine, theirs = (job.model_copy(update={"meta": {**job.meta, "job_id": j}, "val": v})
+                    for j, v in (("seed-M-aaaa", list(domains)), ("seed-M-bbbb", [])))
+
+    def stop(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cached("M-00000000000000aa", mine, progress=stop)
+    assert (model_dir("M-00000000000000aa") / "state").is_dir()
+    steps = []
+    resumed = train_cached("M-00000000000000aa", theirs, progress=lambda row: steps.append(row["step"]))
+    assert steps and min(steps) > 4  # resumed, not restarted
+    whole = train_cached("M-00000000000000bb", mine)
+    assert all(torch.equal(t, _weights(whole)[n]) for n, t in _weights(resumed).items())
