@@ -20,15 +20,16 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from hdee.config import ModelFamily
 from hdee.config.sections import check_heads
 from hdee.core.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and transformers load when a model is built, not when a plan is counted
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from hdee.config import ExperimentConfig
 
 
@@ -86,6 +87,7 @@ def pretrained_spec(source: str, size: str, seq_len: int) -> SizeSpec:
     The model is built on the meta device (no weights read); non-embedding = every parameter but
     the input embedding table and an untied output head, as for the family sizes.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
@@ -128,6 +130,8 @@ def size_spec(cfg: "ExperimentConfig", size: str, vocab: int) -> SizeSpec:
 
 
 def attn_implementation() -> str:
+    import torch
+
     if torch.cuda.is_available():
         try:
             import flash_attn  # noqa: F401
@@ -139,6 +143,8 @@ def attn_implementation() -> str:
 
 def llama_config(spec: SizeSpec) -> LlamaConfig:
     """HF config for `spec`; sdpa attention (flash-attention 2 only when installed and on CUDA)."""
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=spec.vocab,
         hidden_size=spec.hidden,
@@ -174,6 +180,9 @@ def set_special_tokens(model: torch.nn.Module, ids: dict[str, int | None]) -> No
 
 def build_model(spec: SizeSpec, seed: int) -> LlamaForCausalLM:
     """A freshly initialised fp32 model; the same seed gives the same weights on every rank."""
+    import torch
+    from transformers import LlamaForCausalLM
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(llama_config(spec))
