@@ -17,8 +17,9 @@ from tests.helpers.paths import ROOT
 pytestmark = pytest.mark.slow
 
 # one kill per job runner (hdee.execute.kinds), in the order the run reaches them: `dense` and
-# `pilot` jobs run the same trainer as `seed` (from scratch) and `train` (from a parent)
-FAULTS = ["prepare:1", "seed:1", "train:2", "score:3", "evaluate:1"]
+# `pilot` jobs run the same trainer as `seed` (from scratch) and `train` (from a parent); a kill
+# in `prepare` is tests/unit/data/test_data_prepare.py's
+FAULTS = ["seed:1", "train:2", "score:3", "evaluate:1"]
 
 
 def _run(config: Path, run_dir: Path, fault: str | None) -> subprocess.CompletedProcess:
