@@ -16,10 +16,8 @@ from hdee.config import ExperimentConfig
 from hdee.core.errors import ConfigError, ExecutionError, one_line
 from hdee.core.fsutil import read_json
 from hdee.core.provenance import environment, strategy_costs
-from hdee.evaluation.evaluate import evaluate
 from hdee.execute.kinds import COST_GROUPS
 from hdee.expert_dir import is_finished
-from hdee.report.prereg import prereg_record
 from hdee.plan import Plan
 from hdee.plan.schema import ENSEMBLE_KINDS
 from hdee.plan.seeds import Vary, check_vary
@@ -77,6 +75,8 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
     """What results.json records of how it was made: `env` (`hdee.core.provenance.environment()`, taken
     now when not given), the repeat and what it varies, the costs of the plan's jobs from their done
     records, and how long this invocation had run (from `started`, a `time.monotonic()` reading)."""
+    from hdee.report.prereg import prereg_record
+
     records = {}
     for job in plan.jobs:
         path = layout.done_record(job.id)
@@ -98,6 +98,8 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Va
     """Score, mix and write the results of one repeat's plan (results path by `plan.repeat` and
     `vary`): the config's ensemble of every strategy and, from the same experts, the other kind;
     with their provenance (`results_provenance`)."""
+    from hdee.evaluation.evaluate import evaluate
+
     alt = None
     if all(e.members for e in plan.ensembles.values()):  # plans written before both kinds were planned lack them
         other = next(k for k in ENSEMBLE_KINDS if k != cfg.ensemble)
