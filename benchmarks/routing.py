@@ -7,7 +7,7 @@ FLOPs per token, and the two routed methods chosen on validation windows with th
 (within +3% at <= 1/3 of the FLOPs; one expert within +8% at <= 0.15x). It only reads the run:
 cached scores are copied, and routers and results are written under --work.
 
-    .venv/bin/python benchmarks/routing.py ~/hdee-runs/regime --work /tmp/routing-front
+    .venv/bin/python benchmarks/routing.py ~/hdee-runs/regime --work /tmp/routing-front --context-tokens 16 32 64 128
     .venv/bin/python benchmarks/routing.py runs/tiny --route-tokens 4 8 --strategies MHo-IHo
 """
 
@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="where scores, routers and results go (default RUN_DIR-routing)")
     ap.add_argument("--routers", nargs="+", default=["tfidf", "hidden", "bigram"])
     ap.add_argument("--route-tokens", nargs="+", type=int, default=[], help="default: the config's")
+    ap.add_argument("--context-tokens", nargs="+", type=int, default=[],
+                    help="previous-context lengths (seq_len: the whole previous window; default: the config's)")
     ap.add_argument("--methods", nargs="+", default=FRONT_METHODS)
     ap.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of more than one expert")
     args = ap.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
     work = RunLayout(args.work or args.run_dir.with_name(args.run_dir.name + "-routing"))
     run = load_run(src.root)
     base = run.cfg.model_dump()
-    front = {"routers": args.routers, "route_tokens": args.route_tokens, "methods": args.methods,
+    front = {"routers": args.routers, "route_tokens": args.route_tokens, "context_tokens": args.context_tokens, "methods": args.methods,
              "strategies": args.strategies, "reference": "cached-prior"}
     cfg = ExperimentConfig.model_validate({
         **base, "eval": {**base["eval"], "methods": ["prefix-posterior", "cached-prior", "routed-top1"], "method": None},
@@ -71,12 +73,12 @@ def main() -> None:
                 if c is None:
                     print(f"  {label}: no point within the FLOPs limit")
                     continue
-                print(f"  {label}: {c['method']} ({c['router']}, R={c['route_tokens']}): val {_pct(c['val_ratio'])}, "
+                print(f"  {label}: {c['method']} ({c['router']}, R={c['route_tokens']}, C={c['context_tokens']}): val {_pct(c['val_ratio'])}, "
                       f"test {_pct(c['test_ratio'])}, FLOPs {c['flops_share']:.3f}x -> target {'met' if c['target_met'] else 'NOT met'}")
             if args.strategies or name == strategy_order(list(per))[0]:
-                print(f"  {'router':7} {'R':>3} {'method':22} {'temp':>7} {'FLOPs':>7} {'val':>8} {'test':>8}")
+                print(f"  {'router':7} {'R':>3} {'C':>4} {'method':22} {'temp':>7} {'FLOPs':>7} {'val':>8} {'test':>8}")
                 for p in sorted(s["points"], key=lambda p: p["flops_share"]):
-                    print(f"  {p['router']:7} {p['route_tokens']:3d} {p['method']:22} {p['temperature'] or 0:7.3g} "
+                    print(f"  {p['router']:7} {p['route_tokens']:3d} {str(p['context_tokens'] or '-'):>4} {p['method']:22} {p['temperature'] or 0:7.3g} "
                           f"{p['flops_share']:7.3f} {_pct(p['val_ratio'])} {_pct(p['test_ratio'])}")
     atomic_write_json(work.root / "routing-front.json", {"seconds": seconds, "front": res["routing_front"]})
     print(f"\nwrote {work.root / 'routing-front.json'}")

@@ -3,7 +3,7 @@ eval, routing, execute (with Slurm's settings)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -54,6 +54,9 @@ class FrontConfig(Strict):
 
     routers: list[str] = Field(default_factory=list, description="router kinds to sweep; empty: no front")
     route_tokens: list[int] = Field(default_factory=list, description="prefix lengths to sweep (default: the run's route_tokens)")
+    context_tokens: list[int] = Field(
+        default_factory=list, description="previous-context lengths to sweep for routed-prev-* (default: the run's context_tokens)"
+    )
     methods: list[str] = Field(default_factory=lambda: list(FRONT_METHODS), description="routed methods to sweep")
     strategies: list[str] | None = Field(default=None, description="whose ensembles (default: every one of more than one expert)")
     reference: str = Field(default="cached-prior", description="the all-expert method the front is measured against")
@@ -66,11 +69,11 @@ class FrontConfig(Strict):
             raise ValueError(f"unknown router kind {unknown[0]!r}; known: {', '.join(ROUTERS.names())}")
         return value
 
-    @field_validator("route_tokens")
+    @field_validator("route_tokens", "context_tokens")
     @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
+    def _positive(cls, value: list[int], info: Any) -> list[int]:
         if any(r < 1 for r in value):
-            raise ValueError("routing.front.route_tokens must be positive")
+            raise ValueError(f"routing.front.{info.field_name} must be positive")
         return value
 
     @field_validator("methods")
@@ -95,6 +98,9 @@ class RoutingConfig(Strict):
         default=None, description="size of the seed model that scores the prefix (default: the cheapest seed)"
     )
     train_windows: int = Field(default=256, gt=0, description="windows of each expert's train split a router reads")
+    context_tokens: int | None = Field(
+        default=None, gt=0, description="routed-prev-*: route on at most this many tokens before the window (default: the whole previous window)"
+    )
     front: FrontConfig = FrontConfig()
 
     @field_validator("router")

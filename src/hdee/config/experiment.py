@@ -117,6 +117,8 @@ class ExperimentConfig(Strict):
         front = self.routing.front
         if any(r >= self.data.seq_len for r in front.route_tokens):
             raise ValueError(f"routing.front.route_tokens must be below data.seq_len {self.data.seq_len}")
+        if any(c > self.data.seq_len for c in [*front.context_tokens, self.routing.context_tokens or 0]):
+            raise ValueError(f"routing context_tokens must be at most data.seq_len {self.data.seq_len}")
         if front.routers and front.reference not in self.eval.methods:
             raise ValueError(f"routing.front.reference {front.reference!r} is not in eval.methods")
         unknown = [s for s in front.strategies or [] if s not in self.strategies]

@@ -2,8 +2,9 @@
 
 Evaluation windows cut a split's token stream into consecutive pieces (`eval_windows`), so
 window i-1 is the text a reader saw just before window i. A window's routing context is the
-previous window up to (not including) the token they share, from just after its last EOS: a
-document boundary resets it, and a window that starts a document (its first token, or the shared
+previous window up to (not including) the token they share, from just after its last EOS, or its
+last `routing.context_tokens` tokens when that is set (shorter and cheaper): a document boundary
+resets it, and a window that starts a document (its first token, or the shared
 one, is EOS) has no context. Such windows fall back to routing on their own prefix
 (`routed-top<k>`). Nothing of the scored window is read: the shared token is the window's given
 first token, never a scored one, and it is left out of the context too.
@@ -39,8 +40,9 @@ class Contexts:
         return np.asarray(windows[i - 1][s : s + int(self.length[i])], dtype=np.int64)
 
 
-def previous_contexts(windows: np.ndarray, eos_id: int) -> Contexts:
-    """The routing context of each window [n, T + 1]: window i-1's tokens [s, T) after its last EOS."""
+def previous_contexts(windows: np.ndarray, eos_id: int, max_tokens: int | None = None) -> Contexts:
+    """The routing context of each window [n, T + 1]: window i-1's tokens [s, T) after its last EOS,
+    its last `max_tokens` of them when given (`routing.context_tokens`)."""
     w = np.asarray(windows)
     if w.ndim != 2:
         raise EnsembleError(f"windows must be [n, tokens], got {list(w.shape)}")
@@ -53,6 +55,8 @@ def previous_contexts(windows: np.ndarray, eos_id: int) -> Contexts:
             continue
         eos = np.flatnonzero(prev == eos_id)
         s = int(eos[-1]) + 1 if eos.size else 0
+        if max_tokens is not None:
+            s = max(s, T - max_tokens)
         start[i], length[i] = s, T - s
     return Contexts(start, length)
 

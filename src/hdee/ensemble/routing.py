@@ -256,7 +256,7 @@ class RoutedEvaluator:
 
         r, k, prefix_id = self.cfg.route_tokens, choice.shape[1], self._setups[tuple(ids)]["record"]["prefix_model"]
         eos = eos_of(self.layout.domain_dir(domain))  # None (text without shards): contexts run across documents
-        ctx = previous_contexts(windows, -1 if eos is None else eos)
+        ctx = previous_contexts(windows, -1 if eos is None else eos, self.cfg.routing.context_tokens)
         model = self._model(prefix_id) if router.kind_spec.needs_prefix_model else None
         has = ctx.length > 0
         skey = (tuple(ids), domain, split, "previous")  # the same contexts for every k and weighting

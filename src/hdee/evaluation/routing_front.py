@@ -1,4 +1,5 @@
-"""The routing front: every router kind x route tokens x routed method (`routing.front`), its
+"""The routing front: every router kind x route tokens x context tokens x routed method
+(`routing.front`; context tokens for the previous-context methods only), its
 perplexity against its inference FLOPs per token, beside the all-expert reference method, and the
 routed methods chosen on validation windows.
 
@@ -62,35 +63,41 @@ def sweep(
     names = [n for n, s in specs.items() if len(s.experts) > 1 and (front.strategies is None or n in front.strategies)]
     if not front.routers or not names:
         return {}
+    contexts = front.context_tokens or [cfg.routing.context_tokens]
     evaluators = []
     for kind in front.routers:
         for r in front.route_tokens or [cfg.route_tokens]:
-            routing = cfg.routing.model_copy(update={"router": kind, "route_tokens": r})
-            evaluators.append((kind, r, RoutedEvaluator(cfg.model_copy(update={"routing": routing}), layout, infos, reader)))
+            for c in contexts:
+                routing = cfg.routing.model_copy(update={"router": kind, "route_tokens": r, "context_tokens": c})
+                ev = RoutedEvaluator(cfg.model_copy(update={"routing": routing}), layout, infos, reader)
+                # a prefix method reads no previous context: once per route tokens
+                methods = [m for m in front.methods if c == contexts[0] or MIXING_METHODS.get(m).context == "previous"]
+                evaluators.append((kind, r, c, ev, methods))
     skip = cfg.eval.prior_sequences
     out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         ids = list(specs[name].experts)
         full = [window_flops(infos[e], cfg.data.seq_len) for e in ids]
-        points = {(kind, r, m): {"router": kind, "route_tokens": r, "method": m, "k": MIXING_METHODS.get(m).routed,
-                                 "test": {}, "val": {}, "flops": {}}
-                  for kind, r, _ in evaluators for m in front.methods}
+        points = {(kind, r, c, m): {"router": kind, "route_tokens": r, "method": m, "k": MIXING_METHODS.get(m).routed,
+                                    "context_tokens": c if MIXING_METHODS.get(m).context == "previous" else None,
+                                    "test": {}, "val": {}, "flops": {}}
+                  for kind, r, c, _, methods in evaluators for m in methods}
         for d in cfg.eval_domains:
             lp = scoring.stacked_scores(layout, ids, d, "test")
             val_lp = scoring.stacked_scores(layout, ids, d, "val")
-            for kind, r, ev in evaluators:
-                for m in front.methods:
-                    entry, point = MIXING_METHODS.get(m), points[(kind, r, m)]
+            for kind, r, c, ev, methods in evaluators:
+                for m in methods:
+                    entry, point = MIXING_METHODS.get(m), points[(kind, r, c, m)]
                     mixed, cost = ev.mix(ids, d, windows["test"][d], lp, entry.routed, entry.context, entry.weights)
                     point["test"][d] = perplexity(mixed)
                     point["flops"][d] = method_flops(m, full, cfg.data.seq_len, routed=cost)
                     if val_lp.shape[1] > skip:
                         mixed, _ = ev.mix(ids, d, windows["val"][d], val_lp, entry.routed, entry.context, entry.weights, "val")
                         point["val"][d] = perplexity(mixed[skip:])
-        for kind, r, ev in evaluators:
+        for kind, r, c, ev, methods in evaluators:
             router = ev.router_of(ids)
-            for m in front.methods:
-                points[(kind, r, m)]["temperature"] = router.temperature if router is not None else None
+            for m in methods:
+                points[(kind, r, c, m)]["temperature"] = router.temperature if router is not None else None
         out[name] = list(points.values())
     return out
 
@@ -105,7 +112,7 @@ def summarise(points: list[dict[str, Any]], reference: Mapping[str, Mapping[str,
     for p in points:
         test, val = _mean_log(p["test"], trained), _mean_log(p["val"], trained)
         rows.append({
-            **{k: p[k] for k in ("router", "route_tokens", "method", "k", "temperature")},
+            **{k: p[k] for k in ("router", "route_tokens", "context_tokens", "method", "k", "temperature")},
             "test_mean_log_ppl": test,
             "val_mean_log_ppl": val,
             "test_ratio": None if test is None or ref_test is None else math.exp(test - ref_test),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hdee.report.compare import strategy_order
+from hdee.registry import MIXING_METHODS
 from hdee.report.intro import KIND_SHORT
 
 MARKERS = {"tfidf": "o", "hidden": "s", "bigram": "^"}
@@ -16,11 +17,21 @@ def _pct(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio - 1:+.1%}"
 
 
+def _context(r: dict[str, Any]) -> str:
+    """What a point routes on: R prefix tokens, or the text before the window (all of the previous
+    window, or its last C tokens; R where a window has none)."""
+    entry = MIXING_METHODS.find(r["method"])
+    if entry is None or entry.context != "previous":
+        return f"R={r['route_tokens']}"
+    c = r.get("context_tokens")
+    return f"{'previous window' if c is None else f'previous {c} tokens'} (R={r['route_tokens']})"
+
+
 def _choice(c: dict[str, Any] | None) -> str:
     if c is None:
         return "none within the FLOPs limit |  |  | "
     met = "met" if c["target_met"] else "not met"
-    return (f"`{c['method']}` ({c['router']}, R={c['route_tokens']}) | {_pct(c['val_ratio'])} / {_pct(c['test_ratio'])} | "
+    return (f"`{c['method']}` ({c['router']}, {_context(c)}) | {_pct(c['val_ratio'])} / {_pct(c['test_ratio'])} | "
             f"{c['flops_share']:.3f} | {met} (<= {c['ppl_limit'] - 1:+.0%} at <= {c['flops_limit']:.2f}x)")
 
 
@@ -65,10 +76,11 @@ def front_section(cmp: dict[str, Any]) -> list[str]:
         rows = sorted(s["points"], key=lambda r: (r["flops_share"], r["method"], r["router"], r["route_tokens"]))
         on_front = _pareto(rows, "val_mean_log_ppl")
         out += ["", f"The whole front of {name} ({KIND_SHORT.get(kind, kind)} ensemble); * on the validation Pareto front.", "",
-                "| router | R | method | temperature | FLOPs share | ppl vs reference, val | test |", "|---|---:|---|---:|---:|---:|---:|"]
+                "| router | routed on | method | temperature | FLOPs share | ppl vs reference, val | test |",
+                "|---|---|---|---:|---:|---:|---:|"]
         for i, r in enumerate(rows):
             temp = "-" if r.get("temperature") is None else f"{r['temperature']:.3g}"
-            out.append(f"| {r['router']} | {r['route_tokens']} | {r['method']}{' *' if i in on_front else ''} | {temp} | "
+            out.append(f"| {r['router']} | {_context(r)} | {r['method']}{' *' if i in on_front else ''} | {temp} | "
                        f"{r['flops_share']:.3f} | {_pct(r['val_ratio'])} | {_pct(r['test_ratio'])} |")
     return out
 

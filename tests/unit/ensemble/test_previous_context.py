@@ -34,6 +34,20 @@ def test_a_context_is_the_stream_strictly_before_the_window_and_after_the_last_e
     assert ctx.length[2] == 26 and ctx.length[4] == 31  # after the EOS at 37 (window 1) and at 96 (window 3)
 
 
+def test_a_capped_context_is_the_last_tokens_of_the_whole_one():
+    rng = np.random.default_rng(4)
+    stream = rng.integers(1, 50, size=300)
+    stream[[40, 150]] = EOS
+    windows = eval_windows(stream, 32)
+    whole = previous_contexts(windows, EOS)
+    for cap in (1, 5, 32):
+        capped = previous_contexts(windows, EOS, cap)
+        for i in range(len(windows)):
+            want = whole.tokens(windows, i)[-cap:] if whole.length[i] else whole.tokens(windows, i)
+            assert np.array_equal(capped.tokens(windows, i), want), (cap, i)
+        assert capped.length.max() <= cap
+
+
 def test_the_router_never_reads_the_scored_window(prev_run):
     cfg, layout, reader, res = prev_run
     windows = scoring.domain_windows(layout, "py_tests", "test", cfg, reader)

@@ -18,8 +18,9 @@ from tests.unit.ensemble.test_routing import ENS, Reader, config, experts  # noq
 
 matplotlib.use("Agg")
 
-FRONT = {"routers": ["tfidf", "bigram"], "route_tokens": [4, 8],
+FRONT = {"routers": ["tfidf", "bigram"], "route_tokens": [4, 8], "context_tokens": [3, 32],  # 32: the whole window
          "methods": ["routed-top1", "routed-top2", "routed-prev-top1", "routed-soft-top2"]}
+PREV = {"routed-prev-top1"}
 
 
 def with_front(cfg: ExperimentConfig, **front) -> ExperimentConfig:
@@ -37,17 +38,22 @@ def front_run(tiny, experts, tmp_path_factory):  # noqa: F811 (the imported fixt
 def test_the_front_has_every_point_and_each_equals_a_run_with_that_router(front_run, tiny, experts, tmp_path):  # noqa: F811
     cfg, _, res = front_run
     front = res["routing_front"]["final"]["trio"]
-    got = {(p["router"], p["route_tokens"], p["method"]) for p in front["per_domain"]}
-    assert got == {(r, t, m) for r in FRONT["routers"] for t in FRONT["route_tokens"] for m in FRONT["methods"]}
-    assert len(front["points"]) == len(got)
-    alone = config(tiny, router="bigram", methods=("prefix-posterior", "routed-top1", "routed-soft-top2"))
+    got = {(p["router"], p["route_tokens"], p["context_tokens"], p["method"]) for p in front["per_domain"]}
+    assert got == {(r, t, c if m in PREV else None, m) for r in FRONT["routers"] for t in FRONT["route_tokens"]
+                   for c in FRONT["context_tokens"] for m in FRONT["methods"]}  # a prefix method once per R
+    assert len(front["points"]) == len(got) == 2 * 2 * (3 + 2)
+    alone = config(tiny, router="bigram", methods=("prefix-posterior", "routed-top1", "routed-soft-top2", "routed-prev-top1"))
     raw = alone.model_dump()
-    alone = ExperimentConfig.model_validate({**raw, "routing": {**raw["routing"], "route_tokens": 4}})
+    alone = ExperimentConfig.model_validate({**raw, "routing": {**raw["routing"], "route_tokens": 4, "context_tokens": 3}})
     single = evaluate(alone, RunLayout(tmp_path), experts, ENS, Reader())["ensembles"]["trio"]
-    for m in ("routed-top1", "routed-soft-top2"):
-        point = next(p for p in front["per_domain"] if (p["router"], p["route_tokens"], p["method"]) == ("bigram", 4, m))
+    for m, c in (("routed-top1", None), ("routed-soft-top2", None), ("routed-prev-top1", 3)):
+        point = next(p for p in front["per_domain"]
+                     if (p["router"], p["route_tokens"], p["context_tokens"], p["method"]) == ("bigram", 4, c, m))
         assert point["test"] == pytest.approx(single["ppl"][m], rel=1e-12)
         assert point["flops"] == pytest.approx(single["inference_flops"][m], rel=1e-12)
+    short, whole = (next(p for p in front["per_domain"] if (p["router"], p["route_tokens"], p["context_tokens"], p["method"])
+                         == ("bigram", 4, c, "routed-prev-top1")) for c in (3, 32))
+    assert short["flops"] != whole["flops"]  # the router reads fewer tokens
     # the reference is the ensemble's own all-expert method
     ens = res["ensembles"]["trio"]
     trained = cfg.train_domains
@@ -95,6 +101,8 @@ def test_test_numbers_never_move_the_choice(front_run):
     ({"routers": ["magic"]}, "unknown router kind 'magic'"),
     ({"methods": ["uniform"]}, "'uniform' is not a routed method"),
     ({"route_tokens": [32]}, "routing.front.route_tokens must be below data.seq_len 32"),
+    ({"context_tokens": [33]}, "routing context_tokens must be at most data.seq_len 32"),
+    ({"context_tokens": [0]}, "routing.front.context_tokens must be positive"),
     ({"strategies": ["nobody"]}, "routing.front.strategies names 'nobody'"),
     ({"reference": "uniform"}, "routing.front.reference 'uniform' is not in eval.methods"),
 ])
@@ -111,11 +119,11 @@ def test_the_report_shows_the_choices_and_draws_the_front(front_run):
     lines = front_section({"routing_front": summaries, "inference": {"final": {}}})
     text = "\n".join(lines)
     chosen = summaries["final"]["trio"]["recommended"]
-    assert "## Routing front" in text and f"`{chosen['method']}` ({chosen['router']}, R={chosen['route_tokens']})" in text
-    assert sum(1 for line in lines if line.startswith("| tfidf |") or line.startswith("| bigram |")) == 16
+    assert "## Routing front" in text and f"`{chosen['method']}` ({chosen['router']}, " in text
+    assert sum(1 for line in lines if line.startswith("| tfidf |") or line.startswith("| bigram |")) == 20
     fig, ax = plt.subplots()
     draw_front(ax, "final", "trio", summaries["final"]["trio"])
-    assert len(ax.collections) >= 16  # a dot per point, a star per choice
+    assert len(ax.collections) >= 20  # a dot per point, a star per choice
     plt.close(fig)
     assert front_section({}) == []
     assert np.isfinite(chosen["flops_share"])
