@@ -37,7 +37,7 @@ from hdee.config.sections import (
 )
 from hdee.core.errors import ConfigError, one_line
 from hdee.core.names import Name
-from hdee.registry import STRATEGIES, default_strategies, import_plugins
+from hdee.registry import MIXING_METHODS, STRATEGIES, default_strategies, import_plugins
 
 # ----------------------------------------------------------------------- the whole
 
@@ -121,6 +121,8 @@ class ExperimentConfig(Strict):
             raise ValueError(f"routing context_tokens must be at most data.seq_len {self.data.seq_len}")
         if front.routers and front.reference not in self.eval.methods:
             raise ValueError(f"routing.front.reference {front.reference!r} is not in eval.methods")
+        if front.routers and not MIXING_METHODS.get(front.reference).cached:
+            raise ValueError(f"routing.front.reference {front.reference!r} must mix cached scores (both ensemble kinds have it)")
         unknown = [s for s in front.strategies or [] if s not in self.strategies]
         if unknown:
             raise ValueError(f"routing.front.strategies names {unknown[0]!r}, which is not in strategies")

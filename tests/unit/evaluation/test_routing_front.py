@@ -105,10 +105,11 @@ def test_test_numbers_never_move_the_choice(front_run):
     ({"context_tokens": [0]}, "routing.front.context_tokens must be positive"),
     ({"strategies": ["nobody"]}, "routing.front.strategies names 'nobody'"),
     ({"reference": "uniform"}, "routing.front.reference 'uniform' is not in eval.methods"),
+    ({"reference": "product"}, "routing.front.reference 'product' must mix cached scores"),
 ])
 def test_front_settings_are_checked(tiny, front, message):
     with pytest.raises(ValueError, match=message):
-        with_front(config(tiny, methods=("prefix-posterior", "cached-prior")), **front)
+        with_front(config(tiny, methods=("prefix-posterior", "cached-prior", "product")), **front)
 
 
 def test_the_report_shows_the_choices_and_draws_the_front(front_run):
