@@ -58,7 +58,8 @@ def sweep(
     reader: scoring.TokenReader,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per ensemble of more than one expert (of `routing.front.strategies`): one point per router
-    kind x route tokens x method, with its test and validation perplexity and FLOPs per domain."""
+    kind x route tokens x method (x context tokens for the previous-context methods), with its test
+    and validation perplexity and FLOPs per domain."""
     front = cfg.routing.front
     names = [n for n, s in specs.items() if len(s.experts) > 1 and (front.strategies is None or n in front.strategies)]
     if not front.routers or not names:
