@@ -43,6 +43,12 @@ def job_fingerprint(job: TrainJob) -> str:
     that shapes the weights), whether `hdee seeds` or a run, under whatever job id, started it."""
     if job.meta.get("cache"):
         return sha256_bytes(f"seed cache entry {job.meta['cache']}".encode())
+    return _whole_job(job)
+
+
+def _whole_job(job: TrainJob) -> str:
+    """Every setting of the job (what every state was matched against before seed-cache entries
+    resumed by their key: such a state still resumes under the job that wrote it)."""
     return sha256_bytes(job.model_dump_json(exclude={"tensorboard", "tokenizer"}).encode())
 
 
@@ -112,7 +118,7 @@ def run_train_job(
     optimizer = make_optimizer(model.parameters(), job.schedule.lr, job.train.betas, job.train.weight_decay, ctx)
     step = 0
     fingerprint = job_fingerprint(job)
-    if state is not None and state["info"].get("job") != fingerprint:
+    if state is not None and state["info"].get("job") not in (fingerprint, _whole_job(job)):
         raise CheckpointError(f"{out / ckpt.STATE_DIR}: trainer state belongs to a different job; delete it to restart")
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

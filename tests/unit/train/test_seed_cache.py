@@ -202,3 +202,26 @@ def test_an_entry_interrupted_in_one_job_resumes_in_another(tmp_path):
     assert steps and min(steps) > 4  # resumed, not restarted
     whole = train_cached("M-00000000000000bb", mine)
     assert all(torch.equal(t, _weights(whole)[n]) for n, t in _weights(resumed).items())
+
+
+def test_a_state_matched_by_the_whole_job_still_resumes_under_that_job(tmp_path, monkeypatch):
+    """States written before entries resumed by their key carry the whole job's fingerprint."""
+    from hdee.train import loop
+    from hdee.train.seed_cache import train_cached
+    from tests.helpers.train_helpers import make_domain, tiny_job
+
+    domains = [make_domain(tmp_path / "data", "alpha", 1)]
+    job = tiny_job(tmp_path / "unused", domains, steps=6)
+    job = job.model_copy(update={"meta": {**job.meta, "job_id": "seed-M-aaaa"}})
+
+    def stop(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "job_fingerprint", loop._whole_job)
+        with pytest.raises(KeyboardInterrupt):
+            train_cached("M-00000000000000cc", job, progress=stop)
+    steps = []
+    train_cached("M-00000000000000cc", job, progress=lambda row: steps.append(row["step"]))
+    assert steps and min(steps) > 4
