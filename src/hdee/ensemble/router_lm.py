@@ -19,8 +19,6 @@ import math
 
 import numpy as np
 
-from hdee.core.errors import EnsembleError
-
 
 def _bigrams(windows: np.ndarray, vocab: int) -> np.ndarray:
     w = np.asarray(windows, dtype=np.int64)
@@ -31,15 +29,13 @@ def _bigrams(windows: np.ndarray, vocab: int) -> np.ndarray:
 
 def fit_bigram(expert_windows: list[np.ndarray], shared_windows: np.ndarray, vocab: int, route_tokens: int):
     """A bigram router LM per expert from its windows; the background unigram from `shared_windows`."""
-    from hdee.ensemble.routers import Router
+    from hdee.ensemble.routers import Router, token_ids
 
     background = np.bincount(np.asarray(shared_windows, dtype=np.int64).ravel(), minlength=vocab)[:vocab].astype(np.float64)
     background = (background + 1.0) / (background.sum() + vocab)  # add-one: every token possible
     unigrams, keys, counts, offsets = [], [], [], [0]
     for w in expert_windows:
-        w = np.asarray(w, dtype=np.int64)
-        if w.size and (w.min() < 0 or w.max() >= vocab):
-            raise EnsembleError(f"router input holds token id {int(w.max())} outside the vocabulary of {vocab}")
+        w = token_ids(w, vocab)
         unigrams.append(np.bincount(w.ravel(), minlength=vocab).astype(np.float64))
         k, c = np.unique(_bigrams(w, vocab), return_counts=True)
         keys.append(k)
@@ -61,30 +57,42 @@ def _witten_bell(count: np.ndarray, total: np.ndarray, types: np.ndarray, lower:
     return out
 
 
+def _expert_models(router) -> list[tuple[np.ndarray, ...]]:
+    """Per expert, what scoring needs from the stored counts (derived once per router): its
+    smoothed unigram, its sorted bigram keys and counts, and per token how often it had a successor
+    and how many different ones."""
+    if "bigram" not in router.derived:
+        vocab = len(router.idf)
+        background = router.idf.astype(np.float64)
+        keys, counts, offsets = router.tables["keys"], router.tables["counts"].astype(np.float64), router.tables["offsets"]
+        models = []
+        for k, uni in enumerate(router.centroids.astype(np.float64)):
+            p_uni = _witten_bell(uni, np.full(vocab, uni.sum()), np.full(vocab, float(np.count_nonzero(uni))), background)
+            ek, ec = keys[offsets[k] : offsets[k + 1]], counts[offsets[k] : offsets[k + 1]]
+            first = ek // vocab
+            ctx_total = np.bincount(first, weights=ec, minlength=vocab)
+            ctx_types = np.bincount(first, minlength=vocab).astype(np.float64)
+            models.append((p_uni, ek, ec, ctx_total, ctx_types))
+        router.derived["bigram"] = models
+    return router.derived["bigram"]
+
+
 def bigram_loglik(router, windows: np.ndarray) -> np.ndarray:
     """Each window's log-likelihood under each expert's router LM, float64 [n, K] (the first token
     under the unigram, every later one under the bigram)."""
-    w = np.asarray(windows, dtype=np.int64)
+    from hdee.ensemble.routers import token_ids
+
     vocab = len(router.idf)
-    if w.ndim != 2:
-        raise EnsembleError(f"router input must be [n, tokens], got {list(w.shape)}")
-    if w.size and (w.min() < 0 or w.max() >= vocab):
-        raise EnsembleError(f"router input holds token id {int(w.max())} outside the vocabulary of {vocab}")
-    background = router.idf.astype(np.float64)
-    keys, counts, offsets = router.tables["keys"], router.tables["counts"].astype(np.float64), router.tables["offsets"]
+    w = token_ids(windows, vocab)
     n, width = w.shape
-    out = np.zeros((n, len(router.centroids)))
     prev, cur = w[:, :-1].ravel(), w[:, 1:].ravel()
-    for k, uni in enumerate(router.centroids.astype(np.float64)):
-        p_uni = _witten_bell(uni, np.full(vocab, uni.sum()), np.full(vocab, float(np.count_nonzero(uni))), background)
-        ek, ec = keys[offsets[k] : offsets[k + 1]], counts[offsets[k] : offsets[k + 1]]
-        first = ek // vocab
-        ctx_total = np.bincount(first, weights=ec, minlength=vocab)  # how often each token had a successor
-        ctx_types = np.bincount(first, minlength=vocab).astype(np.float64)  # how many different successors
-        q = prev * vocab + cur
-        pos = np.searchsorted(ek, q)
-        hit = (pos < len(ek)) & (ek[np.minimum(pos, len(ek) - 1)] == q) if len(ek) else np.zeros(len(q), dtype=bool)
-        c = np.where(hit, ec[np.minimum(pos, max(len(ek) - 1, 0))] if len(ek) else 0.0, 0.0)
+    q = prev * vocab + cur
+    out = np.zeros((n, len(router.centroids)))
+    for k, (p_uni, ek, ec, ctx_total, ctx_types) in enumerate(_expert_models(router)):
+        c = np.zeros(len(q))
+        if len(ek):
+            pos = np.minimum(np.searchsorted(ek, q), len(ek) - 1)
+            c = np.where(ek[pos] == q, ec[pos], 0.0)
         p = _witten_bell(c, ctx_total[prev], ctx_types[prev], p_uni[cur])
         out[:, k] = np.log(p_uni[w[:, 0]]) + np.log(p).reshape(n, width - 1).sum(axis=1)
     return out

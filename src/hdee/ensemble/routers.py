@@ -40,15 +40,22 @@ from hdee.registry import ROUTERS
 FORMAT = 1
 
 
-def token_counts(prefixes: np.ndarray, vocab: int):
-    """Bag of token ids: scipy CSR [n, vocab] of counts, one row per prefix."""
-    from scipy.sparse import csr_array
-
+def token_ids(prefixes: np.ndarray, vocab: int) -> np.ndarray:
+    """A router's input as int64 [n, tokens], refused in one line when it is not that or holds an id
+    outside the vocabulary."""
     ids = np.asarray(prefixes, dtype=np.int64)
     if ids.ndim != 2:
         raise EnsembleError(f"router input must be [n, tokens], got {list(ids.shape)}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise EnsembleError(f"router input holds token id {int(ids.max())} outside the vocabulary of {vocab}")
+    return ids
+
+
+def token_counts(prefixes: np.ndarray, vocab: int):
+    """Bag of token ids: scipy CSR [n, vocab] of counts, one row per prefix."""
+    from scipy.sparse import csr_array
+
+    ids = token_ids(prefixes, vocab)
     rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
     return csr_array((np.ones(ids.size), (rows, ids.ravel())), shape=(ids.shape[0], vocab))
 
@@ -94,6 +101,8 @@ class Router:
     idf: np.ndarray | None = None  # float32 [vocab], tfidf only
     meta: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, np.ndarray] = field(default_factory=dict)  # a kind's further tensors (bigram counts)
+    # what a kind derives from its tensors once per router (never saved)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def temperature(self) -> float:

@@ -267,8 +267,8 @@ class RoutedEvaluator:
         cascade_k = k > 1 and soft_scores is None
         if soft_scores is not None:
             log_w = router.log_weights(np.where(has[:, None], ctx_scores, soft_scores), choice)
-            out = soft_mix(lp, prefix_lp, choice, log_w, r)
-            out[has] = soft_mix(lp[:, has], prefix_lp[has], choice[has], log_w[has], 0)
+            out = soft_mix(lp, prefix_lp, choice, log_w, 0)
+            out[~has, :r] = np.asarray(prefix_lp, dtype=np.float64)[~has, :r]  # routed on their own prefix
         else:
             start = context_loglik(lp, ctx, choice) if cascade_k else np.zeros(choice.shape)
             out = routed_mix(lp, prefix_lp, choice, r)
