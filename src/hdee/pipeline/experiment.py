@@ -22,7 +22,7 @@ from hdee.execute.kinds import MODEL_KINDS
 from hdee.execute.view import RunView
 from hdee.expert_dir import is_finished
 from hdee.evaluation.pilot import pilot_evaluate, pilot_summary
-from hdee.pipeline.operations import evaluate_plan
+from hdee.pipeline.operations import RUNTIME_SECTIONS, evaluate_plan, kept_results
 from hdee.plan import Job, prepare_job
 from hdee.plan.seeds import Vary, check_vary
 from hdee.report.compare import load_repeats
@@ -30,10 +30,6 @@ from hdee.report.write import write_report
 from hdee.core.layout import RunLayout
 from hdee.run import current_plan, ensemble_specs, expert_dirs, prepared_vocab, resolve_vocab
 from hdee.trust import remember_run
-
-#: config sections that change how a run executes, not what it computes
-RUNTIME_SECTIONS = ("execute",)
-
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted paths of the settings that differ; domains by name (+added, -removed, ~changed)."""
@@ -144,7 +140,8 @@ def run_experiment(
     first retrain the seed models with other initial weights (hdee.plan.seeds). Repeat 0 is the same
     either way and writes results/results.json and plan.json; repeat k writes
     results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
-    of `-repeat<k>`, which is where `hdee report` looks for them.
+    of `-repeat<k>`, which is where `hdee report` looks for them. A repeat whose results were
+    computed from this config and plan (`kept_results`) is kept as it is, models or not.
 
     With `pilot`, every training job runs but nothing touches a test split: each repeat writes its
     validation pilot (`hdee.evaluation.pilot`, `layout.pilot_path`) instead of results and report.
@@ -166,6 +163,13 @@ def run_experiment(
         vocab = prepared_vocab(layout)
         for repeat in range(seeds):
             plan = current_plan(cfg, vocab, layout, repeat, vary)
+            if not pilot and kept_results(cfg, layout, plan, vary):
+                plan.model_copy(update={"config_sha256": cfg.fingerprint()}).write(layout.plan_path(repeat, vary))
+                live.add_jobs([], f"{cfg.name} repeat {repeat}: results kept (same config and plan)")
+                summary["plans"].append(str(layout.plan_path(repeat, vary)))
+                summary["results"].append(str(layout.results_path(repeat, vary)))
+                summary["repeats_kept"] = summary.get("repeats_kept", 0) + 1
+                continue
             stage = 1
             while True:
                 plan = plan.model_copy(update={"config_sha256": cfg.fingerprint()})

@@ -5,6 +5,7 @@ arguments and prints what these return.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from hdee.run import (
     read_config_trusted,
     resolve_vocab,
 )
+
+
+#: config sections that change how a run executes, not what it computes
+RUNTIME_SECTIONS = ("execute",)
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,35 @@ def _valid_cost(cost: Any) -> bool:
     return isinstance(cost, dict) and number(cost.get("seconds")) and number(cost.get("gpus", 0))
 
 
+def results_source(cfg: ExperimentConfig, plan: Plan) -> dict[str, str]:
+    """What one repeat's results are computed from: every setting but how the run executes
+    (`RUNTIME_SECTIONS`), and the plan's jobs (their ids hash every input of each job)."""
+    computing = [k for k in cfg.model_dump(mode="json") if k not in RUNTIME_SECTIONS]
+    jobs = "\n".join(sorted(j.id for j in plan.jobs)).encode()
+    return {"config_sha256": cfg.fingerprint(*computing), "jobs_sha256": hashlib.sha256(jobs).hexdigest()}
+
+
+def kept_results(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Vary = "domain-phase") -> bool:
+    """Whether the repeat of `plan` has results computed from this config and this plan
+    (`results_source`), which a rerun keeps without retraining: a run's results carried to a new
+    machine without its models finish the rest of the repeats there."""
+    path = layout.results_path(plan.repeat, vary)
+    if not path.is_file():
+        return False
+    try:
+        made = read_json(path)
+    except ValueError:
+        return False  # damaged: evaluated again
+    source = made.get("provenance", {}).get("source") if isinstance(made, dict) else None
+    return source == results_source(cfg, plan)
+
+
 def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase", env: dict[str, Any] | None = None,
-                       started: float | None = None) -> dict[str, Any]:
+                       started: float | None = None, source: dict[str, str] | None = None) -> dict[str, Any]:
     """What results.json records of how it was made: `env` (`hdee.core.provenance.environment()`, taken
     now when not given), the repeat and what it varies, the costs of the plan's jobs from their done
-    records, and how long this invocation had run (from `started`, a `time.monotonic()` reading)."""
+    records, how long this invocation had run (from `started`, a `time.monotonic()` reading) and
+    what the numbers were computed from (`source`, `results_source`)."""
     from hdee.report.prereg import prereg_record
 
     records = {}
@@ -90,6 +119,7 @@ def results_provenance(plan: Plan, layout: RunLayout, vary: Vary = "domain-phase
         "invocation_seconds": None if started is None else round(time.monotonic() - started, 1),
         "costs": strategy_costs(plan.jobs, records, COST_GROUPS),
         "preregistration": prereg_record(),  # the rule in force when these numbers were made (hdee.report.prereg)
+        **({"source": source} if source is not None else {}),
     }
 
 
@@ -106,7 +136,7 @@ def evaluate_plan(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Va
         alt = ensemble_specs(plan, layout, other)
     dirs = expert_dirs(plan, layout)
     results = evaluate(cfg, layout, dirs, ensemble_specs(plan, layout), repeat=plan.repeat, vary=vary,
-                       alt=alt, provenance=results_provenance(plan, layout, vary, env, started))
+                       alt=alt, provenance=results_provenance(plan, layout, vary, env, started, results_source(cfg, plan)))
     refresh_cards(dirs, results)
     return results
 
