@@ -20,21 +20,24 @@ from hdee.report.compare import strategy_order  # noqa: E402
 from hdee.expert_dir import ExpertRecord, is_finished, load_record, read_metrics  # noqa: E402
 from hdee.core.fsutil import read_json  # noqa: E402
 from hdee.core.layout import RunLayout  # noqa: E402
+from hdee.plan.seeds import VARY  # noqa: E402
 
 
 def _users(layout: RunLayout) -> dict[str, list[str]]:
-    """Job id -> the strategies using it, over plan.json and every plan-repeat<k>.json."""
+    """Job id -> the strategies using it, over plan.json and every later repeat's plan of either
+    kind (plan-repeat<k>.json, plan-seed-models-repeat<k>.json)."""
     users: dict[str, list[str]] = {}
-    k = 0
-    while (path := layout.plan_path(k)).is_file():
-        try:
-            plan = read_json(path)
-        except (OSError, ValueError):
-            plan = {}
-        for job in plan.get("jobs", []) if isinstance(plan, dict) else []:
-            names = users.setdefault(job["id"], [])
-            names += [u for u in job.get("used_by", []) if u not in names]
-        k += 1
+    for vary in VARY:
+        k = 0
+        while (path := layout.plan_path(k, vary)).is_file():
+            try:
+                plan = read_json(path)
+            except (OSError, ValueError):
+                plan = {}
+            for job in plan.get("jobs", []) if isinstance(plan, dict) else []:
+                names = users.setdefault(job["id"], [])
+                names += [u for u in job.get("used_by", []) if u not in names]
+            k += 1
     return {job_id: strategy_order(names) for job_id, names in users.items()}
 
 

@@ -55,16 +55,19 @@ def test_curves_one_panel_per_lineage_coloured_by_strategy(tmp_path):
     _expert(layout, "train-a-i2-M-2", "train", "M", 12.0, "a", "train-a-i1-M-1")
     _expert(layout, "train-b-i1-S-1", "train", "S", 8.0, "b", "seed-S-1")
     _expert(layout, "dense-M-1", "dense", "M", 40.0, None, "seed-M-1")
+    _expert(layout, "train-b-i1-S-3", "train", "S", 8.0, "b", "seed-S-1")
     jobs = [{"id": "train-a-i1-M-1", "used_by": ["MHo-IHe", "MHo-IHo"]}, {"id": "train-a-i2-M-1", "used_by": ["MHo-IHo"]},
             {"id": "train-b-i1-S-1", "used_by": ["MHe-IHo"]}, {"id": "dense-M-1", "used_by": ["dense"]}]
     atomic_write_json(layout.plan_json, {"jobs": jobs})
     atomic_write_json(layout.root / "plan-repeat1.json", {"jobs": [{"id": "train-a-i2-M-2", "used_by": ["MHo-IHe"]}]})
+    atomic_write_json(layout.root / "plan-seed-models-repeat1.json", {"jobs": [{"id": "train-b-i1-S-3", "used_by": ["MHe-IHe"]}]})
     lines = {ln["job"]: ln for ln in curve_lines(layout)}
     assert {ln["panel"] for ln in lines.values()} == {"seed models", "lineage a", "lineage b", "dense"}
     assert lines["seed-S-1"]["label"] == "seed S"
     assert lines["train-a-i1-M-1"]["label"] == "MHo-IHo+MHo-IHe"  # strategy order, not plan order
     assert lines["train-a-i2-M-2"]["label"] == "MHo-IHe"  # from the repeat's plan
+    assert lines["train-b-i1-S-3"]["label"] == "MHe-IHe"  # from a repeat that retrained the seeds
     assert lines["train-a-i2-M-1"]["x"] == [10.0, 20.0]  # continues where its parent's FLOPs ended
     assert lines["train-a-i1-M-1"]["x"] == [0.0, 10.0] and lines["train-a-i1-M-1"]["y"] == [5.0, 4.0]
-    assert plot_curves(layout, tmp_path / "curves.png", _save_png) == 7
+    assert plot_curves(layout, tmp_path / "curves.png", _save_png) == 8
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
