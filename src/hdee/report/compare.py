@@ -317,6 +317,7 @@ def comparison(runs: list[dict[str, Any]], vary: Vary = "domain-phase") -> dict[
         "per_method": {m: strategy_table(first["ensembles"], m) for m in main["methods"]},
         "product_windows": {s: e.get("product_windows", 0) for s, e in first["ensembles"].items() if len(e["experts"]) > 1},
         "flops": {s: e.get("meta", {}) for s, e in first["ensembles"].items()},
+        "seed_corpus": main.get("seed_corpus"),
         "seed_shift": seed_shift(main),
         "seeds": seed_table(main),
         "decisions": decision_rows(runs),

@@ -3,6 +3,8 @@ not read the README. Definitions come from the strategy registry (traits and cla
 
 from __future__ import annotations
 
+from typing import Any
+
 from hdee.report.compare import strategy_order
 from hdee.registry import STRATEGIES
 
@@ -17,20 +19,30 @@ def _strategy_line(name: str) -> str:
     entry = STRATEGIES.find(name)
     if entry is None:
         return f"- `{name}`: a plugin strategy."
-    doc = (entry.cls.__doc__ or "").strip().splitlines()
-    what = doc[0].rstrip(".") if doc else "a registered strategy"
+    summary = (entry.cls.__doc__ or "").strip().split("\n\n")[0]  # the docstring's first paragraph
+    what = " ".join(summary.split()).rstrip(".") or "a registered strategy"
     roles = [role for flag, role in ((entry.baseline, "the baseline every other strategy is compared against"),
                                      (entry.heterogeneous, "heterogeneous in the paper's count"),
                                      (entry.single_model, "a single model, not an ensemble")) if flag]
     return f"- `{name}`: {what}" + (f" ({'; '.join(roles)})" if roles else "") + "."
 
 
-def intro(strategies: list[str]) -> list[str]:
-    """The 'What this compares' section for the strategies of the report."""
+def _seeds_sentence(seed_corpus: dict[str, Any] | None) -> str:
+    """What the seed models trained on, from results.json's `seed_corpus`."""
+    names = ", ".join(f"`{d}`" for d in (seed_corpus or {}).get("domains", []))
+    if seed_corpus and seed_corpus.get("disjoint") and names:
+        return f"A seed model per size is trained on a seed corpus that no expert domain shares ({names}), then each domain "
+    if names:
+        return f"A seed model per size is trained on {names}, the experts' own domains among them, then each domain "
+    return "A seed model is trained on all training domains, then each domain "
+
+
+def intro(strategies: list[str], seed_corpus: dict[str, Any] | None = None) -> list[str]:
+    """The 'What this compares' section for the strategies of the report (`seed_corpus`: results.json's)."""
     single = [s for s in strategy_order(strategies) if (e := STRATEGIES.find(s)) is not None and e.single_model]
     return [
         "## What this compares", "",
-        f"This run reproduces and extends {PAPER}. A seed model is trained on all training domains, then each domain "
+        f"This run reproduces and extends {PAPER}. " + _seeds_sentence(seed_corpus) +
         "(or lineage of domains) continues from it as its own expert; an ensemble mixes its experts' next-token "
         "distributions. Every strategy gets the same domain-phase compute budget and spends it differently:", "",
         "- **MHo / MHe**: model-homogeneous (every expert the baseline size) / model-heterogeneous (size by the "

@@ -308,7 +308,7 @@ def _total(cmp: dict[str, Any]) -> bool:
 def render_markdown(cmp: dict[str, Any], run_name: str) -> str:
     k = cmp["kinds"][cmp["kind"]]
     domains = cmp["domains"]
-    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime")) + intro(list(k["table"]))
+    out = [f"# hdee report: {run_name}", ""] + opening(cmp.get("regime")) + intro(list(k["table"]), cmp.get("seed_corpus"))
     out += gates(cmp.get("regime")) + verdict(cmp.get("regime")) + tiers(cmp.get("regime")) + spreads(cmp.get("regime"))
     out += ["## Results", ""]
     out.append(f"Perplexity on the test split of every domain (lower is better) of the {KIND_NAMES.get(cmp['kind'], cmp['kind'])}, "

@@ -18,8 +18,9 @@ PATTERN = "(" + "|".join(map(re.escape, VARIED)) + r")\.([A-Za-z0-9][A-Za-z0-9_-
 
 def _entry(m: re.Match[str]) -> StrategyEntry:
     base = STRATEGIES.get(m.group(1))
+    doc = f"{m.group(1)} at the size spread `budget.spreads.{m.group(2)}` in place of `budget.sizes`."
     cls = type(f"{base.cls.__name__}_{m.group(2)}", (base.cls,), {"spread": m.group(2), "name": m.group(0),
-                                                                   "__module__": __name__})
+                                                                   "__module__": __name__, "__doc__": doc})
     return StrategyEntry(name=m.group(0), cls=cls, needs_sizes=True, needs_steps=base.needs_steps,
                          heterogeneous=base.heterogeneous, control=base.control, order=base.order, describe=base.describe)
 

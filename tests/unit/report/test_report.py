@@ -384,3 +384,15 @@ def test_pilot_curves_are_labelled_by_domain(tmp_path):
         (d / "hdee.json").write_text(json.dumps({"kind": "pilot", "size_name": "S", "domains": [dom]}))
     lines = curve_lines(layout)
     assert sorted(ln["label"] for ln in lines) == ["alpha (S)", "beta (S)"] and {ln["panel"] for ln in lines} == {"pilots"}
+
+
+def test_the_intro_says_what_the_seeds_trained_on_and_defines_each_strategy_in_full():
+    from hdee.report.intro import intro
+
+    disjoint = "\n".join(intro(["MHo-IHo", "MHe-IHo", "MHe-IHo.close"], {"domains": ["seed_licences"], "disjoint": True}))
+    assert "trained on a seed corpus that no expert domain shares (`seed_licences`)" in disjoint
+    shared = "\n".join(intro(["MHo-IHo"], {"domains": ["a", "b"], "disjoint": False}))
+    assert "trained on `a`, `b`, the experts' own domains among them" in shared
+    # a docstring's whole first paragraph, not its first line cut mid-sentence
+    assert "baseline steps (scaled alike when its extra seed models, `budget.charge = \"total\"`, or its pilots" in disjoint
+    assert "- `MHe-IHo.close`: MHe-IHo at the size spread `budget.spreads.close` in place of `budget.sizes`" in disjoint
