@@ -17,7 +17,7 @@ from hdee.config import load_config
 from hdee.core.layout import RunLayout
 from hdee.registry import STRATEGIES
 
-DEFAULT_CONFIG = Path("configs/embedded.toml")
+DEFAULT_CONFIG = Path("configs/regime.toml")
 
 def _fmt_int(x: int | None) -> str:
     return f"{x:,}" if x is not None else "-"
