@@ -75,12 +75,16 @@ def _valid_cost(cost: Any) -> bool:
     return isinstance(cost, dict) and number(cost.get("seconds")) and number(cost.get("gpus", 0))
 
 
+def computing_fingerprint(cfg: ExperimentConfig) -> str:
+    """The hash of every setting but how the run executes (`RUNTIME_SECTIONS`)."""
+    return cfg.fingerprint(*(k for k in cfg.model_dump(mode="json") if k not in RUNTIME_SECTIONS))
+
+
 def results_source(cfg: ExperimentConfig, plan: Plan) -> dict[str, str]:
-    """What one repeat's results are computed from: every setting but how the run executes
-    (`RUNTIME_SECTIONS`), and the plan's jobs (their ids hash every input of each job)."""
-    computing = [k for k in cfg.model_dump(mode="json") if k not in RUNTIME_SECTIONS]
+    """What one repeat's results are computed from: the config (`computing_fingerprint`) and the
+    plan's jobs (their ids hash every input of each job)."""
     jobs = "\n".join(sorted(j.id for j in plan.jobs)).encode()
-    return {"config_sha256": cfg.fingerprint(*computing), "jobs_sha256": hashlib.sha256(jobs).hexdigest()}
+    return {"config_sha256": computing_fingerprint(cfg), "jobs_sha256": hashlib.sha256(jobs).hexdigest()}
 
 
 def kept_results(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Vary = "domain-phase") -> bool:
