@@ -15,10 +15,14 @@ from tests.helpers.tiny_run import InlineExecutor
 
 
 def _carried(tiny_run, dest):
-    """The tiny run's directory with its models, scores and routers gone: what a results archive holds."""
+    """The tiny run's directory with its models, scores, routers and the done records of its
+    training and scoring jobs gone: what a results archive carries (with the shards it prepares)."""
     layout = tiny_run.copy(dest)
     for folder in (layout.experts_dir, layout.scores_dir, layout.root / "routers"):
         shutil.rmtree(folder, ignore_errors=True)
+    for record in layout.jobs_dir.glob("*.json"):
+        if not record.name.startswith("prepare-"):
+            record.unlink()
     return layout
 
 
@@ -45,6 +49,11 @@ def test_kept_only_when_config_plan_and_record_match(tmp_path, tiny_run):
     evaluated = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"prior_alpha": cfg.eval.prior_alpha + 0.5})})
     assert not kept_results(evaluated, layout, plan)
     assert not kept_results(cfg, layout, plan.model_copy(update={"jobs": plan.jobs[:-1]}))
+    # in the directory where its jobs ran, a rerun verifies them and evaluates again
+    shutil.copy(tiny_run.layout.done_record(plan.jobs[-1].id), layout.done_record(plan.jobs[-1].id))
+    assert not kept_results(cfg, layout, plan)
+    layout.done_record(plan.jobs[-1].id).unlink()
+    assert kept_results(cfg, layout, plan)
     # results without a record of their source (an older hdee), or damaged, are evaluated again
     results = read_json(layout.results_path(0))
     del results["provenance"]["source"]

@@ -89,10 +89,11 @@ def results_source(cfg: ExperimentConfig, plan: Plan) -> dict[str, str]:
 
 def kept_results(cfg: ExperimentConfig, layout: RunLayout, plan: Plan, vary: Vary = "domain-phase") -> bool:
     """Whether the repeat of `plan` has results computed from this config and this plan
-    (`results_source`), which a rerun keeps without retraining: a run's results carried to a new
-    machine without its models finish the rest of the repeats there."""
+    (`results_source`) and none of its jobs has run in this directory: results carried to a new
+    machine without their models, which a rerun keeps, finishing only the repeats that lack them.
+    Where the jobs ran, a rerun verifies their outputs and evaluates again, as always."""
     path = layout.results_path(plan.repeat, vary)
-    if not path.is_file():
+    if not path.is_file() or any(layout.done_record(j.id).exists() for j in plan.jobs if j.kind != "prepare"):
         return False
     try:
         made = read_json(path)
