@@ -84,7 +84,8 @@ def spreads(reg: dict[str, Any] | None) -> list[str]:
     if not trends:
         return []
     out = ["## How much heterogeneity: the endpoint across size spreads", "",
-           ("Spread: largest over smallest expert FLOPs per token. Endpoint: mean trained-domain log-perplexity minus "
+           ("Spread: largest over smallest expert FLOPs per token in the paper's count (6 x non-embedding parameters; "
+            "the hardware count, LM head included, gives smaller ratios). Endpoint: mean trained-domain log-perplexity minus "
             "the baseline's, per repeat. Trend: least-squares slope of the endpoint on log(spread) with its 95% interval "
             "(negative = more heterogeneity helps)."), "",
            "| strategy | spreads: endpoint (mean over repeats) | slope on log(spread) | p |", "|---|---|---|---:|"]
