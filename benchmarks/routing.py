@@ -5,7 +5,7 @@ ensemble and forest, every router kind x route tokens x routed method against th
 `cached-prior` (`hdee.evaluation.routing_front`): perplexity on the trained domains, inference
 FLOPs per token, and the two routed methods chosen on validation windows with the targets' status
 (within +3% at <= 1/3 of the FLOPs; one expert within +8% at <= 0.15x). It only reads the run:
-cached scores are copied, and routers and results are written under --work.
+its shards and cached scores are copied, and routers and results are written under --work.
 
     .venv/bin/python benchmarks/routing.py ~/hdee-runs/regime --work /tmp/routing-front --context-tokens 16 32 64 128
     .venv/bin/python benchmarks/routing.py runs/tiny --route-tokens 4 8 --strategies MHo-IHo
@@ -22,7 +22,7 @@ from hdee.config import ExperimentConfig
 from hdee.config.eval_execute import FRONT_METHODS
 from hdee.core.fsutil import atomic_write_json
 from hdee.core.layout import RunLayout
-from hdee.data.shards import read_split
+from hdee.data.shards import eos_of
 from hdee.evaluation.evaluate import evaluate
 from hdee.report.compare import strategy_order
 from hdee.run import ensemble_specs, expert_dirs, load_run
@@ -57,12 +57,16 @@ def main() -> None:
     final, forest = (ensemble_specs(run.plan, src, kind) for kind in ("final", "all"))
     if src.scores_dir.is_dir() and not work.scores_dir.is_dir():
         shutil.copytree(src.scores_dir, work.scores_dir)  # valid cached scores are reused, never rewritten in the run
-
-    def reader(_layout: RunLayout, domain: str, split: str):
-        return read_split(src.domain_dir(domain), split)
+    # the shards and their manifests too: evaluation finds each domain's EOS there, where previous-context
+    # routing starts its context (without it, contexts would run across documents) and documents end
+    if not (work.root / "data").is_dir():
+        shutil.copytree(src.root / "data", work.root / "data")
+    missing = [d.name for d in run.cfg.domains if eos_of(work.domain_dir(d.name)) is None]
+    if missing:
+        raise SystemExit(f"{work.root / 'data'}: no EOS for {', '.join(missing)}: copy {src.root / 'data'} there")
 
     t0 = time.perf_counter()
-    res = evaluate(cfg, work, experts, final, reader, alt=forest, results_path=work.results_dir / "front.json")
+    res = evaluate(cfg, work, experts, final, alt=forest, results_path=work.results_dir / "front.json")
     seconds = time.perf_counter() - t0
     print(f"evaluated in {seconds:.1f} s; every ratio is against cached-prior on the trained domains (geometric mean)")
     for kind, per in res["routing_front"].items():
