@@ -141,7 +141,8 @@ def run_experiment(
     either way and writes results/results.json and plan.json; repeat k writes
     results/results-repeat<k>.json and plan-repeat<k>.json, or `-seed-models-repeat<k>` in place
     of `-repeat<k>`, which is where `hdee report` looks for them. A repeat whose results were
-    computed from this config and plan (`kept_results`) is kept as it is, models or not.
+    computed from this config and plan, in a directory where none of its jobs ran (results carried
+    from another machine, `kept_results`), is kept as it is.
 
     With `pilot`, every training job runs but nothing touches a test split: each repeat writes its
     validation pilot (`hdee.evaluation.pilot`, `layout.pilot_path`) instead of results and report.
